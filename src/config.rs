@@ -1,0 +1,275 @@
+//! The command line: flags parsed straight into typed values, then checked as a whole.
+//!
+//! argh turns the doc comment of each flag into `--help`. Every value is parsed at this
+//! boundary (durations, port lists, addresses), so the rest of the proxy never sees strings.
+//! A bad value exits with status 2 and one line naming the flag, the value and what was
+//! expected (see `main.rs`). Nothing here opens sockets or files except to check them.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+/// Most executor threads; a router has 1–4 cores and more threads only cost memory.
+pub const MAX_THREADS: usize = 64;
+
+/// smolproxy: a small, strict forward HTTP/1.1 proxy (HTTP forwarding and CONNECT tunnels).
+#[derive(FromArgs, Debug)]
+pub struct Flags {
+    /// address to listen on, repeatable; IPv6 as [::1]:3128; port 0 picks a free port
+    /// (default 127.0.0.1:3128)
+    #[argh(option, from_str_fn(parse_listen))]
+    pub listen: Vec<SocketAddr>,
+
+    /// ports CONNECT may reach: a list with ranges like 443,8443,9000-9100, or "any";
+    /// repeatable (default 443)
+    #[argh(option, from_str_fn(parse_ports))]
+    pub connect_ports: Vec<Ports>,
+
+    /// most client connections at once; beyond it new ones get 503 with Retry-After
+    /// (default 512)
+    #[argh(option, default = "512", from_str_fn(parse_count))]
+    pub max_connections: usize,
+
+    /// time a client has to send a whole request head, like 500ms, 10s or 5m; 408 after it
+    /// (default 10s)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    pub header_timeout: Duration,
+
+    /// time to reach an origin or upstream; 504 after it (default 10s)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    pub connect_timeout: Duration,
+
+    /// idle keep-alive connections and tunnels are closed after this, and a peer that sends
+    /// nothing for this long is given up on (default 5m)
+    #[argh(option, default = "Duration::from_secs(300)", from_str_fn(parse_duration))]
+    pub idle_timeout: Duration,
+
+    /// executor threads (default 1)
+    #[argh(option, default = "1", from_str_fn(parse_threads))]
+    pub threads: usize,
+
+    /// pseudonym in the Via header, also used to detect loops (default smolproxy)
+    #[argh(option, default = "String::from(\"smolproxy\")", from_str_fn(parse_via))]
+    pub via: String,
+
+    /// add no Via header (loops can then not be detected)
+    #[argh(switch)]
+    pub no_via: bool,
+
+    /// where the access log goes: a file (appended to) or - for stderr (default -)
+    #[argh(option, default = "String::from(\"-\")")]
+    pub access_log: String,
+
+    /// access log format: text or json (default text)
+    #[argh(option, default = "LogFormat::Text", from_str_fn(parse_log_format))]
+    pub log_format: LogFormat,
+
+    /// no access log, errors only
+    #[argh(switch)]
+    pub quiet: bool,
+}
+
+/// One entry of `--connect-ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    /// Every port.
+    Any,
+    /// These port ranges.
+    List(Vec<RangeInclusive<u16>>),
+}
+
+impl Ports {
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        match self {
+            Ports::Any => true,
+            Ports::List(ranges) => ranges.iter().any(|r| r.contains(&port)),
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One space-separated line.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The checked configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Ports CONNECT may reach.
+    pub connect_ports: Ports,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Time for a whole request head.
+    pub header_timeout: Duration,
+    /// Time to reach the next hop.
+    pub connect_timeout: Duration,
+    /// Idle limit for keep-alive connections, tunnels and single reads.
+    pub idle_timeout: Duration,
+    /// Executor threads.
+    pub threads: usize,
+    /// Via pseudonym, or `None` with `--no-via`.
+    pub via: Option<String>,
+    /// Access log destination: `None` when quiet, `Some("-")` for stderr, else a path.
+    pub access_log: Option<String>,
+    /// Access log format.
+    pub log_format: LogFormat,
+}
+
+impl Flags {
+    /// Checks the flags together and builds the configuration.
+    pub fn into_config(self) -> Result<Config, String> {
+        let listen = if self.listen.is_empty() {
+            vec![SocketAddr::from(([127, 0, 0, 1], 3128))]
+        } else {
+            self.listen
+        };
+        let connect_ports = match self.connect_ports {
+            v if v.is_empty() => Ports::List(vec![443..=443]),
+            v if v.contains(&Ports::Any) => Ports::Any,
+            v => Ports::List(
+                v.into_iter()
+                    .flat_map(|p| match p {
+                        Ports::List(r) => r,
+                        Ports::Any => Vec::new(),
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(Config {
+            listen,
+            connect_ports,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            threads: self.threads,
+            via: (!self.no_via).then_some(self.via),
+            access_log: (!self.quiet).then_some(self.access_log),
+            log_format: self.log_format,
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` (and `0`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let expected = || format!("expected a duration like 500ms, 10s or 5m, got '{s}'");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| expected())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(expected)?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Parses `443,8443,9000-9100` or `any`.
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    if s.eq_ignore_ascii_case("any") {
+        return Ok(Ports::Any);
+    }
+    let expected = || format!("expected ports like 443,8443,9000-9100 or any, got '{s}'");
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&n| n != 0);
+    s.split(',')
+        .map(|item| match item.split_once('-') {
+            Some((a, b)) => match (port(a), port(b)) {
+                (Some(a), Some(b)) if a <= b => Some(a..=b),
+                _ => None,
+            },
+            None => port(item).map(|p| p..=p),
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Ports::List)
+        .ok_or_else(expected)
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("expected IP:PORT like 127.0.0.1:3128 or [::1]:3128, got '{s}'"))
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("expected a positive number, got '{s}'"))
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    parse_count(s)?
+        .le(&MAX_THREADS)
+        .then(|| s.parse().unwrap_or(1))
+        .ok_or_else(|| format!("expected 1 to {MAX_THREADS} threads, got '{s}'"))
+}
+
+fn parse_via(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(crate::body::is_tchar) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("expected a token (letters, digits, -._~), got '{s}'"))
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("expected text or json, got '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = |s, ms| assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        ok("500ms", 500);
+        ok("10s", 10_000);
+        ok("5m", 300_000);
+        ok("1h", 3_600_000);
+        ok("0", 0);
+        for bad in ["", "10", "s", "1.5s", "-1s", "10x", "99999999999999999999s", "5 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        let p = parse_ports("443,8443,9000-9100").unwrap();
+        for (port, inside) in [(443, true), (8443, true), (9050, true), (9101, false), (80, false)] {
+            assert_eq!(p.contains(port), inside, "{port}");
+        }
+        assert_eq!(parse_ports("ANY"), Ok(Ports::Any));
+        for bad in ["", "0", "70000", "10-5", "a", "443,", "1-2-3"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_to_config() {
+        let f = Flags::from_args(&["smolproxy"], &["--no-via", "--connect-ports", "any"]).unwrap();
+        let c = f.into_config().unwrap();
+        assert_eq!(c.via, None);
+        assert!(c.connect_ports.contains(22));
+        assert_eq!(c.listen, vec![SocketAddr::from(([127, 0, 0, 1], 3128))]);
+        assert!(Flags::from_args(&["smolproxy"], &["--threads", "0"]).is_err());
+        assert!(Flags::from_args(&["smolproxy"], &["--via", "a b"]).is_err());
+    }
+}

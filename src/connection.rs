@@ -1,0 +1,291 @@
+//! One client connection, from its first request to its close.
+//!
+//! The connection's life reads as a sentence: read a head → check it → decide → route →
+//! forward or tunnel → log, and again while the connection is kept alive. Requests are handled
+//! one at a time in arrival order, so pipelined requests are answered in order. Between
+//! requests the connection holds no read buffer and gives up after the idle timeout or at
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_io::Timer;
+use futures_lite::FutureExt;
+
+use crate::dial;
+use crate::error::Error;
+use crate::forward::{self, max_forwards_value, write_with_timeout, Failure, Hop};
+use crate::head::{parse_request, Request};
+use crate::log::Entry;
+use crate::reader::{HeadError, Reader};
+use crate::server::Proxy;
+use crate::stream::{Stream, Tcp};
+use crate::target::Scheme;
+use crate::tunnel::{self, Counts};
+
+/// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
+pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
+    let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
+    let mut first = true;
+    loop {
+        if !first && reader.buffered().is_empty() {
+            // Idle between requests: no buffer held, woken by data, the idle timer or shutdown.
+            reader.release();
+            let readable = async { client.0.readable().await.is_ok() };
+            let idle = async {
+                Timer::after(p.cfg.idle_timeout).await;
+                false
+            };
+            let stop = async {
+                p.stopped().await;
+                false
+            };
+            if !readable.or(idle).or(stop).await {
+                return;
+            }
+        }
+        first = false;
+        let started = Instant::now();
+        let header_timeout = p.cfg.header_timeout;
+        let head = reader
+            .read_head()
+            .or(async {
+                Timer::after(header_timeout).await;
+                Err(HeadError::Io(std::io::ErrorKind::TimedOut.into()))
+            })
+            .await;
+        let mut entry = Entry {
+            time: SystemTime::now(),
+            client: peer,
+            user: None,
+            method: "-".into(),
+            target: "-".into(),
+            status: 0,
+            up: 0,
+            down: 0,
+            duration: Default::default(),
+            route: "-".into(),
+            rule: None,
+        };
+        let len = match head {
+            Ok(n) => n,
+            Err(HeadError::Closed(false)) => return,
+            Err(e) => {
+                let err = match e {
+                    HeadError::TooLarge => Error::HeadTooLarge,
+                    HeadError::LineTooLong => Error::UriTooLong,
+                    HeadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Error::HeadTimeout,
+                    HeadError::Closed(true) => Error::BadRequest("connection closed in the middle of a request head".into()),
+                    HeadError::Io(_) | HeadError::Closed(false) => return,
+                };
+                entry.up = reader.buffered().len() as u64;
+                finish_with_error(&p, &client, &err, &mut entry, started).await;
+                return;
+            }
+        };
+        entry.up = len as u64;
+        let req = match parse_request(&reader.buffered()[..len]) {
+            Ok(r) => r,
+            Err(err) => {
+                finish_with_error(&p, &client, &err, &mut entry, started).await;
+                return;
+            }
+        };
+        reader.consume(len);
+        entry.method = req.method.clone();
+        entry.target = req.uri.clone();
+
+        let keep_alive = handle(&p, &mut reader, &client, &req, &mut entry).await;
+        entry.duration = started.elapsed();
+        p.log.write(&entry);
+        if !keep_alive || p.stopping() {
+            return;
+        }
+    }
+}
+
+/// Handles one parsed request; returns whether the connection can carry another.
+async fn handle(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Request, entry: &mut Entry) -> bool {
+    match decide(p, req) {
+        Ok(Decision::Forward) => {}
+        Ok(Decision::Answer(bytes, status)) => {
+            entry.status = status;
+            entry.down = bytes.len() as u64;
+            let sent = write_with_timeout(&mut client.clone(), &bytes, p).await.is_ok();
+            return sent && req.keep_alive();
+        }
+        Err(err) => {
+            entry.rule = matches!(err, Error::Forbidden(_)).then(|| err.to_string());
+            return reply(p, client, &err, req, entry).await;
+        }
+    }
+    if req.target.scheme == Scheme::Connect {
+        connect(p, reader, client, req, entry).await;
+        return false;
+    }
+    if req.target.scheme == Scheme::Https {
+        let err = Error::NotImplemented("https:// in absolute-form needs a TLS build; use CONNECT".into());
+        return reply(p, client, &err, req, entry).await;
+    }
+    let mut reused_failed = false;
+    loop {
+        let hop = match open_direct(p, req, reused_failed).await {
+            Ok(h) => h,
+            Err(err) => return reply(p, client, &err, req, entry).await,
+        };
+        entry.route = "direct".into();
+        let reused = hop.reused;
+        match forward::exchange(p, reader, req, hop).await {
+            Ok(out) => {
+                entry.status = out.status;
+                entry.up += out.up;
+                entry.down = out.down;
+                if let Some(origin) = out.upgraded {
+                    let counts = Counts::default();
+                    let early = reader.buffered().to_vec();
+                    reader.consume(early.len());
+                    tunnel::relay(client.clone(), &early, origin.io.clone(), origin.buffered(), p.cfg.idle_timeout, &counts)
+                        .await;
+                    entry.up += counts.up.into_inner();
+                    entry.down += counts.down.into_inner();
+                    return false;
+                }
+                return out.keep_alive;
+            }
+            // A pooled connection the origin had closed meanwhile: try once more on a fresh
+            // one when the request can be replayed.
+            Err(Failure::Reply(Error::BadGateway(_))) if reused && forward::retryable(req) => {
+                reused_failed = true;
+            }
+            Err(Failure::Reply(err)) => return reply(p, client, &err, req, entry).await,
+            Err(Failure::Broken(status, down)) => {
+                entry.status = status;
+                entry.down = down;
+                return false;
+            }
+        }
+    }
+}
+
+/// What the proxy does with a request before any next hop is involved.
+enum Decision {
+    /// Send it on.
+    Forward,
+    /// Answer it here with these bytes and this status.
+    Answer(Vec<u8>, u16),
+}
+
+/// The checks made before routing: loops, Max-Forwards, CONNECT ports.
+fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
+    if let Some(name) = &p.cfg.via {
+        if req.passed_through(name) {
+            return Err(Error::Loop(format!("request already passed through {name} (Via)")));
+        }
+    }
+    // RFC 9110 §7.6.2: at Max-Forwards 0 the proxy is the final recipient.
+    if matches!(req.method.as_str(), "OPTIONS" | "TRACE") && max_forwards_value(req) == Some(0) {
+        return Ok(Decision::Answer(answer_here(req), 200));
+    }
+    if req.target.scheme == Scheme::Connect && !p.cfg.connect_ports.contains(req.target.port) {
+        return Err(Error::Forbidden(format!(
+            "CONNECT to port {} is not allowed (--connect-ports)",
+            req.target.port
+        )));
+    }
+    Ok(Decision::Forward)
+}
+
+/// The proxy's own answer to OPTIONS or TRACE with Max-Forwards: 0.
+fn answer_here(req: &Request) -> Vec<u8> {
+    let keep = if req.keep_alive() { "keep-alive" } else { "close" };
+    if req.method == "OPTIONS" {
+        return format!(
+            "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n\
+             Content-Length: 0\r\nConnection: {keep}\r\n\r\n"
+        )
+        .into_bytes();
+    }
+    // TRACE echoes the request as received, minus credentials (RFC 9110 §9.3.8).
+    let mut body = format!("{} {} HTTP/1.{}\r\n", req.method, req.uri, req.minor).into_bytes();
+    for (name, value) in req.head.fields() {
+        if ["proxy-authorization", "authorization", "cookie"].iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(b": ");
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"\r\n");
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: {}\r\nConnection: {keep}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A direct connection to the origin: from the idle pool unless `fresh`, else dialled.
+async fn open_direct(p: &Proxy, req: &Request, fresh: bool) -> Result<Hop, Error> {
+    let t = &req.target;
+    let name = t.host_port();
+    let key = format!("{}://{}", t.scheme.name(), name);
+    if !fresh {
+        if let Some(tcp) = p.pool.take(&key) {
+            return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: false, extra: String::new(), name });
+        }
+    }
+    let tcp = dial::connect(&t.host, t.port, p.cfg.connect_timeout)
+        .await
+        .map_err(|e| Error::upstream(format!("cannot connect to {name}"), &e))?;
+    Ok(Hop { stream: Stream::Tcp(tcp), reused: false, absolute: false, extra: String::new(), name })
+}
+
+/// CONNECT: reach the target, say 200, then relay bytes both ways.
+async fn connect(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Request, entry: &mut Entry) {
+    let t = &req.target;
+    let origin = match dial::connect(&t.host, t.port, p.cfg.connect_timeout).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let err = Error::upstream(format!("cannot connect to {}", t.host_port()), &e);
+            reply(p, client, &err, req, entry).await;
+            return;
+        }
+    };
+    entry.route = "direct".into();
+    let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    if write_with_timeout(&mut client.clone(), ok, p).await.is_err() {
+        return;
+    }
+    entry.status = 200;
+    // Bytes the client sent right after the CONNECT head belong to the tunnel.
+    let early = reader.buffered().to_vec();
+    reader.consume(early.len());
+    reader.release();
+    let counts = Counts::default();
+    tunnel::relay(client.clone(), &early, Stream::Tcp(origin), &[], p.cfg.idle_timeout, &counts).await;
+    entry.up += counts.up.into_inner();
+    entry.down = ok.len() as u64 + counts.down.into_inner();
+}
+
+/// Sends an error reply for a parsed request; returns whether the connection stays usable.
+async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
+    // A request body that was not read is still on the wire: the connection must close.
+    let keep = err.keeps_connection() && req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping();
+    let bytes = err.reply("", !keep);
+    entry.status = err.status().0;
+    entry.down = bytes.len() as u64;
+    write_with_timeout(&mut client.clone(), &bytes, p).await.is_ok() && keep
+}
+
+/// Answers a request that could not be read or parsed, logs it, and lets the caller close.
+async fn finish_with_error(p: &Proxy, client: &Tcp, err: &Error, entry: &mut Entry, started: Instant) {
+    let bytes = err.reply("", true);
+    entry.status = err.status().0;
+    entry.down = bytes.len() as u64;
+    let _ = write_with_timeout(&mut client.clone(), &bytes, p).await;
+    entry.duration = started.elapsed();
+    p.log.write(entry);
+}

@@ -1,0 +1,370 @@
+//! Forwarding one HTTP request to its origin and the response back (RFC 9110 §7.6, RFC 9112).
+//!
+//! The request head is rewritten for the next hop (origin-form and a Host made from the
+//! target, hop-by-hop fields removed, Via added, Max-Forwards decremented), then the request
+//! body goes up while the response comes down, concurrently, so `Expect: 100-continue` and
+//! early responses work. 1xx responses are passed on to HTTP/1.1 clients; a 101 after an
+//! Upgrade request turns the exchange into a tunnel. The response is streamed in its own
+//! framing, or decoded for HTTP/1.0 clients. This file does not decide where a request may go.
+
+use std::io;
+use std::pin::pin;
+use std::time::SystemTime;
+
+use futures_lite::{AsyncWriteExt, FutureExt};
+
+use crate::body::{self, BodyError, Mode};
+use crate::date::http_date;
+use crate::error::Error;
+use crate::head::{parse_response, Framing, Request, Response};
+use crate::reader::{HeadError, Reader};
+use crate::server::Proxy;
+use crate::stream::{Stream, Tcp};
+use crate::target::Scheme;
+
+/// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that
+/// Connection names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// How a forwarded exchange ended.
+pub struct Outcome {
+    /// Final status sent to the client.
+    pub status: u16,
+    /// Request body bytes read from the client.
+    pub up: u64,
+    /// Response bytes written to the client.
+    pub down: u64,
+    /// Whether the client connection can carry another request.
+    pub keep_alive: bool,
+    /// After a 101: the origin side, with anything it sent after the 101 head.
+    pub upgraded: Option<Reader<Stream>>,
+}
+
+/// Why an exchange failed.
+pub enum Failure {
+    /// Nothing was sent to the client yet: answer with this error.
+    Reply(Error),
+    /// A response was already under way; the client connection must be closed. Carries the
+    /// status that was sent and the bytes written.
+    Broken(u16, u64),
+}
+
+/// Where the request goes over the wire: a connection and how the head must be written.
+pub struct Hop {
+    /// The connection to the origin (or to the upstream proxy in absolute-form mode).
+    pub stream: Stream,
+    /// Whether it came from the idle pool (and may have been closed by the peer meanwhile).
+    pub reused: bool,
+    /// Write the target in absolute-form (to an HTTP upstream proxy) instead of origin-form.
+    pub absolute: bool,
+    /// Extra header lines for the next hop (e.g. its own Proxy-Authorization), CRLF-ended.
+    pub extra: String,
+    /// How to name the next hop in error messages.
+    pub name: String,
+}
+
+/// Sends `req` over `hop` and relays the response to `client`.
+pub async fn exchange(p: &Proxy, client: &mut Reader<Tcp>, req: &Request, hop: Hop) -> Result<Outcome, Failure> {
+    let head = request_head(p, req, &hop);
+    let key = pool_key(req, &hop);
+    let name = hop.name;
+    let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
+    if let Err(e) = write_with_timeout(&mut origin.io, &head, p).await {
+        return Err(Failure::Reply(Error::upstream(format!("cannot send to {name}"), &e)));
+    }
+
+    let (up_result, down_result) = {
+        let mut writer = origin.io.clone();
+        let client_w = client.io.clone();
+        let mut up = pin!(async {
+            match req.framing {
+                Framing::Empty => Ok(0),
+                framing => body::relay(client, &mut writer, framing, Mode::Pass, p.cfg.idle_timeout).await,
+            }
+        });
+        let mut down = pin!(respond(p, &mut origin, client_w, req, &name));
+        enum First<U, D> {
+            Up(U),
+            Down(D),
+        }
+        let first = async { First::Up(up.as_mut().await) }
+            .or(async { First::Down(down.as_mut().await) })
+            .await;
+        match first {
+            First::Up(u) => {
+                if let Err(BodyError::Read(_) | BodyError::Malformed(_)) = &u {
+                    // The client stopped sending or sent a broken body: the origin will never
+                    // see a whole request. Answer if we still can, and close both sides.
+                    return Err(match &u {
+                        Err(BodyError::Malformed(why)) => {
+                            Failure::Reply(Error::BadRequest(format!("request body: {why}")))
+                        }
+                        _ => Failure::Broken(0, 0),
+                    });
+                }
+                (Some(u), down.as_mut().await)
+            }
+            // The origin answered before the whole body was sent (e.g. 413): the rest of the
+            // body is still on the client connection, which therefore cannot be reused.
+            First::Down(d) => (None, d),
+        }
+    };
+    let down = down_result?;
+    let body_done = matches!(up_result, Some(Ok(_)));
+    let up_bytes = match up_result {
+        Some(Ok(n)) => n,
+        _ => 0,
+    };
+    let reusable = body_done && down.origin_reusable && !down.upgraded;
+    if reusable && origin.buffered().is_empty() {
+        if let Stream::Tcp(tcp) = &origin.io {
+            p.pool.put(key, tcp.clone());
+        }
+    }
+    let upgraded = down.upgraded.then_some(origin);
+    Ok(Outcome {
+        status: down.status,
+        up: up_bytes,
+        down: down.written,
+        keep_alive: body_done && down.client_reusable,
+        upgraded,
+    })
+}
+
+/// The pool key for the connection an exchange used.
+pub fn pool_key(req: &Request, hop: &Hop) -> String {
+    if hop.absolute {
+        hop.name.clone()
+    } else {
+        format!("{}://{}", req.target.scheme.name(), req.target.host_port())
+    }
+}
+
+/// What the response side reports.
+struct Down {
+    /// Final status.
+    status: u16,
+    /// Bytes written to the client.
+    written: u64,
+    /// The origin connection is at a message boundary and open.
+    origin_reusable: bool,
+    /// The client connection is at a message boundary and open.
+    client_reusable: bool,
+    /// A 101 was relayed: the caller tunnels.
+    upgraded: bool,
+}
+
+async fn respond(
+    p: &Proxy,
+    origin: &mut Reader<Stream>,
+    mut client: Tcp,
+    req: &Request,
+    hop_name: &str,
+) -> Result<Down, Failure> {
+    let mut written = 0u64;
+    loop {
+        let n = match origin.read_head().await {
+            Ok(n) => n,
+            Err(e) => {
+                let err = match e {
+                    HeadError::Closed(_) => Error::BadGateway(format!("{hop_name} closed the connection without a response")),
+                    HeadError::TooLarge | HeadError::LineTooLong => {
+                        Error::BadGateway(format!("invalid response from {hop_name}: head too large"))
+                    }
+                    HeadError::Io(e) => Error::upstream(format!("no response from {hop_name}"), &e),
+                };
+                return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+            }
+        };
+        let res = match parse_response(&origin.buffered()[..n], req.method == "HEAD") {
+            Ok(r) => r,
+            Err(why) => {
+                let err = Error::BadGateway(format!("invalid response from {hop_name}: {why}"));
+                return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+            }
+        };
+        origin.consume(n);
+        if res.code == 101 {
+            if !req.is_upgrade() {
+                let err = Error::BadGateway(format!("invalid response from {hop_name}: 101 without upgrade"));
+                return Err(Failure::Reply(err));
+            }
+            let head = response_head(p, req, &res, Framing::Empty, true, true);
+            write_with_timeout(&mut client, &head, p).await.map_err(|_| Failure::Broken(101, written))?;
+            written += head.len() as u64;
+            return Ok(Down { status: 101, written, origin_reusable: false, client_reusable: false, upgraded: true });
+        }
+        if res.code < 200 {
+            // RFC 9110 §15.2: forward 1xx, but never to an HTTP/1.0 client.
+            if req.minor == 1 {
+                let head = response_head(p, req, &res, Framing::Empty, true, false);
+                write_with_timeout(&mut client, &head, p).await.map_err(|_| Failure::Broken(0, written))?;
+                written += head.len() as u64;
+            }
+            continue;
+        }
+        // A chunked body cannot go to an HTTP/1.0 client (RFC 9112 §7.1): decode it and
+        // delimit by close. A close-delimited body ends the client connection too.
+        let decode = req.minor == 0 && res.framing == Framing::Chunked;
+        let out_framing = if decode { Framing::Close } else { res.framing };
+        let client_reusable = req.keep_alive() && out_framing != Framing::Close && !p.stopping();
+        let head = response_head(p, req, &res, out_framing, client_reusable, false);
+        if let Err(_e) = write_with_timeout(&mut client, &head, p).await {
+            return Err(Failure::Broken(res.code, written));
+        }
+        written += head.len() as u64;
+        let mode = if decode { Mode::Decode } else { Mode::Pass };
+        match body::relay(origin, &mut client, res.framing, mode, p.cfg.idle_timeout).await {
+            Ok(n) => written += n,
+            // Truncation is shown to the client by closing its connection mid-body.
+            Err(_) => return Err(Failure::Broken(res.code, written)),
+        }
+        return Ok(Down {
+            status: res.code,
+            written,
+            origin_reusable: res.keep_alive(),
+            client_reusable,
+            upgraded: false,
+        });
+    }
+}
+
+/// Builds the head sent to the next hop.
+fn request_head(p: &Proxy, req: &Request, hop: &Hop) -> Vec<u8> {
+    let mut out = Vec::with_capacity(req.head.raw().len() + 128);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    if hop.absolute {
+        out.extend_from_slice(req.target.to_string().as_bytes());
+    } else if req.target.path.is_empty() {
+        // RFC 9112 §3.2.4: an empty path is `*` for OPTIONS and `/` otherwise.
+        out.push(if req.method == "OPTIONS" { b'*' } else { b'/' });
+    } else {
+        out.extend_from_slice(req.target.path.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(req.target.host_header().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let upgrade = req.is_upgrade();
+    let max_forwards = matches!(req.method.as_str(), "OPTIONS" | "TRACE");
+    for (name, value) in req.head.fields() {
+        let lower = name.to_ascii_lowercase();
+        let keep_upgrade = upgrade && lower == "upgrade";
+        if (is_hop_by_hop(&lower, &req.connection) && !keep_upgrade)
+            || lower == "host"
+            || lower == "content-length"
+            || (max_forwards && lower == "max-forwards")
+        {
+            continue;
+        }
+        push_field(&mut out, name, value);
+    }
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    if let Framing::Length(n) = req.framing {
+        push_field(&mut out, "Content-Length", n.to_string().as_bytes());
+    }
+    if max_forwards {
+        if let Some(n) = max_forwards_value(req) {
+            push_field(&mut out, "Max-Forwards", n.saturating_sub(1).to_string().as_bytes());
+        }
+    }
+    if let Some(name) = &p.cfg.via {
+        push_field(&mut out, "Via", format!("1.{} {name}", req.minor).as_bytes());
+    }
+    out.extend_from_slice(hop.extra.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Builds the head sent to the client. `framing` is the framing as sent; `keep_alive` says
+/// whether the connection stays open; `interim` marks 1xx heads (101 included).
+fn response_head(p: &Proxy, req: &Request, res: &Response, framing: Framing, keep_alive: bool, interim: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(res.head.raw().len() + 128);
+    out.extend_from_slice(format!("HTTP/1.1 {} ", res.code).as_bytes());
+    out.extend_from_slice(res.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let switching = res.code == 101;
+    let decoded = framing != res.framing && !interim;
+    let mut has_date = false;
+    for (name, value) in res.head.fields() {
+        let lower = name.to_ascii_lowercase();
+        if (is_hop_by_hop(&lower, &res.connection) && !(switching && lower == "upgrade"))
+            || (decoded && lower == "transfer-encoding")
+        {
+            continue;
+        }
+        has_date |= lower == "date";
+        // RFC 9112 §5.2: obs-fold is replaced by spaces when forwarding.
+        if value.iter().any(|&b| b == b'\r' || b == b'\n') {
+            let unfolded: Vec<u8> = value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect();
+            push_field(&mut out, name, &unfolded);
+        } else {
+            push_field(&mut out, name, value);
+        }
+    }
+    if let Some(name) = &p.cfg.via {
+        push_field(&mut out, "Via", format!("1.{} {name}", res.minor).as_bytes());
+    }
+    if !has_date && !interim {
+        // RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one.
+        push_field(&mut out, "Date", http_date(SystemTime::now()).as_bytes());
+    }
+    if switching {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if !interim {
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if req.minor == 0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+    }
+    let _ = req;
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Whether a (lowercased) field name is hop-by-hop here, including those Connection names.
+fn is_hop_by_hop(lower: &str, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&lower) || connection.iter().any(|c| c == lower)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request's Max-Forwards as a number, if present and valid.
+pub fn max_forwards_value(req: &Request) -> Option<u64> {
+    let v = req.head.get("max-forwards")?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Writes all of `data` or fails after the idle timeout.
+pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(w: &mut W, data: &[u8], p: &Proxy) -> io::Result<()> {
+    let timeout = p.cfg.idle_timeout;
+    w.write_all(data)
+        .or(async {
+            async_io::Timer::after(timeout).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
+}
+
+/// Whether the exchange may be retried on a fresh connection after a reused one failed
+/// before any response: only when no body had to be sent (it cannot be replayed).
+pub fn retryable(req: &Request) -> bool {
+    req.framing == Framing::Empty && req.target.scheme != Scheme::Connect
+}

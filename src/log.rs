@@ -1,0 +1,177 @@
+//! The access log: one line per request or tunnel, as text or JSON (SPEC §8).
+//!
+//! A line is formatted whole and written with a single `write_all` under a lock, so lines
+//! from concurrent connections never interleave. Credentials are never part of an entry.
+//! Errors and warnings do not go through here: they are single `eprintln!` lines.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::config::LogFormat;
+use crate::date::rfc3339;
+
+/// What one finished request or tunnel looked like.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// When the request head was complete.
+    pub time: SystemTime,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// Request method (`-` if the head could not be parsed).
+    pub method: String,
+    /// Request target as received.
+    pub target: String,
+    /// Status sent to the client (0 if none could be sent).
+    pub status: u16,
+    /// Bytes received from the client for this exchange.
+    pub up: u64,
+    /// Bytes sent to the client for this exchange.
+    pub down: u64,
+    /// Time from the complete head to the end of the exchange.
+    pub duration: Duration,
+    /// How it was routed: `direct`, an upstream, or `-` when it was not sent anywhere.
+    pub route: String,
+    /// The rule or reason that refused it, if any.
+    pub rule: Option<String>,
+}
+
+/// Where log lines go.
+pub struct Log {
+    /// The destination, or `None` when quiet.
+    out: Option<Mutex<Sink>>,
+    /// Line format.
+    format: LogFormat,
+}
+
+enum Sink {
+    Stderr,
+    File(File),
+}
+
+impl Log {
+    /// Opens the log. `path` is `None` for no log, `-` for stderr, else a file appended to.
+    pub fn open(path: Option<&str>, format: LogFormat) -> io::Result<Log> {
+        let out = match path {
+            None => None,
+            Some("-") => Some(Mutex::new(Sink::Stderr)),
+            Some(p) => Some(Mutex::new(Sink::File(OpenOptions::new().create(true).append(true).open(p)?))),
+        };
+        Ok(Log { out, format })
+    }
+
+    /// Writes one entry. A failing log write is dropped: the log must not stop the proxy.
+    pub fn write(&self, e: &Entry) {
+        let Some(out) = &self.out else { return };
+        let line = match self.format {
+            LogFormat::Text => text(e),
+            LogFormat::Json => json(e),
+        };
+        if let Ok(mut sink) = out.lock() {
+            let _ = match &mut *sink {
+                Sink::Stderr => io::stderr().write_all(line.as_bytes()),
+                Sink::File(f) => f.write_all(line.as_bytes()),
+            };
+        }
+    }
+}
+
+fn text(e: &Entry) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {} {}ms {} {}\n",
+        rfc3339(e.time),
+        e.client,
+        e.user.as_deref().unwrap_or("-"),
+        e.method,
+        e.target,
+        e.status,
+        e.up,
+        e.down,
+        e.duration.as_millis(),
+        e.route,
+        e.rule.as_deref().map(|r| format!("{r:?}")).unwrap_or_else(|| "-".into())
+    )
+}
+
+fn json(e: &Entry) -> String {
+    let mut s = String::with_capacity(256);
+    let _ = write!(
+        s,
+        "{{\"time\":{},\"client\":{},\"user\":{},\"method\":{},\"target\":{},\"status\":{},\
+         \"bytes_up\":{},\"bytes_down\":{},\"duration_ms\":{},\"route\":{},\"rule\":{}}}\n",
+        quote(&rfc3339(e.time)),
+        quote(&e.client.to_string()),
+        e.user.as_deref().map(quote).unwrap_or_else(|| "null".into()),
+        quote(&e.method),
+        quote(&e.target),
+        e.status,
+        e.up,
+        e.down,
+        e.duration.as_millis(),
+        quote(&e.route),
+        e.rule.as_deref().map(quote).unwrap_or_else(|| "null".into()),
+    );
+    s
+}
+
+/// A JSON string literal (RFC 8259 §7).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            user: Some("ann".into()),
+            method: "GET".into(),
+            target: "http://a/\"x\"".into(),
+            status: 200,
+            up: 10,
+            down: 20,
+            duration: Duration::from_millis(3),
+            route: "direct".into(),
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            text(&entry()),
+            "1970-01-01T00:00:00.000Z 127.0.0.1:5000 ann GET http://a/\"x\" 200 10 20 3ms direct -\n"
+        );
+        assert_eq!(
+            json(&entry()),
+            "{\"time\":\"1970-01-01T00:00:00.000Z\",\"client\":\"127.0.0.1:5000\",\"user\":\"ann\",\
+             \"method\":\"GET\",\"target\":\"http://a/\\\"x\\\"\",\"status\":200,\"bytes_up\":10,\
+             \"bytes_down\":20,\"duration_ms\":3,\"route\":\"direct\",\"rule\":null}\n"
+        );
+        assert_eq!(quote("a\u{1}b"), "\"a\\u0001b\"");
+    }
+}

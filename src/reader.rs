@@ -1,0 +1,179 @@
+//! A buffered reader that finds message heads and hands out what follows them.
+//!
+//! Both sides of an exchange read through a [`Reader`]: it keeps bytes that arrived after a
+//! head (a body, the next pipelined request, tunnel data sent early) so nothing is lost. The
+//! buffer is allocated on first use and released when empty, so an idle keep-alive connection
+//! holds no buffer. Every read is bounded by a timeout.
+
+use std::io;
+use std::time::Duration;
+
+use async_io::Timer;
+use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
+
+use crate::head::{MAX_HEAD, MAX_URI};
+
+/// Size of the read buffer: large enough for most heads and efficient body copies.
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// Why a head could not be read.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed before sending a complete head; `true` if some bytes had arrived.
+    Closed(bool),
+    /// The head (or its first line) exceeded the limits.
+    TooLarge,
+    /// The first line alone exceeded [`MAX_URI`].
+    LineTooLong,
+    /// Reading failed or timed out.
+    Io(io::Error),
+}
+
+/// A read buffer over a stream.
+pub struct Reader<S> {
+    /// The stream read from.
+    pub io: S,
+    /// Buffer; empty (unallocated) while nothing is buffered.
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes.
+    start: usize,
+    /// End of the valid bytes.
+    end: usize,
+    /// Longest wait for one read before it fails with `TimedOut`.
+    pub timeout: Duration,
+}
+
+impl<S: AsyncRead + Unpin> Reader<S> {
+    /// A reader with an idle timeout per read.
+    pub fn new(io: S, timeout: Duration) -> Reader<S> {
+        Reader { io, buf: Vec::new(), start: 0, end: 0, timeout }
+    }
+
+    /// The bytes buffered and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` buffered bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Frees the buffer if nothing is in it (an idle connection then holds no memory for it).
+    pub fn release(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes into the buffer; returns 0 at end of stream.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; BUFFER_SIZE];
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // Only a head that is still incomplete grows the buffer, up to the head limit.
+                let len = self.buf.len();
+                self.buf.resize(len * 2, 0);
+            }
+        }
+        let timeout = self.timeout;
+        let n = self
+            .io
+            .read(&mut self.buf[self.end..])
+            .or(async {
+                Timer::after(timeout).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads until a whole head is buffered and returns its length (including the blank
+    /// line). Empty lines before it are skipped (RFC 9112 §2.2).
+    pub async fn read_head(&mut self) -> Result<usize, HeadError> {
+        let mut scanned = 0;
+        loop {
+            // Skip CRLFs left over between messages.
+            let blank = self.buffered().iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            if blank > 0 {
+                self.consume(blank);
+                scanned = 0;
+            }
+            let data = self.buffered();
+            if let Some(end) = find_head_end(data, scanned) {
+                return Ok(end);
+            }
+            // Resume the scan a little before the end: a terminator may straddle two reads.
+            scanned = data.len().saturating_sub(3);
+            if data.len() > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            if data.len() > MAX_URI + 64 && !data.contains(&b'\n') {
+                return Err(HeadError::LineTooLong);
+            }
+            match self.fill().await {
+                Ok(0) => return Err(HeadError::Closed(!self.buffered().is_empty())),
+                Ok(_) => {}
+                Err(e) => return Err(HeadError::Io(e)),
+            }
+        }
+    }
+}
+
+/// Finds the end of a head (after `\n\r\n` or `\n\n`), looking from `from` on.
+fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(pos) = data[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + pos;
+        match data.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if data.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 0), Some(24));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nA: b\n\nbody", 0), Some(21));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn split_heads_and_leftovers() {
+        let data: &[u8] = b"\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nNEXT";
+        let mut r = Reader::new(data, Duration::from_secs(1));
+        let n = futures_lite::future::block_on(r.read_head()).unwrap();
+        assert!(r.buffered()[..n].starts_with(b"GET"));
+        r.consume(n);
+        assert_eq!(r.buffered(), b"NEXT");
+    }
+
+    #[test]
+    fn oversized_head() {
+        let data = vec![b'a'; MAX_HEAD * 2];
+        let mut r = Reader::new(&data[..], Duration::from_secs(1));
+        let got = futures_lite::future::block_on(r.read_head());
+        assert!(matches!(got, Err(HeadError::LineTooLong)));
+    }
+}

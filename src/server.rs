@@ -1,0 +1,197 @@
+//! Listening, accepting, limits and shutdown.
+//!
+//! All configuration has been checked before this runs; listening starts here. The accept
+//! loop never dies on resource exhaustion (EMFILE, ENOMEM): it backs off and tries again.
+//! Beyond `--max-connections` a new client gets a 503 with Retry-After. SIGINT or SIGTERM stops
+//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use async_signal::{Signal, Signals};
+use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
+use smol::channel::{Receiver, Sender};
+use smol::Executor;
+
+use crate::config::Config;
+use crate::connection;
+use crate::log::Log;
+use crate::pool::Pool;
+use crate::stream::Tcp;
+
+/// How long requests in flight may take to finish after SIGINT/SIGTERM.
+pub const GRACE: Duration = Duration::from_secs(5);
+/// Pause after an accept error such as EMFILE before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Clients being turned away with 503 at once; beyond it excess connections are just closed.
+const MAX_REJECTING: usize = 64;
+/// How long a 503 may take to be written to a client that is turned away.
+const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// State shared by every connection.
+pub struct Proxy {
+    /// The checked configuration.
+    pub cfg: Config,
+    /// The access log.
+    pub log: Log,
+    /// Idle origin connections.
+    pub pool: Pool,
+    /// Client connections being served.
+    pub active: AtomicUsize,
+    /// Clients being turned away.
+    rejecting: AtomicUsize,
+    /// Set once shutdown has begun.
+    stopping: AtomicBool,
+    /// Closed at shutdown; waiting on it wakes every idle connection.
+    stop_rx: Receiver<()>,
+}
+
+impl Proxy {
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Completes when shutdown begins.
+    pub async fn stopped(&self) {
+        let _ = self.stop_rx.recv().await;
+    }
+}
+
+/// A running proxy's listeners, bound and announced.
+pub struct Server {
+    /// The shared state.
+    proxy: Arc<Proxy>,
+    /// Bound listening sockets.
+    listeners: Vec<Async<TcpListener>>,
+    /// Dropping it starts shutdown.
+    stop_tx: Sender<()>,
+}
+
+impl Server {
+    /// Opens the log and binds every listen address. Errors are one line for the user.
+    pub fn bind(cfg: Config) -> Result<Server, String> {
+        let log = Log::open(cfg.access_log.as_deref(), cfg.log_format)
+            .map_err(|e| format!("cannot open access log {}: {}", cfg.access_log.as_deref().unwrap_or("-"), crate::error::describe(&e)))?;
+        let mut listeners = Vec::new();
+        for addr in &cfg.listen {
+            let l = Async::<TcpListener>::bind(*addr)
+                .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
+            listeners.push(l);
+        }
+        let (stop_tx, stop_rx) = smol::channel::bounded(1);
+        let proxy = Arc::new(Proxy {
+            cfg,
+            log,
+            pool: Pool::default(),
+            active: AtomicUsize::new(0),
+            rejecting: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop_rx,
+        });
+        Ok(Server { proxy, listeners, stop_tx })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.get_ref().local_addr().ok()).collect()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains and returns.
+    pub fn run(self) -> std::io::Result<()> {
+        let signals = Signals::new([Signal::Term, Signal::Int])?;
+        let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
+        for _ in 1..self.proxy.cfg.threads {
+            let ex = ex.clone();
+            std::thread::spawn(move || future::block_on(ex.run(future::pending::<()>())));
+        }
+        let Server { proxy, listeners, stop_tx } = self;
+        future::block_on(ex.run(async {
+            for l in listeners {
+                ex.spawn(accept(proxy.clone(), l, ex.clone())).detach();
+            }
+            let mut signals = signals;
+            signals.next().await;
+            proxy.stopping.store(true, Ordering::SeqCst);
+            drop(stop_tx);
+            let deadline = Instant::now() + GRACE;
+            while proxy.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                Timer::after(Duration::from_millis(20)).await;
+            }
+        }));
+        Ok(())
+    }
+}
+
+/// Accepts clients on one listener until shutdown.
+async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'static>>) {
+    let mut warned = false;
+    loop {
+        let next = async { Some(listener.accept().await) }
+            .or(async {
+                p.stopped().await;
+                None
+            })
+            .await;
+        let (stream, peer) = match next {
+            None => return,
+            Some(Ok(pair)) => pair,
+            Some(Err(e)) => {
+                // EMFILE, ENFILE, ENOMEM and friends: the pending connection stays queued in
+                // the kernel; wait for descriptors or memory to free up and try again.
+                if !warned {
+                    eprintln!("warning: accept failed: {}; backing off", crate::error::describe(&e));
+                    warned = true;
+                }
+                Timer::after(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        warned = false;
+        if p.active.load(Ordering::Relaxed) >= p.cfg.max_connections {
+            if p.rejecting.fetch_add(1, Ordering::Relaxed) < MAX_REJECTING {
+                ex.spawn(reject(p.clone(), stream)).detach();
+            } else {
+                p.rejecting.fetch_sub(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        p.active.fetch_add(1, Ordering::SeqCst);
+        let p2 = p.clone();
+        ex.spawn(async move {
+            let _guard = Active(p2.clone());
+            connection::serve(p2, Tcp::new(stream), peer).await;
+        })
+        .detach();
+    }
+}
+
+/// Decrements the active count when a connection task ends, however it ends.
+struct Active(Arc<Proxy>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells a client over the limit to come back later.
+async fn reject(p: Arc<Proxy>, stream: Async<TcpStream>) {
+    let body = "503 Service Unavailable: too many connections\n";
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = (&stream)
+        .write_all(msg.as_bytes())
+        .or(async {
+            Timer::after(REJECT_TIMEOUT).await;
+            Ok(())
+        })
+        .await;
+    p.rejecting.fetch_sub(1, Ordering::Relaxed);
+}
