@@ -10,6 +10,7 @@
 //! The runtime is smol; there is no unsafe code.
 
 pub mod body;
+pub mod cidr;
 pub mod config;
 pub mod connection;
 pub mod date;
