@@ -37,6 +37,39 @@ pub enum BodyError {
     Malformed(&'static str),
 }
 
+/// A copy of the first bytes of a body's data as it streams past, for the capture.
+///
+/// It sees data only (chunk data decoded, never chunk framing or trailers), keeps at most
+/// `limit` bytes and counts the rest, so a capture never holds more of a body than its limit.
+#[derive(Debug, Clone, Default)]
+pub struct Tap {
+    /// Most bytes kept.
+    pub limit: usize,
+    /// The first data bytes, at most `limit` of them.
+    pub kept: Vec<u8>,
+    /// Every data byte seen, kept or not.
+    pub total: u64,
+}
+
+impl Tap {
+    /// An empty tap keeping up to `limit` bytes; nothing is allocated until data arrives.
+    pub fn new(limit: usize) -> Tap {
+        Tap { limit, kept: Vec::new(), total: 0 }
+    }
+
+    /// Takes note of `data`: counts it, and keeps what fits under the limit.
+    pub fn take(&mut self, data: &[u8]) {
+        let room = self.limit - self.kept.len();
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        self.total += data.len() as u64;
+    }
+
+    /// Whether some of the data was not kept.
+    pub fn truncated(&self) -> bool {
+        self.total > self.kept.len() as u64
+    }
+}
+
 /// Copies one body from `src` to `dst`; returns the bytes written to `dst`.
 pub async fn relay<R, W>(
     src: &mut Reader<R>,
@@ -49,7 +82,23 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut out = Writer { dst, timeout, written: 0 };
+    relay_tap(src, dst, framing, mode, timeout, None).await
+}
+
+/// [`relay`], also handing the body's data bytes to `tap` as they pass.
+pub async fn relay_tap<R, W>(
+    src: &mut Reader<R>,
+    dst: &mut W,
+    framing: Framing,
+    mode: Mode,
+    timeout: Duration,
+    tap: Option<&mut Tap>,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = Writer { dst, timeout, written: 0, tap };
     match framing {
         Framing::Empty => {}
         Framing::Length(n) => copy_exact(src, &mut out, n).await?,
@@ -58,7 +107,7 @@ where
                 break;
             }
             let n = src.buffered().len();
-            out.write(src.buffered()).await?;
+            out.write_data(src.buffered()).await?;
             src.consume(n);
         },
         Framing::Chunked => relay_chunked(src, &mut out, mode).await?,
@@ -196,7 +245,7 @@ where
             return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
         }
         let take = src.buffered().len().min(usize::try_from(n).unwrap_or(usize::MAX));
-        out.write(&src.buffered()[..take]).await?;
+        out.write_data(&src.buffered()[..take]).await?;
         src.consume(take);
         n -= take as u64;
     }
@@ -215,9 +264,19 @@ struct Writer<'a, W> {
     timeout: Duration,
     /// Bytes written so far.
     written: u64,
+    /// Where body data (not framing) is also copied, for the capture.
+    tap: Option<&'a mut Tap>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    /// Writes body data, which the tap sees too (framing goes through [`Writer::write`]).
+    async fn write_data(&mut self, data: &[u8]) -> Result<(), BodyError> {
+        if let Some(tap) = self.tap.as_deref_mut() {
+            tap.take(data);
+        }
+        self.write(data).await
+    }
+
     async fn write(&mut self, data: &[u8]) -> Result<(), BodyError> {
         let timeout = self.timeout;
         self.dst
@@ -276,6 +335,33 @@ mod tests {
             b"5\r\nhel" => none, none;
             b"0\r\nBad Trailer\r\n\r\n" => none, none;
             b"000000000000000000005\r\nhello\r\n0\r\n\r\n" => Some(&b"000000000000000000005\r\nhello\r\n0\r\n\r\n"[..]), Some(&b"hello"[..]);
+        }
+    }
+
+    fn tapped(input: &[u8], framing: Framing, mode: Mode, limit: usize) -> Tap {
+        let mut src = Reader::new(input, Duration::from_secs(1));
+        let mut tap = Tap::new(limit);
+        let timeout = Duration::from_secs(1);
+        block_on(relay_tap(&mut src, &mut Vec::new(), framing, mode, timeout, Some(&mut tap))).unwrap();
+        tap
+    }
+
+    #[test]
+    fn tap_sees_data_only_up_to_its_limit() {
+        let chunked = b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        // (input, framing, mode, limit) => (kept, total)
+        for (input, framing, mode, limit, kept, total) in [
+            (&chunked[..], Framing::Chunked, Mode::Pass, 100, &b"hello world"[..], 11),
+            (&chunked[..], Framing::Chunked, Mode::Decode, 100, b"hello world", 11),
+            (&chunked[..], Framing::Chunked, Mode::Pass, 7, b"hello w", 11),
+            (&chunked[..], Framing::Chunked, Mode::Pass, 0, b"", 11),
+            (b"hello world", Framing::Length(5), Mode::Pass, 3, b"hel", 5),
+            (b"all of it", Framing::Close, Mode::Pass, 64, b"all of it", 9),
+            (b"", Framing::Empty, Mode::Pass, 64, b"", 0),
+        ] {
+            let tap = tapped(input, framing, mode, limit);
+            assert_eq!((tap.kept.as_slice(), tap.total), (kept, total), "{framing:?} {limit}");
+            assert_eq!(tap.truncated(), (kept.len() as u64) < total);
         }
     }
 

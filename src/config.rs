@@ -7,9 +7,15 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::FromArgs;
+
+use crate::auth::{self, Access};
+use crate::cidr::{self, Cidr};
+use crate::pattern::PatternList;
+use crate::route::{Routing, Upstream, UpstreamFor};
 
 /// Most executor threads; a router has 1–4 cores and more threads only cost memory.
 pub const MAX_THREADS: usize = 64;
@@ -69,6 +75,113 @@ pub struct Flags {
     /// no access log, errors only
     #[argh(switch)]
     pub quiet: bool,
+
+    /// a user allowed to use the proxy, as USER:PASS; repeatable. Other local users can read
+    /// a command line: prefer --auth-file or SMOLPROXY_AUTH=user:pass[,user:pass] (default none)
+    #[argh(option, arg_name = "USER:PASS")]
+    pub auth: Vec<String>,
+
+    /// file of users allowed to use the proxy: one user:password a line (the password may hold
+    /// colons), # comment lines, blank lines (default none)
+    #[argh(option, arg_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// realm named in Proxy-Authenticate when credentials are asked for (default smolproxy)
+    #[argh(option, default = "auth::DEFAULT_REALM.into()", from_str_fn(auth::parse_realm))]
+    pub realm: String,
+
+    /// clients from these networks need no credentials: CIDRs like 10.0.0.0/8,fd00::/8 or
+    /// addresses; repeatable (default none)
+    #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
+    pub auth_exempt: Vec<Vec<Cidr>>,
+
+    /// only clients from these networks may connect; others get 403 and are disconnected:
+    /// CIDRs like 192.168.0.0/16,::1 or addresses; repeatable (default any)
+    #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
+    pub allow_client: Vec<Vec<Cidr>>,
+
+    /// append one JSON record per finished exchange or tunnel to FILE (NDJSON; see
+    /// `smolproxy export`) (default off)
+    #[argh(option, arg_name = "FILE")]
+    pub capture: Option<String>,
+
+    /// bytes of each request and response body kept in the capture; 0 keeps headers only
+    /// (default 65536)
+    #[argh(option, arg_name = "BYTES", default = "65536", from_str_fn(parse_body_limit))]
+    pub capture_body_limit: usize,
+
+    /// keep Authorization, Cookie and Set-Cookie values in the capture (they are replaced by
+    /// REDACTED otherwise; Proxy-Authorization always is)
+    #[argh(switch)]
+    pub capture_secrets: bool,
+
+    /// upstream proxy: http://, https://, socks5:// (names resolved here) or socks5h:// (by
+    /// the proxy), with optional percent-encoded user:password@ and a required port, like
+    /// socks5h://user:pw@10.0.0.1:1080; repeat to chain hops in order (default none)
+    #[argh(option, arg_name = "URL", from_str_fn(Upstream::parse))]
+    pub upstream: Vec<Upstream>,
+
+    /// request schemes that use --upstream: http, https or http,https; CONNECT counts as
+    /// https (default http,https)
+    #[argh(option, arg_name = "SCHEMES", default = "UpstreamFor::default()", from_str_fn(UpstreamFor::parse))]
+    pub upstream_for: UpstreamFor,
+
+    /// destinations that skip --upstream and go direct: *, <local>, example.com (and names
+    /// under it), api-*.example.com, 10.0.0.0/8, fd00::/8, any of them with :PORT; repeatable
+    /// (default none)
+    #[argh(option, arg_name = "PATTERNS", from_str_fn(PatternList::parse))]
+    pub bypass: Vec<PatternList>,
+
+    /// ignore http_proxy, https_proxy, all_proxy and no_proxy (and their uppercase forms)
+    #[argh(switch)]
+    pub no_system_proxy: bool,
+
+    /// extra trusted CA certificates for https upstreams and https:// requests, one or many
+    /// in a PEM file, on top of the system store; repeatable (default system store only)
+    #[argh(option, arg_name = "PEM")]
+    pub ca_file: Vec<PathBuf>,
+
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Largest `--capture-body-limit`: each queued capture record may hold two bodies this size.
+pub const MAX_CAPTURE_BODY: usize = 64 * 1024 * 1024;
+
+/// Subcommands; they share the flags above.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    /// `smolproxy route`.
+    Route(crate::explain::RouteArgs),
+    /// `smolproxy export`.
+    Export(ExportArgs),
+}
+
+/// turn capture files into a HAR 1.2 log or a Postman Collection v2.1 on stdout
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "export")]
+pub struct ExportArgs {
+    /// output format: har or postman
+    #[argh(option, from_str_fn(parse_export_format))]
+    pub format: ExportFormat,
+
+    /// name of the collection, or the HAR creator comment (default smolproxy capture)
+    #[argh(option, default = "String::from(\"smolproxy capture\")")]
+    pub name: String,
+
+    /// capture files written with --capture, read in order
+    #[argh(positional, arg_name = "CAPTURE")]
+    pub captures: Vec<String>,
+}
+
+/// What `smolproxy export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// HAR 1.2.
+    Har,
+    /// Postman Collection v2.1.
+    Postman,
 }
 
 /// One entry of `--connect-ports`.
@@ -122,11 +235,87 @@ pub struct Config {
     pub access_log: Option<String>,
     /// Access log format.
     pub log_format: LogFormat,
+    /// Client networks, users and realm; users of `--auth-file` join in [`Config::read_files`].
+    pub access: Access,
+    /// The `--auth-file` to read in [`Config::read_files`].
+    pub auth_file: Option<PathBuf>,
+    /// The `--capture` file, if any.
+    pub capture: Option<String>,
+    /// Bytes of each body kept in the capture.
+    pub capture_body_limit: usize,
+    /// Keep Authorization, Cookie and Set-Cookie values in the capture.
+    pub capture_secrets: bool,
+    /// Upstream chain, `--bypass` and the system proxy (SPEC §4), environment read at start.
+    pub routing: Routing,
+    /// The `--ca-file`s, read in [`Config::read_files`].
+    pub ca_files: Vec<PathBuf>,
+    /// Trusted CA certificates for TLS to upstreams and origins, from [`Config::read_files`].
+    #[cfg(feature = "tls")]
+    pub trust: crate::tls::Trust,
+}
+
+/// A configuration refused at start: the one line to print and the exit status (SPEC §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// 1 when a file cannot be read, 2 for a bad value (in a flag or inside a file).
+    pub status: u8,
+    /// What is wrong and where, never including a password.
+    pub message: String,
+}
+
+/// Largest `--auth-file` read; a user list beyond 1 MiB is a mistake (a wrong file named).
+pub const MAX_AUTH_FILE: u64 = 1024 * 1024;
+
+impl Config {
+    /// Reads the files the flags name and adds what they hold. Apart from
+    /// [`Flags::into_config`] because an unreadable file exits 1 while a bad value exits 2.
+    pub fn read_files(&mut self) -> Result<(), Refused> {
+        if let Some(path) = &self.auth_file {
+            let name = path.display().to_string();
+            let text = read_limited(path, MAX_AUTH_FILE).map_err(|e| Refused {
+                status: 1,
+                message: format!("cannot read --auth-file {name}: {e}"),
+            })?;
+            auth::add_file(&mut self.access.users, &name, &text)
+                .map_err(|message| Refused { status: 2, message })?;
+        }
+        #[cfg(feature = "tls")]
+        {
+            self.trust = crate::tls::Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
+                .map_err(|(status, message)| Refused { status, message })?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole file of at most `max` bytes; errors in a few lowercase words.
+fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let describe = |e: std::io::Error| crate::error::describe(&e);
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut text))
+        .map_err(describe)?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(text)
 }
 
 impl Flags {
     /// Checks the flags together and builds the configuration.
     pub fn into_config(self) -> Result<Config, String> {
+        let mut users = Vec::new();
+        for value in &self.auth {
+            auth::add_flag(&mut users, value)?;
+        }
+        match std::env::var(auth::ENV) {
+            Ok(value) => auth::add_env(&mut users, &value)?,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!("{}: not UTF-8", auth::ENV));
+            }
+            Err(std::env::VarError::NotPresent) => {}
+        }
         let listen = if self.listen.is_empty() {
             vec![SocketAddr::from(([127, 0, 0, 1], 3128))]
         } else {
@@ -144,7 +333,22 @@ impl Flags {
                     .collect(),
             ),
         };
+        if !cfg!(feature = "tls") && !self.ca_file.is_empty() {
+            return Err("--ca-file: this build has no TLS (the tls feature is off)".into());
+        }
+        let routing = Routing::new(
+            self.upstream,
+            self.upstream_for,
+            self.bypass,
+            !self.no_system_proxy,
+            &listen,
+            &|name| std::env::var(name).ok(),
+        )?;
         Ok(Config {
+            routing,
+            ca_files: self.ca_file,
+            #[cfg(feature = "tls")]
+            trust: crate::tls::Trust::default(),
             listen,
             connect_ports,
             max_connections: self.max_connections,
@@ -155,6 +359,16 @@ impl Flags {
             via: (!self.no_via).then_some(self.via),
             access_log: (!self.quiet).then_some(self.access_log),
             log_format: self.log_format,
+            access: Access {
+                users,
+                realm: self.realm,
+                exempt: self.auth_exempt.concat(),
+                allow: self.allow_client.concat(),
+            },
+            auth_file: self.auth_file,
+            capture: self.capture,
+            capture_body_limit: self.capture_body_limit,
+            capture_secrets: self.capture_secrets,
         })
     }
 }
@@ -222,6 +436,21 @@ fn parse_via(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!("expected a token (letters, digits, -._~), got '{s}'"))
+    }
+}
+
+fn parse_body_limit(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n <= MAX_CAPTURE_BODY)
+        .ok_or_else(|| format!("expected a number of bytes from 0 to {MAX_CAPTURE_BODY}, got '{s}'"))
+}
+
+fn parse_export_format(s: &str) -> Result<ExportFormat, String> {
+    match s {
+        "har" => Ok(ExportFormat::Har),
+        "postman" => Ok(ExportFormat::Postman),
+        _ => Err(format!("expected har or postman, got '{s}'")),
     }
 }
 

@@ -8,24 +8,30 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_io::Timer;
-use futures_lite::FutureExt;
+use futures_lite::{AsyncReadExt, FutureExt};
 
-use crate::dial;
+use crate::capture::Trace;
 use crate::error::Error;
-use crate::forward::{self, max_forwards_value, write_with_timeout, Failure, Hop};
+use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
 use crate::head::{parse_request, Request};
 use crate::log::Entry;
 use crate::reader::{HeadError, Reader};
 use crate::server::Proxy;
-use crate::stream::{Stream, Tcp};
+use crate::stream::Tcp;
 use crate::target::Scheme;
 use crate::tunnel::{self, Counts};
+use crate::{route, upstream};
 
 /// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
 pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
+    // Clients outside --allow-client are turned away before a byte is read from them.
+    if let Err(err) = p.cfg.access.admit(peer.ip()) {
+        refuse(&p, &client, peer, &err).await;
+        return;
+    }
     let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
     let mut first = true;
     loop {
@@ -96,9 +102,14 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         entry.method = req.method.clone();
         entry.target = req.uri.clone();
 
-        let keep_alive = handle(&p, &mut reader, &client, &req, &mut entry).await;
+        let mut trace = Trace::new(p.capture.as_ref());
+        let keep_alive = handle(&p, &mut reader, &client, &req, &mut entry, &mut trace).await;
         entry.duration = started.elapsed();
         p.log.write(&entry);
+        if let Some(capture) = &p.capture {
+            // Waits while the capture queue is full: a slow disk slows this client down.
+            capture.write(&entry, &req, &trace).await;
+        }
         if !keep_alive || p.stopping() {
             return;
         }
@@ -106,7 +117,27 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
 }
 
 /// Handles one parsed request; returns whether the connection can carry another.
-async fn handle(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Request, entry: &mut Entry) -> bool {
+async fn handle(
+    p: &Proxy,
+    reader: &mut Reader<Tcp>,
+    client: &Tcp,
+    req: &Request,
+    entry: &mut Entry,
+    trace: &mut Trace,
+) -> bool {
+    // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
+    // kept-alive connection open so the client can retry on it with credentials.
+    match p.cfg.access.authenticate(entry.client.ip(), req.head.all("proxy-authorization")) {
+        Ok(user) => entry.user = user,
+        Err(denial) => {
+            entry.rule = Some(denial.to_string());
+            let keep = reply(p, client, &Error::AuthRequired, req, entry).await;
+            if !keep {
+                linger(client).await;
+            }
+            return keep;
+        }
+    }
     match decide(p, req) {
         Ok(Decision::Forward) => {}
         Ok(Decision::Answer(bytes, status)) => {
@@ -120,23 +151,25 @@ async fn handle(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Request
             return reply(p, client, &err, req, entry).await;
         }
     }
+    // SPEC §4: the custom chain, the system proxy or direct, named in the log either way.
+    let route = route::decide(&p.cfg.routing, req.target.scheme, &req.target.host, req.target.port);
+    entry.route = route.label();
     if req.target.scheme == Scheme::Connect {
-        connect(p, reader, client, req, entry).await;
+        connect(p, reader, client, req, entry, trace, route.hops()).await;
         return false;
     }
-    if req.target.scheme == Scheme::Https {
+    if req.target.scheme == Scheme::Https && !cfg!(feature = "tls") {
         let err = Error::NotImplemented("https:// in absolute-form needs a TLS build; use CONNECT".into());
         return reply(p, client, &err, req, entry).await;
     }
     let mut reused_failed = false;
     loop {
-        let hop = match open_direct(p, req, reused_failed).await {
+        let hop = match upstream::open(p, route.hops(), req, reused_failed).await {
             Ok(h) => h,
             Err(err) => return reply(p, client, &err, req, entry).await,
         };
-        entry.route = "direct".into();
         let reused = hop.reused;
-        match forward::exchange(p, reader, req, hop).await {
+        match forward::exchange(p, reader, req, hop, trace).await {
             Ok(out) => {
                 entry.status = out.status;
                 entry.up += out.up;
@@ -227,34 +260,26 @@ fn answer_here(req: &Request) -> Vec<u8> {
     out
 }
 
-/// A direct connection to the origin: from the idle pool unless `fresh`, else dialled.
-async fn open_direct(p: &Proxy, req: &Request, fresh: bool) -> Result<Hop, Error> {
-    let t = &req.target;
-    let name = t.host_port();
-    let key = format!("{}://{}", t.scheme.name(), name);
-    if !fresh {
-        if let Some(tcp) = p.pool.take(&key) {
-            return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: false, extra: String::new(), name });
-        }
-    }
-    let tcp = dial::connect(&t.host, t.port, p.cfg.connect_timeout)
-        .await
-        .map_err(|e| Error::upstream(format!("cannot connect to {name}"), &e))?;
-    Ok(Hop { stream: Stream::Tcp(tcp), reused: false, absolute: false, extra: String::new(), name })
-}
-
 /// CONNECT: reach the target, say 200, then relay bytes both ways.
-async fn connect(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Request, entry: &mut Entry) {
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the request's state
+async fn connect(
+    p: &Proxy,
+    reader: &mut Reader<Tcp>,
+    client: &Tcp,
+    req: &Request,
+    entry: &mut Entry,
+    trace: &mut Trace,
+    hops: &[route::Upstream],
+) {
     let t = &req.target;
-    let origin = match dial::connect(&t.host, t.port, p.cfg.connect_timeout).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            let err = Error::upstream(format!("cannot connect to {}", t.host_port()), &e);
+    let origin = match upstream::tunnel(p, hops, &t.host, t.port).await {
+        Ok(stream) => stream,
+        Err(err) => {
             reply(p, client, &err, req, entry).await;
             return;
         }
     };
-    entry.route = "direct".into();
+    trace.ready = Some(Instant::now());
     let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
     if write_with_timeout(&mut client.clone(), ok, p).await.is_err() {
         return;
@@ -265,16 +290,22 @@ async fn connect(p: &Proxy, reader: &mut Reader<Tcp>, client: &Tcp, req: &Reques
     reader.consume(early.len());
     reader.release();
     let counts = Counts::default();
-    tunnel::relay(client.clone(), &early, Stream::Tcp(origin), &[], p.cfg.idle_timeout, &counts).await;
-    entry.up += counts.up.into_inner();
-    entry.down = ok.len() as u64 + counts.down.into_inner();
+    tunnel::relay(client.clone(), &early, origin, &[], p.cfg.idle_timeout, &counts).await;
+    let (up, down) = (counts.up.into_inner(), counts.down.into_inner());
+    trace.tunnel = Some((up, down));
+    entry.up += up;
+    entry.down = ok.len() as u64 + down;
 }
 
 /// Sends an error reply for a parsed request; returns whether the connection stays usable.
 async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
     // A request body that was not read is still on the wire: the connection must close.
     let keep = err.keeps_connection() && req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping();
-    let bytes = err.reply("", !keep);
+    let extra = match err {
+        Error::AuthRequired => p.cfg.access.challenge(),
+        _ => String::new(),
+    };
+    let bytes = err.reply(&extra, !keep);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
     write_with_timeout(&mut client.clone(), &bytes, p).await.is_ok() && keep
@@ -288,4 +319,51 @@ async fn finish_with_error(p: &Proxy, client: &Tcp, err: &Error, entry: &mut Ent
     let _ = write_with_timeout(&mut client.clone(), &bytes, p).await;
     entry.duration = started.elapsed();
     p.log.write(entry);
+}
+
+/// How long a refused client may go on sending before the connection is dropped.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read and dropped from a refused client.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Turns away a client outside `--allow-client`: a complete 403, one log line, then close.
+async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
+    let mut entry = Entry {
+        time: SystemTime::now(),
+        client: peer,
+        user: None,
+        method: "-".into(),
+        target: "-".into(),
+        status: 0,
+        up: 0,
+        down: 0,
+        duration: Duration::ZERO,
+        route: "-".into(),
+        rule: Some(err.to_string()),
+    };
+    finish_with_error(p, client, err, &mut entry, Instant::now()).await;
+    linger(client).await;
+}
+
+/// Closes a connection whose client may still be sending without destroying the reply just
+/// written: closing a socket with unread input sends a TCP reset, which can discard the reply
+/// before the client reads it (RFC 9112 §9.6). So: half-close, then drop what arrives until
+/// the client closes, for at most [`LINGER`] and [`LINGER_BYTES`].
+async fn linger(client: &Tcp) {
+    client.shutdown_write();
+    let mut sink = vec![0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while left > 0 {
+            match client.clone().read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(LINGER).await;
+        })
+        .await;
 }

@@ -9,11 +9,12 @@
 
 use std::io;
 use std::pin::pin;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use futures_lite::{AsyncWriteExt, FutureExt};
 
 use crate::body::{self, BodyError, Mode};
+use crate::capture::{Answer, Trace};
 use crate::date::http_date;
 use crate::error::Error;
 use crate::head::{parse_response, Framing, Request, Response};
@@ -72,8 +73,18 @@ pub struct Hop {
     pub name: String,
 }
 
-/// Sends `req` over `hop` and relays the response to `client`.
-pub async fn exchange(p: &Proxy, client: &mut Reader<Tcp>, req: &Request, hop: Hop) -> Result<Outcome, Failure> {
+/// Sends `req` over `hop` and relays the response to `client`, noting in `trace` what the
+/// capture needs (timings, the response head, the first bytes of both bodies).
+pub async fn exchange(
+    p: &Proxy,
+    client: &mut Reader<Tcp>,
+    req: &Request,
+    hop: Hop,
+    trace: &mut Trace,
+) -> Result<Outcome, Failure> {
+    trace.ready = Some(Instant::now());
+    let keep_head = trace.on;
+    let (up_tap, answer) = (&mut trace.request_body, &mut trace.answer);
     let head = request_head(p, req, &hop);
     let key = pool_key(req, &hop);
     let name = hop.name;
@@ -88,10 +99,13 @@ pub async fn exchange(p: &Proxy, client: &mut Reader<Tcp>, req: &Request, hop: H
         let mut up = pin!(async {
             match req.framing {
                 Framing::Empty => Ok(0),
-                framing => body::relay(client, &mut writer, framing, Mode::Pass, p.cfg.idle_timeout).await,
+                framing => {
+                    let timeout = p.cfg.idle_timeout;
+                    body::relay_tap(client, &mut writer, framing, Mode::Pass, timeout, Some(up_tap)).await
+                }
             }
         });
-        let mut down = pin!(respond(p, &mut origin, client_w, req, &name));
+        let mut down = pin!(respond(p, &mut origin, client_w, req, &name, answer, keep_head));
         enum First<U, D> {
             Up(U),
             Down(D),
@@ -163,12 +177,16 @@ struct Down {
     upgraded: bool,
 }
 
+/// Relays the response: 1xx heads, then the final head and its body. Notes the final head
+/// (when `keep_head`), its timing and the body's first bytes in `answer`.
 async fn respond(
     p: &Proxy,
     origin: &mut Reader<Stream>,
     mut client: Tcp,
     req: &Request,
     hop_name: &str,
+    answer: &mut Answer,
+    keep_head: bool,
 ) -> Result<Down, Failure> {
     let mut written = 0u64;
     loop {
@@ -193,6 +211,10 @@ async fn respond(
             }
         };
         origin.consume(n);
+        if res.code >= 200 || res.code == 101 {
+            answer.at = Some(Instant::now());
+            answer.head = keep_head.then(|| res.clone());
+        }
         if res.code == 101 {
             if !req.is_upgrade() {
                 let err = Error::BadGateway(format!("invalid response from {hop_name}: 101 without upgrade"));
@@ -201,6 +223,7 @@ async fn respond(
             let head = response_head(p, req, &res, Framing::Empty, true, true);
             write_with_timeout(&mut client, &head, p).await.map_err(|_| Failure::Broken(101, written))?;
             written += head.len() as u64;
+            answer.done = answer.at;
             return Ok(Down { status: 101, written, origin_reusable: false, client_reusable: false, upgraded: true });
         }
         if res.code < 200 {
@@ -223,11 +246,13 @@ async fn respond(
         }
         written += head.len() as u64;
         let mode = if decode { Mode::Decode } else { Mode::Pass };
-        match body::relay(origin, &mut client, res.framing, mode, p.cfg.idle_timeout).await {
+        let timeout = p.cfg.idle_timeout;
+        match body::relay_tap(origin, &mut client, res.framing, mode, timeout, Some(&mut answer.body)).await {
             Ok(n) => written += n,
             // Truncation is shown to the client by closing its connection mid-body.
             Err(_) => return Err(Failure::Broken(res.code, written)),
         }
+        answer.done = Some(Instant::now());
         return Ok(Down {
             status: res.code,
             written,

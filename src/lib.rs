@@ -2,26 +2,39 @@
 //!
 //! How it works: [`server`] binds the listeners and accepts clients; each client is served by
 //! [`connection::serve`], which reads a request head with [`reader`], parses and checks it in
-//! [`head`] and [`target`] (pure code, no I/O), decides what to do with it, then either
-//! forwards it ([`forward`], bodies streamed by [`body`]) over a connection from [`pool`] or
-//! [`dial`], or relays a CONNECT tunnel ([`tunnel`]). Every failure is an [`error::Error`]
-//! turned into a reply in one place; every request ends as one [`log`] line.
+//! [`head`] and [`target`] (pure code, no I/O), decides what to do with it, picks a
+//! [`route`] (direct, the custom upstream chain or the system proxy, patterns from [`pattern`])
+//! and opens it with [`upstream`], then either forwards the request ([`forward`], bodies
+//! streamed by [`body`]) or relays a CONNECT tunnel ([`tunnel`]). Every failure is an [`error::Error`]
+//! turned into a reply in one place; every request ends as one [`log`] line and, with
+//! `--capture`, one [`capture`] record, which [`export`] turns into HAR or a Postman collection.
 //!
 //! The runtime is smol; there is no unsafe code.
 
+pub mod auth;
 pub mod body;
+pub mod capture;
 pub mod cidr;
 pub mod config;
 pub mod connection;
 pub mod date;
 pub mod dial;
 pub mod error;
+pub mod explain;
+pub mod export;
 pub mod forward;
 pub mod head;
 pub mod log;
+pub mod pattern;
 pub mod pool;
+pub mod proxy_url;
 pub mod reader;
+pub mod route;
 pub mod server;
+pub mod socks5;
 pub mod stream;
 pub mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tunnel;
+pub mod upstream;

@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use smolproxy::config::Flags;
+use smolproxy::config::{Command, Flags};
 use smolproxy::server::Server;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let flags = match Flags::from_args(&strs[..1], &strs[1..]) {
+    let flags = match Flags::from_args(&["smolproxy"], &strs[1..]) {
         Ok(f) => f,
         Err(exit) if exit.status.is_ok() => {
             println!("{}", exit.output);
@@ -21,13 +21,49 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match flags.into_config() {
+    if let Some(Command::Export(args)) = &flags.command {
+        return smolproxy::export::run(args);
+    }
+    let route_args = match &flags.command {
+        Some(Command::Route(args)) => Some(args.clone()),
+        _ => None,
+    };
+    let auth_in_argv = !flags.auth.is_empty();
+    let mut cfg = match flags.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("smolproxy: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Err(refused) = cfg.read_files() {
+        eprintln!("smolproxy: {}", refused.message);
+        return ExitCode::from(refused.status);
+    }
+    for warning in &cfg.routing.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(args) = route_args {
+        return match smolproxy::explain::explain(&cfg, &args) {
+            Ok(e) => {
+                print!("{}", e.text);
+                ExitCode::from(if e.allowed { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("smolproxy: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if auth_in_argv {
+        eprintln!(
+            "warning: --auth puts passwords on the command line, which other local users can read; \
+             prefer --auth-file or SMOLPROXY_AUTH"
+        );
+    }
+    if !cfg.access.exempt.is_empty() && !cfg.access.asks_credentials() {
+        eprintln!("warning: --auth-exempt has no effect: no users are configured");
+    }
     let server = match Server::bind(cfg.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -37,7 +73,7 @@ fn main() -> ExitCode {
     };
     for addr in server.local_addrs() {
         eprintln!("listening on {addr}");
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && cfg.access.is_open() {
             eprintln!("warning: listening on {addr} without credentials or --allow-client: this is an open proxy");
         }
     }

@@ -16,6 +16,7 @@ use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
 use smol::channel::{Receiver, Sender};
 use smol::Executor;
 
+use crate::capture::Capture;
 use crate::config::Config;
 use crate::connection;
 use crate::log::Log;
@@ -39,6 +40,8 @@ pub struct Proxy {
     pub log: Log,
     /// Idle origin connections.
     pub pool: Pool,
+    /// The capture file's writer, with `--capture`.
+    pub capture: Option<Capture>,
     /// Client connections being served.
     pub active: AtomicUsize,
     /// Clients being turned away.
@@ -76,6 +79,13 @@ impl Server {
     pub fn bind(cfg: Config) -> Result<Server, String> {
         let log = Log::open(cfg.access_log.as_deref(), cfg.log_format)
             .map_err(|e| format!("cannot open access log {}: {}", cfg.access_log.as_deref().unwrap_or("-"), crate::error::describe(&e)))?;
+        let capture = match &cfg.capture {
+            Some(path) => Some(
+                Capture::open(path, cfg.capture_body_limit, cfg.capture_secrets)
+                    .map_err(|e| format!("cannot open capture file {path}: {}", crate::error::describe(&e)))?,
+            ),
+            None => None,
+        };
         let mut listeners = Vec::new();
         for addr in &cfg.listen {
             let l = Async::<TcpListener>::bind(*addr)
@@ -87,6 +97,7 @@ impl Server {
             cfg,
             log,
             pool: Pool::default(),
+            capture,
             active: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -122,6 +133,9 @@ impl Server {
                 Timer::after(Duration::from_millis(20)).await;
             }
         }));
+        if let Some(capture) = &proxy.capture {
+            capture.finish();
+        }
         Ok(())
     }
 }

@@ -1,0 +1,393 @@
+//! Load generator and test peer for `scripts/bench.sh`: plain std, one thread per job.
+//!
+//! It measures what wrk cannot: CONNECT tunnels. Every subcommand talks only to 127.0.0.1, every
+//! loop is bounded by a count or a deadline, and every socket has a timeout, so a stuck proxy
+//! makes a run fail instead of hang. It is not a test of the proxy's correctness beyond counting
+//! bytes; `tests/` does that.
+//!
+//! ```text
+//! bench freeport                               print a free 127.0.0.1 port
+//! bench sink [PORT]                            serve the bench protocol, print `listening on ADDR`
+//! bench bulk PROXY|direct TARGET BYTES         one tunnel, BYTES each way at once
+//! bench setups PROXY|direct TARGET INFLIGHT SECS
+//!                                              open, CONNECT, one small round trip, close
+//! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
+//! ```
+//!
+//! The bench protocol, spoken once the tunnel is up: the client sends one command byte and a
+//! big-endian u64 argument. `B n`: both sides send `n` bytes and read `n` bytes at the same
+//! time, then the client closes. `P n`: the sink echoes the next `n` bytes, then the client
+//! closes. `H 0`: the sink answers `k` and holds the connection, sending nothing, until the
+//! client closes. Nobody half-closes: the client closes only once it has everything, so a
+//! proxy that tears a tunnel down at the first FIN (tinyproxy does) still delivers every byte.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Threads accepting on the sink's listener; more than the 32 setups in flight, so the sink
+/// never queues a short connection behind another.
+const SINK_WORKERS: usize = 64;
+/// Stack of the sink's threads; they hold one small frame and a copy buffer on the heap.
+const SINK_STACK: usize = 128 * 1024;
+/// Copy buffer for bulk transfers: big enough that syscalls are not what is measured.
+const CHUNK: usize = 256 * 1024;
+/// Time to reach the proxy or the sink; loopback answers in microseconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a single read or write may block before the run is called failed.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest CONNECT response head we wait for.
+const MAX_HEAD: usize = 16 * 1024;
+/// Bytes of the round trip in `setups`.
+const PING_BYTES: usize = 16;
+/// How often the sink checks whether held connections were closed by their clients.
+const REAP_EVERY: Duration = Duration::from_millis(500);
+/// Upper bound for any duration given on the command line, so a typo cannot hang the bench.
+const MAX_SECS: u64 = 600;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["freeport"] => freeport(),
+        ["sink"] => sink(0),
+        ["sink", port] => number(port, "port").and_then(|p| sink(p as u16)),
+        ["bulk", proxy, target, bytes] => bulk(via(proxy), addr(target), number(bytes, "bytes")),
+        ["setups", proxy, target, inflight, secs] => setups(
+            via(proxy),
+            addr(target),
+            number(inflight, "inflight").map(|n| n.clamp(1, 1024) as usize),
+            seconds(secs),
+        ),
+        ["hold", proxy, target, count, secs] => hold(
+            via(proxy),
+            addr(target),
+            number(count, "count").map(|n| n.min(100_000) as usize),
+            seconds(secs),
+        ),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "usage: see the top of examples/bench.rs")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bad(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+fn number(s: &str, what: &str) -> io::Result<u64> {
+    s.parse().map_err(|_| bad(format!("{what}: expected a number, got '{s}'")))
+}
+
+fn seconds(s: &str) -> io::Result<Duration> {
+    number(s, "seconds").map(|n| Duration::from_secs(n.clamp(1, MAX_SECS)))
+}
+
+/// Parses a loopback address; anything else is refused, this tool only measures this machine.
+fn addr(s: &str) -> io::Result<SocketAddr> {
+    let a: SocketAddr = s.parse().map_err(|_| bad(format!("expected 127.0.0.1:PORT, got '{s}'")))?;
+    if !a.ip().is_loopback() {
+        return Err(bad(format!("{a}: only loopback addresses are measured")));
+    }
+    Ok(a)
+}
+
+/// `direct` means no proxy; anything else is the proxy's address.
+fn via(s: &str) -> io::Result<Option<SocketAddr>> {
+    if s == "direct" {
+        Ok(None)
+    } else {
+        addr(s).map(Some)
+    }
+}
+
+fn freeport() -> io::Result<()> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", l.local_addr()?.port());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sink: the origin end of every tunnel.
+
+/// Connections in `H` mode, kept open without a thread until their client closes.
+type Held = Arc<Mutex<Vec<TcpStream>>>;
+
+fn sink(port: u16) -> io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    eprintln!("listening on {}", listener.local_addr()?);
+    let held: Held = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..SINK_WORKERS {
+        let listener = listener.try_clone()?;
+        let held = held.clone();
+        workers.push(thread::Builder::new().stack_size(SINK_STACK).spawn(move || loop {
+            // Each worker accepts and serves one connection at a time; the kernel hands a new
+            // connection to whichever worker is waiting.
+            match listener.accept() {
+                Ok((s, _)) => {
+                    if let Err(e) = serve(s, &held) {
+                        if e.kind() != io::ErrorKind::UnexpectedEof {
+                            eprintln!("sink: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sink: accept: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })?);
+    }
+    // Drops held connections whose client has gone, so one sink serves many runs.
+    loop {
+        thread::sleep(REAP_EVERY);
+        let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|s| {
+            let mut byte = [0u8; 1];
+            matches!(s.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        });
+    }
+}
+
+fn serve(mut s: TcpStream, held: &Held) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut cmd = [0u8; 9];
+    s.read_exact(&mut cmd)?;
+    let n = u64::from_be_bytes(cmd[1..].try_into().expect("8 bytes"));
+    match cmd[0] {
+        b'B' => {
+            let w = s.try_clone()?;
+            let writer = thread::Builder::new().stack_size(SINK_STACK).spawn(move || send(w, n))?;
+            receive(&mut s, n)?;
+            writer.join().map_err(|_| bad("sink writer panicked".into()))??;
+            // Wait for the client's close so the client, not the sink, closes first.
+            let _ = s.read(&mut [0u8; 1]);
+        }
+        b'P' => {
+            let mut buf = vec![0u8; n.min(MAX_HEAD as u64) as usize];
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+            // Wait for the client's close so the client, not the sink, closes first.
+            let _ = s.read(&mut buf);
+        }
+        b'H' => {
+            s.write_all(b"k")?;
+            s.set_nonblocking(true)?;
+            held.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        }
+        other => return Err(bad(format!("unknown command byte {other}"))),
+    }
+    Ok(())
+}
+
+/// Sends `n` bytes.
+fn send(mut s: TcpStream, n: u64) -> io::Result<()> {
+    let buf = vec![0x5au8; CHUNK];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+/// Reads exactly `n` bytes.
+fn receive(s: &mut TcpStream, n: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < n {
+        let want = (n - got).min(CHUNK as u64) as usize;
+        match s.read(&mut buf[..want]) {
+            Ok(0) => return Err(bad(format!("bulk: peer closed after {got} of {n} bytes"))),
+            Ok(k) => got += k as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+/// Opens a connection to `target`, through a CONNECT tunnel when `proxy` is set.
+fn open(proxy: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&proxy.unwrap_or(target), CONNECT_TIMEOUT)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    if proxy.is_some() {
+        write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+        // The sink says nothing before our command, so every byte read here is the proxy's.
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 512];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > MAX_HEAD {
+                return Err(bad("CONNECT response head too large".into()));
+            }
+            let k = s.read(&mut buf)?;
+            if k == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "proxy closed during CONNECT"));
+            }
+            head.extend_from_slice(&buf[..k]);
+        }
+        let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        if !status.starts_with(b"2") {
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Err(bad(format!("CONNECT refused: {}", String::from_utf8_lossy(line))));
+        }
+    }
+    Ok(s)
+}
+
+fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
+    let mut msg = Vec::with_capacity(9 + extra.len());
+    msg.push(cmd);
+    msg.extend_from_slice(&n.to_be_bytes());
+    msg.extend_from_slice(extra);
+    s.write_all(&msg)
+}
+
+fn bulk(proxy: io::Result<Option<SocketAddr>>, target: io::Result<SocketAddr>, bytes: io::Result<u64>) -> io::Result<()> {
+    let (proxy, target, n) = (proxy?, target?, bytes?);
+    let mut s = open(proxy, target)?;
+    let start = Instant::now();
+    command(&mut s, b'B', n, &[])?;
+    let w = s.try_clone()?;
+    let writer = thread::spawn(move || send(w, n));
+    receive(&mut s, n)?;
+    writer.join().map_err(|_| bad("writer panicked".into()))??;
+    let secs = start.elapsed().as_secs_f64();
+    println!("bulk bytes={n} secs={secs:.3} mbps={:.1}", n as f64 / secs / 1e6);
+    Ok(())
+}
+
+/// What one `setups` thread measured.
+#[derive(Default)]
+struct Tally {
+    /// Setup-to-close times of the successful round trips, in microseconds.
+    micros: Vec<u32>,
+    /// Failed attempts.
+    errors: u64,
+    /// The first failure, to show what went wrong.
+    first_error: Option<String>,
+}
+
+fn setups(
+    proxy: io::Result<Option<SocketAddr>>,
+    target: io::Result<SocketAddr>,
+    inflight: io::Result<usize>,
+    secs: io::Result<Duration>,
+) -> io::Result<()> {
+    let (proxy, target, inflight, secs) = (proxy?, target?, inflight?, secs?);
+    let start = Instant::now();
+    let deadline = start + secs;
+    let threads: Vec<_> = (0..inflight)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut t = Tally::default();
+                let ping = [0x42u8; PING_BYTES];
+                // Bounded by the deadline; a failure pauses briefly so a dead proxy is not spun on.
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let round = open(proxy, target).and_then(|mut s| {
+                        command(&mut s, b'P', PING_BYTES as u64, &ping)?;
+                        let mut back = [0u8; PING_BYTES];
+                        s.read_exact(&mut back)?;
+                        if back != ping {
+                            return Err(bad("echo differs".into()));
+                        }
+                        Ok(())
+                    });
+                    match round {
+                        Ok(()) => t.micros.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => {
+                            t.errors += 1;
+                            t.first_error.get_or_insert_with(|| e.to_string());
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    let mut all = Tally::default();
+    for th in threads {
+        let t = th.join().map_err(|_| bad("setup thread panicked".into()))?;
+        all.micros.extend(t.micros);
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.micros.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((all.micros.len() as f64 * p) as usize).min(all.micros.len().saturating_sub(1));
+        all.micros.get(i).map_or(0.0, |&us| us as f64 / 1000.0)
+    };
+    if let Some(e) = &all.first_error {
+        eprintln!("setups: {} failed, first: {e}", all.errors);
+    }
+    println!(
+        "setups ok={} errors={} secs={secs:.3} rate={:.1} p50_ms={:.3} p99_ms={:.3}",
+        all.micros.len(),
+        all.errors,
+        all.micros.len() as f64 / secs,
+        pct(0.50),
+        pct(0.99)
+    );
+    Ok(())
+}
+
+fn hold(
+    proxy: io::Result<Option<SocketAddr>>,
+    target: io::Result<SocketAddr>,
+    count: io::Result<usize>,
+    secs: io::Result<Duration>,
+) -> io::Result<()> {
+    let (proxy, target, count, secs) = (proxy?, target?, count?, secs?);
+    let proxy = proxy.ok_or_else(|| bad("hold needs a proxy".into()))?;
+    let mut tunnels = Vec::with_capacity(count);
+    let mut failure = None;
+    // One at a time: what is measured is the state after setup, not the setup rate. The first
+    // failure ends the opening (a proxy at its connection limit would only make us wait).
+    for _ in 0..count {
+        let t = open(Some(proxy), target).and_then(|mut s| {
+            command(&mut s, b'H', 0, &[])?;
+            let mut ack = [0u8; 1];
+            s.read_exact(&mut ack)?;
+            Ok(s)
+        });
+        match t {
+            Ok(s) => tunnels.push(s),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let held = tunnels.len();
+    match &failure {
+        Some(e) => println!("ready held={held} error={e}"),
+        None => println!("ready held={held}"),
+    }
+    io::stdout().flush()?;
+    // Bounded: the script kills us once it has measured; if it does not, we leave anyway.
+    thread::sleep(secs);
+    drop(tunnels);
+    Ok(())
+}

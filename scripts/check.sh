@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one check everyone runs before asking for a merge (STYLE.md, habit 11):
+#
+#   1. cargo fmt --check
+#   2. cargo clippy --all-targets -- -D warnings
+#   3. scripts/test.sh [ARGS...]        (installs test peers, builds, runs every test)
+#   4. cargo build --no-default-features  (the build without TLS must keep building)
+#
+#   scripts/check.sh [CARGO TEST ARGS...]
+#
+# Every step runs even when an earlier one fails, so one run shows everything to fix; the
+# summary at the end names the failed steps and the exit status is 1 if any failed.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+failed=()
+run() {
+    local name="$1"
+    shift
+    printf '\n==> check: %s\n' "$name"
+    if "$@"; then
+        echo "--> $name: ok"
+    else
+        echo "--> $name: FAILED"
+        failed+=("$name")
+    fi
+}
+
+run "cargo fmt --check" cargo fmt --check
+run "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+run "scripts/test.sh" bash scripts/test.sh "$@"
+run "cargo build --no-default-features" cargo build --no-default-features
+
+echo
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "check: all 4 steps passed"
+    exit 0
+fi
+printf 'check: %d of 4 steps failed:\n' "${#failed[@]}"
+printf '  - %s\n' "${failed[@]}"
+exit 1

@@ -1,0 +1,93 @@
+//! `smolproxy route`: what the configuration would do with one request, and why.
+//!
+//! Pure formatting over [`crate::route::decide`], the very function the server calls, so the
+//! explanation cannot drift from what the proxy does. Nothing is sent and no name is resolved.
+//! Policy comes later (egress rules, the authorization service); today only the CONNECT port
+//! rule can deny.
+
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::route::{chain, decide, Path};
+use crate::target::{Scheme, Target};
+
+/// `smolproxy route`: explain what the running configuration would do with a request,
+/// without sending anything or resolving any name. Exit 0 if allowed, 1 if denied.
+#[derive(argh::FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "route")]
+pub struct RouteArgs {
+    /// the request URL (http://..., https://...), or host:port with --method CONNECT
+    #[argh(positional)]
+    pub url: String,
+
+    /// request method (default GET)
+    #[argh(option, default = "String::from(\"GET\")")]
+    pub method: String,
+
+    /// client address the request would come from (default none)
+    #[argh(option)]
+    pub client: Option<IpAddr>,
+
+    /// user the request would be authenticated as (default none)
+    #[argh(option)]
+    pub user: Option<String>,
+}
+
+/// What `smolproxy route` prints, and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// Lines of `key: value`, newline-ended.
+    pub text: String,
+    /// Whether the request would be allowed (exit 0) or denied (exit 1).
+    pub allowed: bool,
+}
+
+/// Explains the route of one request under `cfg`; an unusable URL is an error.
+pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
+    let connect = args.method.eq_ignore_ascii_case("CONNECT");
+    let bad = |why: &str| format!("route: bad URL '{}': {why}", args.url);
+    let t = if connect && !args.url.contains("://") {
+        Target::parse_authority(&args.url).map_err(|_| bad("expected host:port for CONNECT"))?
+    } else {
+        let mut t = Target::parse_absolute(&args.url).map_err(|_| bad("expected http://host/path or https://host/path"))?;
+        if connect {
+            (t.scheme, t.path) = (Scheme::Connect, String::new());
+        }
+        t
+    };
+    let mut text = format!("request: {} {}\n", if connect { "CONNECT" } else { args.method.as_str() }, t);
+    let client = args.client.map_or("-".to_string(), |ip| ip.to_string());
+    text += &format!("client: {client}, user {}\n", args.user.as_deref().unwrap_or("-"));
+    // Policy comes later (egress rules, authorization service); today only CONNECT ports deny.
+    if connect && !cfg.connect_ports.contains(t.port) {
+        text += &format!("policy: denied: CONNECT to port {} is not allowed (--connect-ports)\nroute: none\n", t.port);
+        return Ok(Explanation { text, allowed: false });
+    }
+    text += "policy: allowed (no egress policy configured)\n";
+    let d = decide(&cfg.routing, t.scheme, &t.host, t.port);
+    text += &match d.path {
+        Path::Direct => "route: direct\n".to_string(),
+        Path::Custom([one]) => format!("route: custom upstream {one}\n"),
+        Path::Custom(hops) => format!("route: custom upstream chain {}\n", chain(hops, " -> ")),
+        Path::System(env) => format!("route: system proxy {} (from {})\n", env.upstream, env.var),
+    };
+    if let Some((source, p)) = d.matched {
+        text += &format!("matched: {source} entry '{p}'\n");
+    }
+    text += &format!("reason: {}\n", d.reason);
+    let hops = d.hops();
+    let how = match (t.scheme, hops.last()) {
+        (Scheme::Http | Scheme::Ws, Some(last)) if last.is_http() => format!("absolute-form request to {last}"),
+        (Scheme::Http | Scheme::Ws, None) => format!("origin-form request to {}", t.host_port()),
+        (Scheme::Http | Scheme::Ws, Some(last)) => format!("SOCKS5 CONNECT through {last}, then origin-form"),
+        (Scheme::Connect, None) => format!("tunnel to {}", t.host_port()),
+        (Scheme::Connect, Some(last)) => format!("tunnel to {} through {last}", t.host_port()),
+        (Scheme::Https, None) => format!("TLS to {} by the proxy", t.host_port()),
+        (Scheme::Https, Some(last)) => format!("tunnel to {} through {last}, TLS by the proxy", t.host_port()),
+    };
+    text += &format!("how: {how}\n");
+    if t.scheme == Scheme::Https && !cfg!(feature = "tls") {
+        text += "note: this build has no TLS: absolute https:// requests get 501 (use CONNECT)\n";
+    }
+    Ok(Explanation { text, allowed: true })
+}

@@ -1,0 +1,319 @@
+//! Choosing the route of a request: the custom upstream chain, the system proxy, or direct.
+//!
+//! Pure code (SPEC §4): upstream URLs and the proxy environment variables are parsed into
+//! plain data once at start, then [`decide`] picks the route of each request from its scheme,
+//! host and port alone, and says why. The same function answers `smolproxy route`, so what
+//! that command prints is what the server does. Nothing here resolves a name or opens a
+//! socket: walking the chain is [`crate::upstream`]'s job.
+//!
+//! Precedence: the custom chain when `--upstream` is set, the scheme is in `--upstream-for`
+//! (CONNECT counts as https) and no `--bypass` entry matches; a `--bypass` hit goes direct
+//! (the flag says "skip the custom upstream and go direct"); otherwise the system proxy for
+//! the scheme unless a `no_proxy` entry matches; otherwise direct.
+
+use std::net::SocketAddr;
+
+use crate::pattern::{Pattern, PatternList};
+pub use crate::proxy_url::{Kind, Upstream};
+use crate::target::Scheme;
+
+/// Which request schemes use the custom chain (`--upstream-for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFor {
+    /// Plain http (and ws) requests.
+    pub http: bool,
+    /// Absolute https requests and CONNECT.
+    pub https: bool,
+}
+
+impl Default for UpstreamFor {
+    fn default() -> UpstreamFor {
+        UpstreamFor { http: true, https: true }
+    }
+}
+
+impl UpstreamFor {
+    /// Parses `http`, `https` or `http,https`.
+    pub fn parse(s: &str) -> Result<UpstreamFor, String> {
+        let mut out = UpstreamFor { http: false, https: false };
+        for item in s.split(',').map(str::trim) {
+            match item.to_ascii_lowercase().as_str() {
+                "http" => out.http = true,
+                "https" => out.https = true,
+                _ => return Err(format!("expected http, https or http,https, got '{s}'")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A proxy taken from one environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvProxy {
+    /// The variable it came from, e.g. `https_proxy`.
+    pub var: &'static str,
+    /// The proxy.
+    pub upstream: Upstream,
+}
+
+/// The system proxy settings, read once at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemProxy {
+    /// `http_proxy` / `HTTP_PROXY`.
+    pub http: Option<EnvProxy>,
+    /// `https_proxy` / `HTTPS_PROXY`.
+    pub https: Option<EnvProxy>,
+    /// `all_proxy` / `ALL_PROXY`, the fallback for both.
+    pub all: Option<EnvProxy>,
+    /// `no_proxy` / `NO_PROXY`, bad entries already skipped.
+    pub no_proxy: PatternList,
+    /// Which of the two `no_proxy` variables was used.
+    pub no_proxy_var: &'static str,
+}
+
+impl SystemProxy {
+    /// Reads the variables through `get` (lowercase wins when both are set; empty is unset).
+    /// Bad values and proxies that are this proxy itself are skipped with a warning.
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>, listen: &[SocketAddr], warnings: &mut Vec<String>) -> SystemProxy {
+        let pick = |lower: &'static str, upper: &'static str| {
+            [lower, upper].into_iter().find_map(|var| get(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)))
+        };
+        let mut proxy = |lower, upper| {
+            let (var, value) = pick(lower, upper)?;
+            match Upstream::parse_env(value.trim()) {
+                Err(why) => warnings.push(format!("ignoring {var}: {why}")),
+                Ok(u) if u.is_self(listen) => warnings.push(format!("ignoring {var}={u}: that is this proxy itself")),
+                Ok(u) if u.kind == Kind::Https && !cfg!(feature = "tls") => {
+                    warnings.push(format!("ignoring {var}={u}: this build has no TLS"))
+                }
+                Ok(upstream) => return Some(EnvProxy { var, upstream }),
+            }
+            None
+        };
+        let (http, https, all) =
+            (proxy("http_proxy", "HTTP_PROXY"), proxy("https_proxy", "HTTPS_PROXY"), proxy("all_proxy", "ALL_PROXY"));
+        let (no_proxy_var, no_proxy) = match pick("no_proxy", "NO_PROXY") {
+            Some((var, value)) => {
+                let (list, bad) = PatternList::parse_lenient(&value);
+                warnings.extend(bad.into_iter().map(|why| format!("{var}: skipping {why}")));
+                (var, list)
+            }
+            None => ("no_proxy", PatternList::default()),
+        };
+        SystemProxy { http, https, all, no_proxy, no_proxy_var }
+    }
+
+    /// The proxy for a scheme, falling back to `all_proxy`.
+    pub fn for_scheme(&self, https: bool) -> Option<&EnvProxy> {
+        if https { self.https.as_ref() } else { self.http.as_ref() }.or(self.all.as_ref())
+    }
+}
+
+/// Everything routing needs, checked at start.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// The custom chain from `--upstream`, first hop first; empty when not set.
+    pub upstream: Vec<Upstream>,
+    /// Which schemes use the custom chain.
+    pub upstream_for: UpstreamFor,
+    /// `--bypass`: destinations that skip the custom chain and go direct.
+    pub bypass: PatternList,
+    /// The system proxy, or `None` with `--no-system-proxy`.
+    pub system: Option<SystemProxy>,
+    /// Warnings found while reading the environment, printed at start.
+    pub warnings: Vec<String>,
+}
+
+impl Routing {
+    /// Builds the routing from its flags and the environment (read through `env`, once, at
+    /// start). `system` is false with `--no-system-proxy`. An `--upstream` that is this proxy
+    /// itself, or an `https://` one in a build without TLS, is refused.
+    pub fn new(
+        upstream: Vec<Upstream>,
+        upstream_for: UpstreamFor,
+        bypass: Vec<PatternList>,
+        system: bool,
+        listen: &[SocketAddr],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Routing, String> {
+        // Only the first hop is dialled from here; later ones are reached through it.
+        if let Some(first) = upstream.first().filter(|u| u.is_self(listen)) {
+            return Err(format!("--upstream {first}: that is this proxy itself (see --listen)"));
+        }
+        if let Some(h) = upstream.iter().find(|u| u.kind == Kind::Https && !cfg!(feature = "tls")) {
+            return Err(format!("--upstream {h}: this build has no TLS (the tls feature is off)"));
+        }
+        let mut warnings = Vec::new();
+        let system = system.then(|| SystemProxy::from_env(env, listen, &mut warnings));
+        let bypass = bypass.into_iter().fold(PatternList::default(), |mut all, list| {
+            all.extend(list);
+            all
+        });
+        if upstream.is_empty() && !bypass.is_empty() {
+            warnings.push("--bypass has no effect without --upstream (no_proxy is for the system proxy)".into());
+        }
+        Ok(Routing { upstream, upstream_for, bypass, system, warnings })
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path<'a> {
+    /// Straight to the origin.
+    Direct,
+    /// Through the custom chain.
+    Custom(&'a [Upstream]),
+    /// Through the system proxy.
+    System(&'a EnvProxy),
+}
+
+/// A route and the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// Where the request goes.
+    pub path: Path<'a>,
+    /// Why, in a few words (for `route` output).
+    pub reason: String,
+    /// The `--bypass` or `no_proxy` entry that sent it direct, with where it came from.
+    pub matched: Option<(&'static str, &'a Pattern)>,
+}
+
+impl Decision<'_> {
+    /// The hops to walk, first first; empty for direct.
+    pub fn hops(&self) -> &[Upstream] {
+        match self.path {
+            Path::Direct => &[],
+            Path::Custom(hops) => hops,
+            Path::System(env) => std::slice::from_ref(&env.upstream),
+        }
+    }
+
+    /// The route as one space-free word for the access log: `direct`,
+    /// `upstream:http://h:1,socks5://h:2` or `system:https_proxy=http://h:3`.
+    pub fn label(&self) -> String {
+        match self.path {
+            Path::Direct => "direct".into(),
+            Path::Custom(hops) => format!("upstream:{}", chain(hops, ",")),
+            Path::System(env) => format!("system:{}={}", env.var, env.upstream),
+        }
+    }
+}
+
+/// The hops of a chain joined by `sep`, without credentials.
+pub fn chain(hops: &[Upstream], sep: &str) -> String {
+    hops.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(sep)
+}
+
+/// Decides the route of a request to `host:port` with this scheme (SPEC §4).
+pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Decision<'a> {
+    let https = matches!(scheme, Scheme::Https | Scheme::Connect);
+    let name = if https { "https" } else { "http" };
+    let mut why = Vec::new();
+    if !r.upstream.is_empty() {
+        let wanted = if https { r.upstream_for.https } else { r.upstream_for.http };
+        if !wanted {
+            why.push(format!("{name} is not in --upstream-for"));
+        } else if let Some(p) = r.bypass.matches(host, port) {
+            let reason = format!("--bypass entry '{p}' matched");
+            return Decision { path: Path::Direct, reason, matched: Some(("--bypass", p)) };
+        } else {
+            let reason = format!("--upstream is set, {name} is in --upstream-for, no --bypass entry matched");
+            return Decision { path: Path::Custom(&r.upstream), reason, matched: None };
+        }
+    }
+    match &r.system {
+        None => why.push("--no-system-proxy".into()),
+        Some(sys) => match sys.for_scheme(https) {
+            None => why.push(format!("no {name}_proxy or all_proxy in the environment")),
+            Some(env) => match sys.no_proxy.matches(host, port) {
+                Some(p) => {
+                    why.push(format!("{} entry '{p}' matched", sys.no_proxy_var));
+                    let reason = why.join("; ");
+                    return Decision { path: Path::Direct, reason, matched: Some((sys.no_proxy_var, p)) };
+                }
+                None => {
+                    let no = if sys.no_proxy.is_empty() { "no no_proxy set" } else { "no no_proxy entry matched" };
+                    why.push(format!("{} is set, {no}", env.var));
+                    return Decision { path: Path::System(env), reason: why.join("; "), matched: None };
+                }
+            },
+        },
+    }
+    if r.upstream.is_empty() {
+        why.insert(0, "no --upstream".into());
+    }
+    Decision { path: Path::Direct, reason: why.join("; "), matched: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn environment() {
+        let mut w = Vec::new();
+        let vars = env(&[
+            ("http_proxy", "http://lower:1"),
+            ("HTTP_PROXY", "http://upper:1"),
+            ("https_proxy", ""),
+            ("HTTPS_PROXY", "socks5h://upper:2"),
+            ("ALL_PROXY", "nonsense://x"),
+            ("NO_PROXY", "a.test, bad..entry, 10.0.0.0/8"),
+        ]);
+        let sys = SystemProxy::from_env(&vars, &[], &mut w);
+        let http = sys.http.as_ref().unwrap();
+        assert_eq!((http.var, http.upstream.to_string().as_str()), ("http_proxy", "http://lower:1"));
+        let https = sys.https.as_ref().unwrap();
+        assert_eq!((https.var, https.upstream.to_string().as_str()), ("HTTPS_PROXY", "socks5h://upper:2"));
+        assert_eq!(sys.all, None);
+        assert_eq!((sys.no_proxy_var, sys.no_proxy.to_string().as_str()), ("NO_PROXY", "a.test,10.0.0.0/8"));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("ignoring ALL_PROXY: unsupported proxy scheme"), "{w:?}");
+        assert!(w[1].contains("bad..entry"), "{w:?}");
+        // A proxy that is ourselves is skipped, and the fallback takes over.
+        let mut w = Vec::new();
+        let vars = env(&[("http_proxy", "127.0.0.1:3128"), ("all_proxy", "socks5://127.0.0.1:1080")]);
+        let sys = SystemProxy::from_env(&vars, &["127.0.0.1:3128".parse().unwrap()], &mut w);
+        assert_eq!(sys.for_scheme(false).unwrap().var, "all_proxy");
+        assert!(w[0].contains("this proxy itself"), "{w:?}");
+    }
+
+    #[test]
+    fn precedence() {
+        let sys = SystemProxy {
+            http: Some(EnvProxy { var: "http_proxy", upstream: Upstream::parse("http://sys:1").unwrap() }),
+            no_proxy: PatternList::parse("np.test").unwrap(),
+            no_proxy_var: "no_proxy",
+            ..SystemProxy::default()
+        };
+        let custom = Routing {
+            upstream: vec![Upstream::parse("http://a:1").unwrap(), Upstream::parse("socks5h://b:2").unwrap()],
+            upstream_for: UpstreamFor::parse("http").unwrap(),
+            bypass: PatternList::parse("by.test").unwrap(),
+            system: Some(sys.clone()),
+            warnings: Vec::new(),
+        };
+        let bare = Routing { system: Some(sys), ..Routing::default() };
+        let none = Routing::default();
+        use Scheme::*;
+        for (r, scheme, host, label, reason) in [
+            (&custom, Http, "x.test", "upstream:http://a:1,socks5h://b:2", "--upstream is set"),
+            (&custom, Http, "www.by.test", "direct", "--bypass entry 'by.test' matched"),
+            (&custom, Http, "np.test", "upstream:http://a:1,socks5h://b:2", "--upstream is set"),
+            (&custom, Connect, "x.test", "direct", "https is not in --upstream-for; no https_proxy or all_proxy"),
+            (&bare, Http, "x.test", "system:http_proxy=http://sys:1", "no --upstream; http_proxy is set"),
+            (&bare, Ws, "x.test", "system:http_proxy=http://sys:1", "no --upstream; http_proxy is set"),
+            (&bare, Http, "np.test", "direct", "no --upstream; no_proxy entry 'np.test' matched"),
+            (&bare, Https, "x.test", "direct", "no --upstream; no https_proxy or all_proxy"),
+            (&none, Http, "x.test", "direct", "no --upstream; --no-system-proxy"),
+        ] {
+            let d = decide(r, scheme, host, 80);
+            assert_eq!(d.label(), label, "{scheme:?} {host}");
+            assert!(d.reason.starts_with(reason), "{scheme:?} {host}: {}", d.reason);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Walking a route: the connection a request goes over, direct or through a chain of proxies.
+//!
+//! The chain is a list of hops walked by one plain loop: dial the first hop, then reach each
+//! next hop through the previous one (HTTP CONNECT, or SOCKS5 CONNECT per RFC 1928), wrapping
+//! the stream in TLS after every `https://` hop. At the end of the chain, a plain http request
+//! to an HTTP upstream is sent to it in absolute-form (RFC 9112 §3.2.2); everything else
+//! (CONNECT, https, and any request through SOCKS5) tunnels to the origin through the last
+//! hop. The whole walk runs under `--connect-timeout`. Each hop's credentials go only to that
+//! hop. A refusal anywhere is a 502 naming the hop. Which route to take is decided in
+//! [`crate::route`], not here.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_io::Timer;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+
+use crate::dial;
+use crate::error::Error;
+use crate::forward::Hop;
+use crate::head::{Request, MAX_HEADERS};
+use crate::reader::{HeadError, Reader};
+use crate::route::{chain, Kind, Upstream};
+use crate::server::Proxy;
+use crate::socks5::{self, Addr};
+use crate::stream::Stream;
+use crate::target::Scheme;
+
+/// Opens the connection an HTTP request goes over: from the idle pool unless `fresh`, else
+/// by walking `hops` (empty: direct), with TLS to the origin for `https://` targets.
+pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> Result<Hop, Error> {
+    let t = &req.target;
+    let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
+    if let Some(last) = hops.last().filter(|last| plain && last.is_http()) {
+        // The pool key names the whole chain: connections through different chains never mix.
+        let name = format!("upstream {}", chain(hops, " -> "));
+        let extra = last.proxy_authorization();
+        if !fresh {
+            if let Some(tcp) = p.pool.take(&name) {
+                return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: true, extra, name });
+            }
+        }
+        let stream = within(p, format!("cannot reach {name}"), reach(p, hops)).await?;
+        return Ok(Hop { stream, reused: false, absolute: true, extra, name });
+    }
+    let name = t.host_port();
+    // Same key as `forward::pool_key`; the route of a destination never changes while the
+    // proxy runs, so a key by destination is a key by route too.
+    let key = format!("{}://{}", t.scheme.name(), name);
+    if plain && !fresh {
+        if let Some(tcp) = p.pool.take(&key) {
+            return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: false, extra: String::new(), name });
+        }
+    }
+    let mut stream = tunnel(p, hops, &t.host, t.port).await?;
+    if t.scheme == Scheme::Https {
+        let handshake = tls(p, &t.host, stream);
+        stream = within(p, format!("TLS with {name}"), async {
+            handshake.await.map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
+        })
+        .await?;
+    }
+    Ok(Hop { stream, reused: false, absolute: false, extra: String::new(), name })
+}
+
+/// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
+pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
+    let target = authority(host, port);
+    let Some(last) = hops.last() else {
+        return dial::connect(host, port, p.cfg.connect_timeout)
+            .await
+            .map(Stream::Tcp)
+            .map_err(|e| Error::upstream(format!("cannot connect to {target}"), &e));
+    };
+    let what = format!("cannot reach {target} through upstream {}", chain(hops, " -> "));
+    within(p, what, async {
+        let stream = reach(p, hops).await?;
+        handshake(p, last, stream, host, port).await
+    })
+    .await
+}
+
+/// A stream to the last hop: dial the first, then each next one through the previous.
+async fn reach(p: &Proxy, hops: &[Upstream]) -> Result<Stream, Error> {
+    let Some(first) = hops.first() else {
+        return Err(Error::BadGateway("empty upstream chain".into()));
+    };
+    let tcp = dial::connect(&first.host, first.port, p.cfg.connect_timeout)
+        .await
+        .map_err(|e| Error::upstream(format!("cannot connect to upstream {first}"), &e))?;
+    let mut stream = secure(p, first, Stream::Tcp(tcp)).await?;
+    for pair in hops.windows(2) {
+        let (via, next) = (&pair[0], &pair[1]);
+        stream = handshake(p, via, stream, &next.host, next.port).await?;
+        stream = secure(p, next, stream).await?;
+    }
+    Ok(stream)
+}
+
+/// TLS to an `https://` hop (SNI from its URL host); other hops are left as they are.
+async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Error> {
+    if hop.kind != Kind::Https {
+        return Ok(stream);
+    }
+    tls(p, &hop.host, stream).await.map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
+}
+
+#[cfg(feature = "tls")]
+async fn tls(p: &Proxy, host: &str, stream: Stream) -> io::Result<Stream> {
+    p.cfg.trust.connect(host, stream).await
+}
+
+/// Without TLS, https upstreams are refused at start and https targets answered with 501
+/// before a route is walked; this only keeps the walk total.
+#[cfg(not(feature = "tls"))]
+async fn tls(_: &Proxy, _: &str, _: Stream) -> io::Result<Stream> {
+    Err(io::Error::other("this build has no TLS"))
+}
+
+/// Asks `via` for a tunnel to `host:port` over `stream`, which already reaches `via`.
+async fn handshake(p: &Proxy, via: &Upstream, stream: Stream, host: &str, port: u16) -> Result<Stream, Error> {
+    match via.kind {
+        Kind::Http | Kind::Https => http_connect(p, via, stream, &authority(host, port)).await,
+        Kind::Socks5 | Kind::Socks5h => socks(via, stream, host, port).await,
+    }
+}
+
+/// HTTP CONNECT (RFC 9110 §9.3.6): any 2xx opens the tunnel; anything else is a 502 that
+/// names the hop and what it answered.
+async fn http_connect(p: &Proxy, via: &Upstream, mut stream: Stream, target: &str) -> Result<Stream, Error> {
+    let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{}\r\n", via.proxy_authorization());
+    let failed = |e: &io::Error| Error::upstream(format!("upstream {via} during CONNECT to {target}"), e);
+    stream.write_all(head.as_bytes()).await.map_err(|e| failed(&e))?;
+    stream.flush().await.map_err(|e| failed(&e))?;
+    let mut r = Reader::new(stream, p.cfg.connect_timeout);
+    let n = r.read_head().await.map_err(|e| match e {
+        HeadError::Io(e) => failed(&e),
+        HeadError::Closed(_) => Error::BadGateway(format!("upstream {via} closed the connection on CONNECT to {target}")),
+        HeadError::TooLarge | HeadError::LineTooLong => {
+            Error::BadGateway(format!("upstream {via} sent an oversized answer to CONNECT"))
+        }
+    })?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let (code, reason) = match res.parse(&r.buffered()[..n]) {
+        Ok(httparse::Status::Complete(_)) => (res.code.unwrap_or(0), res.reason.unwrap_or("").to_string()),
+        _ => return Err(Error::BadGateway(format!("upstream {via} sent an invalid answer to CONNECT"))),
+    };
+    if !(200..300).contains(&code) {
+        let hint = match (code, &via.credentials) {
+            (407, None) => " (it wants credentials: add user:password@ to its URL)",
+            (407, Some(_)) => " (it rejected the credentials)",
+            _ => "",
+        };
+        return Err(Error::BadGateway(format!("upstream {via} refused CONNECT to {target}: {code} {reason}{hint}")));
+    }
+    r.consume(n);
+    // Bytes the far end sent right after the 200 belong to the tunnel.
+    let early = r.buffered().to_vec();
+    Ok(if early.is_empty() { r.io } else { Stream::shared(Prefixed { early, at: 0, inner: r.io }) })
+}
+
+/// SOCKS5 CONNECT; `socks5://` resolves the name here, `socks5h://` lets the proxy do it.
+async fn socks(via: &Upstream, mut stream: Stream, host: &str, port: u16) -> Result<Stream, Error> {
+    let target = authority(host, port);
+    let addr = match (host.parse::<IpAddr>(), via.kind) {
+        (Ok(ip), _) => Addr::Ip(ip),
+        (Err(_), Kind::Socks5h) => Addr::Name(host),
+        // The first address in the resolver's order of preference: one SOCKS connection
+        // can try only one, and a refusal is an answer, not a reason to try the next.
+        (Err(_), _) => match dial::resolve(host, port).await {
+            Ok(addrs) => Addr::Ip(addrs[0].ip()),
+            Err(e) => return Err(Error::upstream(format!("cannot resolve {host} for upstream {via}"), &e)),
+        },
+    };
+    let creds = via.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    match socks5::handshake(&mut stream, creds, addr, port).await {
+        Ok(()) => Ok(stream),
+        Err(socks5::Failure::Io(e)) => Err(Error::upstream(format!("upstream {via} during SOCKS5 CONNECT to {target}"), &e)),
+        Err(socks5::Failure::Refused(why)) => {
+            Err(Error::BadGateway(format!("upstream {via} refused CONNECT to {target}: {why}")))
+        }
+    }
+}
+
+/// `host:port`, IPv6 in brackets.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Runs `fut` under `--connect-timeout`; on expiry a 504 saying what was being done.
+async fn within<T>(p: &Proxy, what: String, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let limit = p.cfg.connect_timeout;
+    fut.or(async {
+        Timer::after(limit).await;
+        Err(Error::GatewayTimeout(format!("{what}: timed out")))
+    })
+    .await
+}
+
+/// A stream that first yields bytes already read from it (after a CONNECT answer).
+struct Prefixed {
+    /// The bytes read early.
+    early: Vec<u8>,
+    /// How many of them were handed out.
+    at: usize,
+    /// The stream itself.
+    inner: Stream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.at < self.early.len() {
+            let n = buf.len().min(self.early.len() - self.at);
+            buf[..n].copy_from_slice(&self.early[self.at..self.at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}

@@ -1,0 +1,994 @@
+//! Plain HTTP forwarding through the real binary (SPEC §3, §8): methods and targets, bodies
+//! and framing, keep-alive and pipelining, hop-by-hop fields, Via, Date, strict request
+//! framing, invalid origin responses, Upgrade, name resolution failures, and the access log.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const FIVE_S: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// Methods and targets
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_method_reaches_the_origin_in_origin_form_with_host_from_target() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    let methods: [(&str, &[u8]); 10] = [
+        ("GET", b""),
+        ("HEAD", b""),
+        ("POST", b"post body"),
+        ("PUT", b"put body"),
+        ("DELETE", b""),
+        ("PATCH", b"patch body"),
+        ("OPTIONS", b""),
+        ("TRACE", b""),
+        ("PURGE", b""),
+        ("X-CUSTOM_1", b"custom body"),
+    ];
+    for (method, body) in methods {
+        let path = format!("/m/{method}?q=1&r=%20x");
+        let url = origin.url(&path);
+        // The client's Host is wrong on purpose: the proxy must make Host from the target.
+        let mut raw = format!("{method} {url} HTTP/1.1\r\nHost: wrong.example\r\nX-Test: {method}\r\n");
+        if !body.is_empty() {
+            raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        raw.push_str("\r\n");
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        let res = c.exchange(method, &raw);
+        assert_eq!(res.status(), 200, "{method}: {}", res.head.text());
+        let seen = origin.last();
+        assert_eq!(seen.head.start, format!("{method} {path} HTTP/1.1"), "{method}");
+        assert_eq!(seen.head.all("host"), [origin.authority()], "{method}: {}", seen.head.text());
+        assert_eq!(seen.head.get("x-test"), Some(method));
+        assert_eq!(seen.body, body, "{method}");
+        let expected: Vec<u8> =
+            if body.is_empty() { format!("{method} {path}").into_bytes() } else { body.to_vec() };
+        if method == "HEAD" {
+            assert!(res.body.is_empty());
+            assert_eq!(res.header("x-method"), Some("HEAD"));
+        } else {
+            assert_eq!(res.body, expected, "{method}");
+        }
+    }
+}
+
+#[test]
+fn host_comes_from_the_target_for_names_and_http10() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    // `localhost` is the one name tests may resolve.
+    let url = format!("http://localhost:{}/by-name", origin.port());
+    let res = request(proxy.addr, "GET", &build_request("GET", &url, &[("Connection", "close")], b""));
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    assert_eq!(origin.last().head.all("host"), [format!("localhost:{}", origin.port())]);
+    // An HTTP/1.0 client need not send Host; the origin still gets one.
+    let raw = format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/ten"));
+    let res = request(proxy.addr, "GET", raw.as_bytes());
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    let seen = origin.last();
+    assert_eq!(seen.head.target(), "/ten");
+    assert_eq!(seen.head.all("host"), [origin.authority()]);
+}
+
+#[test]
+fn empty_path_is_asterisk_for_options_and_slash_otherwise() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let bare = format!("http://{}", origin.authority());
+    let mut c = Conn::connect(proxy.addr);
+    let res = c.exchange("OPTIONS", &build_request("OPTIONS", &bare, &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.start, "OPTIONS * HTTP/1.1");
+    let res = c.exchange("GET", &build_request("GET", &bare, &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.start, "GET / HTTP/1.1");
+    let res = c.exchange("GET", &build_request("GET", &format!("{bare}?x=1"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.start, "GET /?x=1 HTTP/1.1");
+}
+
+#[test]
+fn max_forwards_is_decremented_and_answered_at_zero() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    let url = origin.url("/mf");
+
+    let res = c.exchange("OPTIONS", &build_request("OPTIONS", &url, &[("Max-Forwards", "5")], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.all("max-forwards"), ["4"]);
+    let res = c.exchange("TRACE", &build_request("TRACE", &url, &[("Max-Forwards", "1")], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.all("max-forwards"), ["0"]);
+    // Other methods leave it alone.
+    let res = c.exchange("GET", &build_request("GET", &url, &[("Max-Forwards", "0")], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.all("max-forwards"), ["0"]);
+    let before = origin.requests();
+
+    // At 0 the proxy is the final recipient (RFC 9110 §7.6.2).
+    let res = c.exchange("OPTIONS", &build_request("OPTIONS", &url, &[("Max-Forwards", "0")], b""));
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    let res = c.exchange("TRACE", &build_request("TRACE", &url, &[("Max-Forwards", "0"), ("X-Mark", "traced")], b""));
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    assert_eq!(res.header("content-type"), Some("message/http"));
+    let text = res.text();
+    assert!(text.starts_with(&format!("TRACE {url} HTTP/1.1")), "{text}");
+    assert!(text.contains("X-Mark: traced"), "{text}");
+    assert_eq!(origin.requests(), before, "Max-Forwards: 0 must not reach the origin");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies and framing
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn large_content_length_bodies_both_ways() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let body = pattern(4 << 20, 1);
+    let res = request(proxy.addr, "POST", &build_request("POST", &origin.url("/big"), &[], &body));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.header("x-body-hash"), Some(format!("{:016x}", fnv64(&body)).as_str()), "origin got another body");
+    assert_eq!(res.header("content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(res.body.len(), body.len());
+    assert_eq!(fnv64(&res.body), fnv64(&body), "client got another body");
+}
+
+#[test]
+fn large_chunked_request_body_with_trailers() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let body = pattern(3 << 20, 2);
+    let sum = format!("{:016x}", fnv64(&body));
+    let mut raw = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        origin.url("/chunked-up"),
+        origin.authority()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&chunked(&body, &[1, 7, 4096, 65536, 100_000, 3, 16384], &[("X-Req-Sum", &sum)]));
+    let res = request(proxy.addr, "PUT", &raw);
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    let seen = origin.last();
+    assert_eq!(seen.head.tokens("transfer-encoding"), ["chunked"]);
+    assert_eq!(seen.body.len(), body.len());
+    assert_eq!(fnv64(&seen.body), fnv64(&body));
+    assert_eq!(seen.trailers, [("X-Req-Sum".to_string(), sum)], "request trailers lost");
+    assert_eq!(fnv64(&res.body), fnv64(&body));
+}
+
+/// An origin answering every request with a chunked body of `len` pattern bytes and a
+/// trailer `X-Checksum` (its FNV hash).
+fn chunked_origin(len: usize) -> Origin {
+    Origin::start(move |head, conn| {
+        let body = pattern(len, 3);
+        let sum = format!("{:016x}", fnv64(&body));
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        out.extend_from_slice(&chunked(&body, &[5, 70_000, 1, 8192, 1000], &[("X-Checksum", &sum)]));
+        let _ = conn.read_body(head);
+        conn.stream.write_all(&out).is_ok()
+    })
+}
+
+#[test]
+fn large_chunked_response_with_trailers() {
+    let origin = chunked_origin(5 << 20);
+    let proxy = Proxy::start(&[]);
+    let body = pattern(5 << 20, 3);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/chunked-down"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert!(res.chunked, "the chunked framing should pass through to an HTTP/1.1 client");
+    assert_eq!(res.body.len(), body.len());
+    assert_eq!(fnv64(&res.body), fnv64(&body));
+    assert_eq!(res.trailers, [("X-Checksum".to_string(), format!("{:016x}", fnv64(&body)))], "trailers lost");
+}
+
+#[test]
+fn http10_client_gets_a_dechunked_response() {
+    let origin = chunked_origin(1 << 20);
+    let proxy = Proxy::start(&[]);
+    let body = pattern(1 << 20, 3);
+    let raw = format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/ten"));
+    let mut c = Conn::connect(proxy.addr);
+    let res = c.exchange("GET", raw.as_bytes());
+    assert_eq!(res.status(), 200);
+    assert!(
+        !res.head.tokens("transfer-encoding").contains(&"chunked".to_string()),
+        "chunked sent to an HTTP/1.0 client: {}",
+        res.head.text()
+    );
+    assert!(!res.chunked);
+    assert_eq!(res.body.len(), body.len(), "body not de-chunked exactly");
+    assert_eq!(fnv64(&res.body), fnv64(&body));
+}
+
+#[test]
+fn head_204_and_304_have_no_body() {
+    let origin = Origin::start(|head, conn| {
+        let raw: &[u8] = match head.target() {
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Kind: head\r\n\r\n",
+            "/head-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "/204" => b"HTTP/1.1 204 No Content\r\nX-Kind: 204\r\n\r\n",
+            "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"v1\"\r\n\r\n",
+            _ => return echo_handler(head, conn),
+        };
+        conn.stream.write_all(raw).is_ok()
+    });
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    // A proxy waiting for a body here would make these reads time out.
+    c.set_timeout(Duration::from_secs(3));
+    let res = c.exchange("HEAD", &build_request("HEAD", &origin.url("/head"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.header("content-length"), Some("1000"), "HEAD keeps the Content-Length of the GET");
+    let res = c.exchange("HEAD", &build_request("HEAD", &origin.url("/head-chunked"), &[], b""));
+    assert_eq!(res.status(), 200);
+    let res = c.exchange("GET", &build_request("GET", &origin.url("/204"), &[], b""));
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.header("x-kind"), Some("204"));
+    let res = c.exchange("GET", &build_request("GET", &origin.url("/304"), &[], b""));
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.header("etag"), Some("\"v1\""));
+    // The same connection still works and is in step.
+    let res = c.exchange("GET", &build_request("GET", &origin.url("/after"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text(), "GET /after");
+}
+
+#[test]
+fn read_until_close_responses_are_relayed_whole() {
+    let body = pattern(1 << 20, 4);
+    let sent = body.clone();
+    let origin = Origin::start(move |head, conn| {
+        let framing = if head.target() == "/gzip" { "Transfer-Encoding: gzip\r\n" } else { "" };
+        let mut out = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{framing}\r\n").into_bytes();
+        out.extend_from_slice(&sent);
+        let _ = conn.stream.write_all(&out);
+        false // close: that is what ends the body
+    });
+    let proxy = Proxy::start(&[]);
+    for path in ["/close", "/gzip"] {
+        let res = request(proxy.addr, "GET", &build_request("GET", &origin.url(path), &[], b""));
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.body.len(), body.len(), "{path}: body cut or padded");
+        assert_eq!(fnv64(&res.body), fnv64(&body), "{path}");
+    }
+    assert_still_serving(proxy.addr, &Origin::echo());
+}
+
+#[test]
+fn expect_100_continue() {
+    let origin = Origin::start(|head, conn| {
+        if head.target() == "/reject" {
+            // Answer before the body, as an origin refusing an upload does.
+            conn.respond("413 Content Too Large", &[("Connection", "close")], b"too big");
+            return false;
+        }
+        if head.tokens("expect").contains(&"100-continue".to_string()) {
+            let _ = conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        echo_handler(head, conn)
+    });
+    let proxy = Proxy::start(&[]);
+    let body = pattern(1 << 20, 5);
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        origin.url("/upload"),
+        origin.authority(),
+        body.len()
+    );
+    let mut c = Conn::connect(proxy.addr);
+    c.write(head.as_bytes());
+    c.set_timeout(FIVE_S);
+    let interim = c.read_head().expect("no 100 Continue").expect("closed instead of 100 Continue");
+    assert_eq!(interim.status(), 100, "{}", interim.text());
+    c.write(&body);
+    let res = c.response_to("POST");
+    assert_eq!(res.status(), 200);
+    assert_eq!(fnv64(&res.body), fnv64(&body));
+    assert_eq!(origin.last().head.get("expect"), Some("100-continue"));
+
+    // The origin refuses before the body: the client gets the final status, no 100.
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        origin.url("/reject"),
+        origin.authority(),
+        body.len()
+    );
+    let mut c = Conn::connect(proxy.addr);
+    c.write(head.as_bytes());
+    c.set_timeout(FIVE_S);
+    let res = c.response_to("POST");
+    assert_eq!(res.status(), 413);
+    assert!(res.interim.is_empty());
+    assert_eq!(res.text(), "too big");
+    assert_still_serving(proxy.addr, &Origin::echo());
+}
+
+#[test]
+fn interim_1xx_responses_go_to_http11_clients_only() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/hints"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.interim.len(), 1, "103 not forwarded");
+    assert_eq!(res.interim[0].status(), 103);
+    assert_eq!(res.interim[0].get("link"), Some("</style.css>; rel=preload"));
+    assert_eq!(res.text(), "ok");
+    let raw = format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/hints"));
+    let res = request(proxy.addr, "GET", raw.as_bytes());
+    assert_eq!(res.status(), 200);
+    assert!(res.interim.is_empty(), "1xx sent to an HTTP/1.0 client");
+    assert_eq!(res.text(), "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn keep_alive_serves_many_requests_and_reuses_the_origin_connection() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    for i in 0..6 {
+        let res = c.exchange("GET", &build_request("GET", &origin.url(&format!("/ka/{i}")), &[], b""));
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text(), format!("GET /ka/{i}"));
+        assert!(!res.head.tokens("connection").contains(&"close".to_string()), "{}", res.head.text());
+    }
+    assert_eq!(origin.connections(), 1, "the idle origin connection was not reused");
+
+    // HTTP/1.0: closed after the response unless the client asks for keep-alive.
+    let mut c = Conn::connect(proxy.addr);
+    let res = c.exchange("GET", format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/ten")).as_bytes());
+    assert_eq!(res.status(), 200);
+    assert!(c.closes_within(FIVE_S), "HTTP/1.0 connection without keep-alive stayed open");
+    let mut c = Conn::connect(proxy.addr);
+    for i in 0..2 {
+        let raw = format!("GET {} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", origin.url(&format!("/ten-ka/{i}")));
+        let res = c.exchange("GET", raw.as_bytes());
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text(), format!("GET /ten-ka/{i}"));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::start(|head, conn| {
+        if head.target().contains("slow") {
+            thread::sleep(Duration::from_millis(300));
+        }
+        echo_handler(head, conn)
+    });
+    let proxy = Proxy::start(&[]);
+    let mut all = Vec::new();
+    all.extend(build_request("GET", &origin.url("/p1-slow"), &[], b""));
+    all.extend(build_request("HEAD", &origin.url("/p2"), &[], b""));
+    all.extend(build_request("POST", &origin.url("/p3"), &[], b"body-3"));
+    all.extend(build_request("GET", &origin.url("/p4"), &[], b""));
+    let mut c = Conn::connect(proxy.addr);
+    c.write(&all);
+    let r1 = c.response_to("GET");
+    let r2 = c.response_to("HEAD");
+    let r3 = c.response_to("POST");
+    let r4 = c.response_to("GET");
+    assert_eq!(r1.text(), "GET /p1-slow");
+    assert_eq!(r2.header("x-target"), Some("/p2"));
+    assert!(r2.body.is_empty());
+    assert_eq!(r3.text(), "body-3");
+    assert_eq!(r4.text(), "GET /p4");
+}
+
+#[test]
+fn nothing_after_connection_close_is_processed() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let mut all = build_request("GET", &origin.url("/first"), &[("Connection", "close")], b"");
+    all.extend(build_request("GET", &origin.url("/second"), &[], b""));
+    let mut c = Conn::connect(proxy.addr);
+    c.write(&all);
+    let res = c.response();
+    assert_eq!(res.text(), "GET /first");
+    assert!(res.head.tokens("connection").contains(&"close".to_string()));
+    assert!(c.closes_within(FIVE_S), "connection stayed open after Connection: close");
+    thread::sleep(Duration::from_millis(200));
+    assert!(origin.seen().iter().all(|s| s.head.target() != "/second"), "request after close was forwarded");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header fields
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hop_by_hop_request_fields_are_removed_and_the_rest_kept_in_order() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let url = origin.url("/hop");
+    let raw = format!(
+        "GET {url} HTTP/1.1\r\n\
+         Host: {}\r\n\
+         X-Dup: one\r\n\
+         Connection: keep-alive, X-Named-Hop\r\n\
+         X-Named-Hop: secret\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Accept: */*\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         Proxy-Authorization: Basic dXNlcjpwYXNz\r\n\
+         TE: trailers\r\n\
+         Trailer: X-Checksum\r\n\
+         Upgrade: h2c\r\n\
+         X-Dup: two\r\n\
+         x-lower-case: Mixed Value\r\n\
+         X-Odd: a,  b ,c\r\n\
+         Cookie: a=b; c=d\r\n\
+         X-Dup: three\r\n\
+         \r\n",
+        origin.authority()
+    );
+    let res = request(proxy.addr, "GET", raw.as_bytes());
+    assert_eq!(res.status(), 200);
+    let seen = origin.last().head;
+    let kept = seen.fields_except(&["host", "via"]);
+    let expected: Vec<(String, String)> = [
+        ("X-Dup", "one"),
+        ("Accept", "*/*"),
+        ("X-Dup", "two"),
+        ("x-lower-case", "Mixed Value"),
+        ("X-Odd", "a,  b ,c"),
+        ("Cookie", "a=b; c=d"),
+        ("X-Dup", "three"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(kept, expected, "origin saw:\n{}", seen.text());
+    assert!(seen.text().contains("\r\nX-Odd: a,  b ,c\r\n"), "value not passed byte for byte:\n{}", seen.text());
+}
+
+#[test]
+fn hop_by_hop_response_fields_are_removed_and_the_rest_kept_in_order() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 200 OK\r\n\
+              Set-Cookie: a=1\r\n\
+              Connection: X-Resp-Hop\r\n\
+              X-Resp-Hop: secret\r\n\
+              Keep-Alive: timeout=5, max=100\r\n\
+              X-Order: first\r\n\
+              Proxy-Authenticate: Basic realm=\"origin\"\r\n\
+              Proxy-Connection: keep-alive\r\n\
+              Trailer: X-T\r\n\
+              Upgrade: h2c\r\n\
+              TE: trailers\r\n\
+              Set-Cookie: b=2\r\n\
+              Content-Type: text/plain\r\n\
+              Content-Length: 2\r\n\
+              \r\n\
+              ok",
+        );
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/hop"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text(), "ok");
+    let kept = res.head.fields_except(&["via", "date", "connection"]);
+    let expected: Vec<(String, String)> = [
+        ("Set-Cookie", "a=1"),
+        ("X-Order", "first"),
+        ("Set-Cookie", "b=2"),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "2"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(kept, expected, "client saw:\n{}", res.head.text());
+    assert!(!res.head.tokens("connection").contains(&"x-resp-hop".to_string()));
+}
+
+#[test]
+fn response_whitespace_before_colon_and_obs_fold_are_cleaned() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 200 OK\r\nX-Space : yes\r\nX-Fold: a\r\n  b\r\nContent-Length: 2\r\n\r\nok",
+        );
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/ws"), &[], b""));
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    assert_eq!(res.text(), "ok");
+    let raw = res.head.text();
+    assert!(raw.contains("\r\nX-Space: yes\r\n"), "whitespace before colon not removed:\n{raw}");
+    let fold = res.head.get("x-fold").unwrap_or("");
+    assert!(fold.starts_with('a') && fold.ends_with('b'), "obs-fold not joined into one line:\n{raw}");
+    assert!(!raw.contains("\r\n "), "obs-fold passed on:\n{raw}");
+}
+
+#[test]
+fn via_is_added_both_ways() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let via: &[(&str, &str)] = if head.target() == "/cached" { &[("Via", "1.1 cache")] } else { &[] };
+        conn.respond("200 OK", via, b"ok");
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/plain"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.tokens("via"), ["1.1 smolproxy"]);
+    assert_eq!(res.head.tokens("via"), ["1.1 smolproxy"]);
+
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/cached"), &[("Via", "1.0 other")], b""));
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.tokens("via"), ["1.0 other", "1.1 smolproxy"]);
+    assert_eq!(res.head.tokens("via"), ["1.1 cache", "1.1 smolproxy"]);
+
+    // The received protocol is the client's (RFC 9110 §7.6.3).
+    let res = request(proxy.addr, "GET", format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/ten")).as_bytes());
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.tokens("via"), ["1.0 smolproxy"]);
+}
+
+#[test]
+fn a_request_that_already_passed_through_us_is_a_loop_508() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    for via in ["1.1 smolproxy", "1.0 other, 1.1 SmolProxy (x)"] {
+        let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/loop"), &[("Via", via)], b""));
+        res.assert_error(508);
+    }
+    assert_eq!(origin.requests(), 0, "a looping request reached the origin");
+    assert_still_serving(proxy.addr, &origin);
+}
+
+#[test]
+fn via_name_and_no_via() {
+    let origin = Origin::echo();
+    let named = Proxy::start(&["--via", "edge-1"]);
+    let res = request(named.addr, "GET", &build_request("GET", &origin.url("/n"), &[("Via", "1.1 smolproxy")], b""));
+    assert_eq!(res.status(), 200, "another proxy's name is not a loop: {}", res.head.text());
+    assert_eq!(origin.last().head.tokens("via"), ["1.1 smolproxy", "1.1 edge-1"]);
+    assert_eq!(res.head.tokens("via"), ["1.1 edge-1"]);
+    let res = request(named.addr, "GET", &build_request("GET", &origin.url("/n"), &[("Via", "1.1 edge-1")], b""));
+    res.assert_error(508);
+
+    let none = Proxy::start(&["--no-via"]);
+    let res = request(none.addr, "GET", &build_request("GET", &origin.url("/none"), &[], b""));
+    assert_eq!(res.status(), 200);
+    assert!(!origin.last().head.has("via"), "{}", origin.last().head.text());
+    assert!(!res.head.has("via"), "{}", res.head.text());
+}
+
+/// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn parse_imf_fixdate(s: &str) -> Option<u64> {
+    let p: Vec<&str> = s.split(' ').collect();
+    if s.len() != 29 || p.len() != 6 || !p[0].ends_with(',') || p[5] != "GMT" {
+        return None;
+    }
+    if !["Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"].contains(&p[0]) {
+        return None;
+    }
+    let day: i64 = p[1].parse().ok()?;
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = months.iter().position(|m| *m == p[2])? as i64 + 1;
+    let year: i64 = p[3].parse().ok()?;
+    let hms: Vec<i64> = p[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]).ok()
+}
+
+#[test]
+fn date_is_added_when_the_origin_sends_none() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let date: &[(&str, &str)] =
+            if head.target() == "/dated" { &[("Date", "Tue, 15 Nov 1994 08:12:31 GMT")] } else { &[] };
+        conn.respond("200 OK", date, b"ok");
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/undated"), &[], b""));
+    let dates = res.head.all("date");
+    assert_eq!(dates.len(), 1, "{}", res.head.text());
+    let when = parse_imf_fixdate(dates[0]).unwrap_or_else(|| panic!("not an IMF-fixdate: {:?}", dates[0]));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!(when.abs_diff(now) < 300, "Date {} is not now", dates[0]);
+    let res = request(proxy.addr, "GET", &build_request("GET", &origin.url("/dated"), &[], b""));
+    assert_eq!(res.head.all("date"), ["Tue, 15 Nov 1994 08:12:31 GMT"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict request framing
+// ---------------------------------------------------------------------------------------------
+
+/// Sends a malformed request on a fresh connection and checks the proxy's error reply.
+fn expect_rejected(proxy: &Proxy, raw: &[u8], status: u16, must_close: bool) -> Response {
+    let mut c = Conn::connect(proxy.addr);
+    let _ = c.try_write(raw);
+    let res = c.read_response().unwrap_or_else(|e| panic!("no reply to {:?}: {e}", show(raw)));
+    assert_eq!(res.status(), status, "request {:?} got:\n{}", show(raw), res.head.text());
+    res.assert_error(status);
+    if must_close {
+        assert!(c.closes_within(FIVE_S), "connection left open after a framing error: {:?}", show(raw));
+    }
+    res
+}
+
+#[test]
+fn strict_request_framing_and_syntax() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let a = origin.authority();
+    let u = origin.url("/x");
+    // (request, status, connection must close because framing is lost)
+    let cases: Vec<(String, u16, bool)> = vec![
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5, 6\r\n\r\nhello!"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: abc\r\n\r\nhello"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: -1\r\n\r\nhello"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nContent-Length: 99999999999999999999999\r\n\r\nhello"), 400, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: gzip\r\n\r\nhello"), 501, true),
+        (format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"), 400, true),
+        (format!("POST {u} HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX-A: a\r\n folded\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX-A: a\rb\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX-A: a\0b\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX A: b\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX@A: b\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX-A : b\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nX-A\t: b\r\n\r\n"), 400, true),
+        (format!("GET {u} HTTP/1.1\r\n\r\n"), 400, false),
+        (format!("GET {u} HTTP/1.1\r\nHost: {a}\r\nHost: {a}\r\n\r\n"), 400, false),
+        (format!("G(T {u} HTTP/1.1\r\nHost: {a}\r\n\r\n"), 400, false),
+        (format!("GET {u} HTTP/2.0\r\nHost: {a}\r\n\r\n"), 505, false),
+        (format!("GET http://user:pw@{a}/x HTTP/1.1\r\nHost: {a}\r\n\r\n"), 400, false),
+        (format!("GET http://127.0.0.1:99999/x HTTP/1.1\r\nHost: {a}\r\n\r\n"), 400, false),
+        (format!("GET ftp://{a}/x HTTP/1.1\r\nHost: {a}\r\n\r\n"), 501, false),
+        (format!("OPTIONS * HTTP/1.1\r\nHost: {a}\r\n\r\n"), 400, false),
+    ];
+    for (raw, status, must_close) in &cases {
+        expect_rejected(&proxy, raw.as_bytes(), *status, *must_close);
+    }
+    // An origin-form request gets 400 saying to use the proxy as a proxy.
+    let res = expect_rejected(&proxy, format!("GET /x HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes(), 400, false);
+    assert!(res.text().to_lowercase().contains("proxy"), "400 does not explain: {}", res.text());
+    assert_eq!(origin.requests(), 0, "a malformed request reached the origin: {:?}", origin.last().head.text());
+    assert_still_serving(proxy.addr, &origin);
+}
+
+#[test]
+fn malformed_chunked_request_bodies_are_400_or_closed() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let a = origin.authority();
+    let u = origin.url("/chunks");
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "ffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "10000000000000000\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+        "5 5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let raw = format!("POST {u} HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let mut c = Conn::connect(proxy.addr);
+        c.set_timeout(FIVE_S);
+        let _ = c.try_write(raw.as_bytes());
+        match c.read_response() {
+            Ok(res) => {
+                res.assert_error(400);
+                assert!(c.closes_within(FIVE_S), "connection left open after a bad chunk {body:?}");
+            }
+            // Closing without a response is allowed; timing out is not.
+            Err(e) => assert!(
+                matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
+                "bad chunk {body:?}: neither 400 nor a close: {e}"
+            ),
+        }
+        // Whatever the origin saw, it never saw a complete request body.
+        if let Some(seen) = origin.seen().iter().find(|s| !s.body.is_empty()) {
+            panic!("origin got a body {:?} from a malformed chunked request", show(&seen.body));
+        }
+    }
+    assert_still_serving(proxy.addr, &origin);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalid origin responses
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn invalid_origin_responses_become_502() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let raw: Vec<u8> = match head.target() {
+            "/garbage" => b"HELLO WORLD\r\n\r\n".to_vec(),
+            "/nothing" => return false, // closes without a byte
+            "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+            "/bad-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello".to_vec(),
+            "/bad-status" => b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/nul" => b"HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            "/huge-head" => {
+                let mut v = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for i in 0..2000 {
+                    v.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+                }
+                v.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+                v
+            }
+            _ => return echo_handler(head, conn),
+        };
+        let _ = conn.stream.write_all(&raw);
+        false
+    });
+    let proxy = Proxy::start(&[]);
+    for path in ["/garbage", "/nothing", "/two-lengths", "/bad-length", "/bad-status", "/nul", "/huge-head"] {
+        let res = request(proxy.addr, "GET", &build_request("GET", &origin.url(path), &[], b""));
+        assert_eq!(res.status(), 502, "{path}: {}", res.head.text());
+        res.assert_error(502);
+        assert_still_serving(proxy.addr, &origin);
+    }
+}
+
+#[test]
+fn bytes_after_the_end_of_a_response_are_not_passed_on() {
+    // Each answer is followed, in the same write, by a forged second response.
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let first: &[u8] = match head.target() {
+            "/extra" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "/extra-204" => b"HTTP/1.1 204 No Content\r\n\r\n",
+            "/extra-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            _ => return echo_handler(head, conn),
+        };
+        let mut out = first.to_vec();
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED");
+        conn.stream.write_all(&out).is_ok()
+    });
+    let proxy = Proxy::start(&[]);
+    for path in ["/extra", "/extra-204", "/extra-chunked"] {
+        let mut c = Conn::connect(proxy.addr);
+        let res = c.exchange("GET", &build_request("GET", &origin.url(path), &[], b""));
+        assert!(res.status() == 200 || res.status() == 204, "{path}: {}", res.head.text());
+        assert!(!res.text().contains("SMUGGLED"), "{path}: {}", res.text());
+        let extra = c.read_available(Duration::from_millis(300));
+        assert!(extra.is_empty(), "{path}: bytes after the response reached the client: {:?}", show(&extra));
+        let res = c.exchange("GET", &build_request("GET", &origin.url("/next"), &[], b""));
+        assert_eq!(res.text(), "GET /next", "{path}: the next response was forged");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade
+// ---------------------------------------------------------------------------------------------
+
+/// Answers an Upgrade request with 101, sends a greeting right after it, then echoes bytes.
+fn websocket_handler(head: &Head, conn: &mut Conn) -> bool {
+    let upgrade = head.get("upgrade") == Some("websocket") && head.tokens("connection").contains(&"upgrade".into());
+    if !upgrade {
+        conn.respond("400 Bad Request", &[("Connection", "close")], b"not an upgrade request");
+        return false;
+    }
+    let _ = conn.stream.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello-from-origin",
+    );
+    tcp_echo_handler(conn);
+    false
+}
+
+#[test]
+fn websocket_upgrade_switches_to_a_tunnel() {
+    let origin = Origin::start(websocket_handler);
+    let proxy = Proxy::start(&[]);
+    for scheme in ["http", "ws"] {
+        let url = format!("{scheme}://{}/chat", origin.authority());
+        let raw = build_request(
+            "GET",
+            &url,
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+            b"",
+        );
+        let mut c = Conn::connect(proxy.addr);
+        c.set_timeout(FIVE_S);
+        let res = c.exchange("GET", &raw);
+        assert_eq!(res.status(), 101, "{scheme}: {}", res.head.text());
+        assert_eq!(res.header("upgrade"), Some("websocket"));
+        assert!(res.head.tokens("connection").contains(&"upgrade".to_string()), "{}", res.head.text());
+        let seen = origin.last().head;
+        assert_eq!(seen.start, "GET /chat HTTP/1.1");
+        assert_eq!(seen.get("upgrade"), Some("websocket"), "{}", seen.text());
+        assert_eq!(seen.get("sec-websocket-key"), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(c.read_exact(17).expect("greeting"), b"hello-from-origin");
+        let all: Vec<u8> = (0..=255u8).collect();
+        c.write(b"\x81\x05hello");
+        assert_eq!(c.read_exact(7).expect("echo"), b"\x81\x05hello");
+        c.write(&all);
+        assert_eq!(c.read_exact(256).expect("binary echo"), all);
+        c.shutdown_write();
+        assert_eq!(c.read_to_end().expect("close"), b"BYE", "half-close not relayed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names that do not resolve
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_host_is_502_without_asking_the_real_resolver() {
+    if !need_tool("unshare") {
+        return;
+    }
+    // The proxy runs in its own mount namespace where resolv.conf points at 127.0.0.1 (nothing
+    // answers there), so no query ever leaves this machine.
+    let dir = temp_dir("dns");
+    let resolv = dir.join("resolv.conf");
+    let nss = dir.join("nsswitch.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(&nss, "hosts: files dns\n").unwrap();
+    let script = r#"mount --bind "$0" /etc/resolv.conf && { [ ! -e /etc/nsswitch.conf ] || mount --bind "$1" /etc/nsswitch.conf; } && shift && exec "$@""#;
+    let probe = Command::new("unshare")
+        .args(["--mount", "sh", "-c", script])
+        .arg(&resolv)
+        .arg(&nss)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !need("unshare --mount with a bind mount is not permitted here", probe) {
+        return;
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", script]).arg(&resolv).arg(&nss);
+    cmd.args([bin(), "--listen", "127.0.0.1:0", "--connect-ports", "any"]);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    let proxy = Proxy::spawn(cmd);
+    let started = Instant::now();
+    let res = get(proxy.addr, "http://no-such-host.invalid/");
+    res.assert_error(502);
+    let raw = b"CONNECT no-such-host.invalid:443 HTTP/1.1\r\nHost: no-such-host.invalid:443\r\n\r\n";
+    let res = request(proxy.addr, "CONNECT", raw);
+    res.assert_error(502);
+    assert!(started.elapsed() < Duration::from_secs(8), "name failures took {:?}", started.elapsed());
+    assert_still_serving(proxy.addr, &Origin::echo());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access log
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn access_log_text_lines() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let url = origin.url("/logged-text");
+    let body = vec![b'u'; 1000];
+    let mut c = Conn::connect(proxy.addr);
+    let client = c.stream.local_addr().unwrap().to_string();
+    let res = c.exchange("POST", &build_request("POST", &url, &[], &body));
+    assert_eq!(res.status(), 200);
+    let line = proxy.wait_for_log(FIVE_S, &url).expect("no access log line for the request");
+    // SPEC §8 order: time, client, user, method, target, status, bytes up, bytes down,
+    // duration, route, rule.
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let i = t.iter().position(|x| *x == url).unwrap_or_else(|| panic!("target not a field: {line}"));
+    assert!(t.contains(&client.as_str()), "client address missing: {line}");
+    assert_eq!(t[i - 1], "POST", "{line}");
+    assert_eq!(t[i + 1], "200", "{line}");
+    let up: u64 = t[i + 2].parse().unwrap_or_else(|_| panic!("bytes up not a number: {line}"));
+    let down: u64 = t[i + 3].parse().unwrap_or_else(|_| panic!("bytes down not a number: {line}"));
+    assert!(up >= 1000, "bytes up {up} < body: {line}");
+    assert!(down >= 1000, "bytes down {down} < body: {line}");
+    assert!(t[i + 4..].contains(&"direct"), "route missing: {line}");
+
+    // Refused requests are logged too.
+    let bad = format!("GET /origin-form-{} HTTP/1.1\r\nHost: x\r\n\r\n", origin.port());
+    let res = request(proxy.addr, "GET", bad.as_bytes());
+    assert_eq!(res.status(), 400);
+    let target = format!("/origin-form-{}", origin.port());
+    let line = proxy.wait_for_log(FIVE_S, &target).unwrap_or_else(|| {
+        panic!("no access line names the refused request {target}; stderr: {:?}", proxy.stderr_lines())
+    });
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let i = t.iter().position(|x| *x == target).unwrap_or_else(|| panic!("target not a field: {line}"));
+    assert_eq!((t[i - 1], t[i + 1]), ("GET", "400"), "{line}");
+}
+
+#[test]
+fn access_log_json_lines() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&["--log-format", "json"]);
+    let url = origin.url("/logged-json?a=\"q\"");
+    let res = request(proxy.addr, "POST", &build_request("POST", &url, &[], &[b'j'; 500]));
+    assert_eq!(res.status(), 200);
+    let line = proxy.wait_for_log(FIVE_S, "logged-json").expect("no access log line");
+    let fields = parse_json_line(&line).unwrap_or_else(|| panic!("not a flat JSON object: {line}"));
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("method"), Some("POST"), "{line}");
+    assert_eq!(get("target"), Some(url.as_str()), "{line}");
+    assert_eq!(get("status"), Some("200"), "{line}");
+    assert_eq!(get("route"), Some("direct"), "{line}");
+    assert!(get("time").is_some() && get("client").is_some(), "{line}");
+    let number = |part: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.contains("bytes") && n.contains(part))
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no numeric bytes-{part} field: {line}"))
+    };
+    assert!(number("up") >= 500, "{line}");
+    assert!(number("down") >= 500, "{line}");
+}
+
+#[test]
+fn quiet_prints_no_access_lines() {
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&["--quiet"]);
+    let url = origin.url("/quiet");
+    assert_eq!(get(proxy.addr, &url).status(), 200);
+    assert_eq!(request(proxy.addr, "GET", b"GET /quiet-bad HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+    thread::sleep(Duration::from_millis(300));
+    let lines = proxy.stderr_lines();
+    assert!(lines.iter().all(|l| !l.contains("/quiet")), "--quiet still logged: {lines:?}");
+}
+
+#[test]
+fn access_log_file() {
+    let origin = Origin::echo();
+    let dir = temp_dir("access-log");
+    let path = dir.join("access.log");
+    let proxy = Proxy::start(&["--access-log", path.to_str().unwrap()]);
+    let url = origin.url("/to-file");
+    assert_eq!(get(proxy.addr, &url).status(), 200);
+    let deadline = Instant::now() + FIVE_S;
+    let line = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(&url)) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no line in {path:?}; it holds {text:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(line.split_whitespace().any(|x| x == "200"), "{line}");
+    assert!(proxy.stderr_lines().iter().all(|l| !l.contains(&url)), "logged to stderr as well");
+}
