@@ -35,7 +35,13 @@ else
 fi
 
 echo "building ${#targets[@]} fuzz targets (sanitizer: $sanitizer, debug assertions on)" >&2
-cargo fuzz build -s "$sanitizer" -a >&2
+if ! cargo fuzz build -s "$sanitizer" -a >&2; then
+    echo "fuzz: the targets do not build" >&2
+    exit 2
+fi
+# Run the binaries just built (not `cargo fuzz run`, which would rebuild if the tree changed
+# in the meantime, in the middle of a run).
+bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
@@ -49,18 +55,18 @@ for t in "${targets[@]}"; do
     echo "== $t: ${seconds}s" >&2
     status=0
     # libFuzzer stops at the first crash; -timeout makes a hang (one input > 10 s) a finding.
-    cargo fuzz run -s "$sanitizer" -a "$t" "fuzz/corpus/$t" "${seeds[@]}" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -dict=fuzz/http.dict \
-        -print_final_stats=1 >"$logs/$t" 2>&1 || status=$?
-    execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t" | tail -1)"
-    rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t" | tail -1)"
-    cov="$(grep -o 'cov: [0-9]*' "$logs/$t" | tail -1 | cut -d' ' -f2)"
+    "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$seconds" -timeout=10 \
+        -rss_limit_mb=2048 -dict=fuzz/http.dict -print_final_stats=1 \
+        "fuzz/corpus/$t" "${seeds[@]}" >"$logs/$t" 2>&1 || status=$?
+    execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t" | tail -1 || true)"
+    rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t" | tail -1 || true)"
+    cov="$( (grep -o 'cov: [0-9]*' "$logs/$t" || true) | tail -1 | cut -d' ' -f2)"
     corpus="$(find "fuzz/corpus/$t" -type f | wc -l)"
     found=$(( $(find "fuzz/artifacts/$t" -type f | wc -l) - before ))
     if [ "$status" -ne 0 ] || [ "$found" -gt 0 ]; then
         failed=1
         echo "!! $t: exit $status, $found new artifact(s); last lines of its log:" >&2
-        grep -E 'panicked|ERROR|SUMMARY|Test unit written|Base64' "$logs/$t" | tail -8 >&2 || true
+        grep -E 'panicked|ERROR|SUMMARY|Test unit written|Base64' "$logs/$t" | tail -8 >&2 || tail -5 "$logs/$t" >&2
     fi
     summary+=("$(printf '%-16s %14s %10s %6s %7s %9s' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "$corpus" "$found")")
 done
@@ -68,7 +74,7 @@ done
 printf '\n%-16s %14s %10s %6s %7s %9s\n' target executions execs/s cov corpus findings
 printf '%s\n' "${summary[@]}"
 if [ "$failed" -ne 0 ]; then
-    echo "findings: see fuzz/artifacts/ (reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run -s $sanitizer -a TARGET FILE)"
+    echo "findings: see fuzz/artifacts/ (reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run -s $sanitizer -a TARGET FILE)"
     exit 1
 fi
 echo "no findings"

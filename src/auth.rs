@@ -277,9 +277,10 @@ fn parse_user(entry: &str) -> Result<User, String> {
         return Err("expected user:password, found no ':'".into());
     };
     // RFC 7617 §2: neither part may hold control characters; a stray CR or tab from an editor
-    // would otherwise make a password no client can type.
-    if name.is_empty() || name.chars().any(char::is_control) {
-        return Err("expected a user name without control characters before ':'".into());
+    // would otherwise make a password no client can type. Names also go without spaces, so
+    // that the user stays one field of a text log line.
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("expected a user name without spaces or control characters before ':'".into());
     }
     if password.is_empty() {
         return Err(format!("the password of user '{name}' is empty"));
@@ -348,7 +349,8 @@ mod tests {
             add_flag(":secret") => Err("--auth: expected a user name");
             add_flag("ann:") => Err("--auth: the password of user 'ann' is empty");
             add_flag("ann:sec\tret") => Err("holds a control character");
-            add_flag("an\rn:secret") => Err("--auth: expected a user name without control");
+            add_flag("an\rn:secret") => Err("--auth: expected a user name without spaces");
+            add_flag("ann smith:secret") => Err("--auth: expected a user name without spaces");
             add_env("ann:a,bob:b:c") => Ok("ann bob");
             add_env(" ann:a , bob:b ") => Ok("ann bob");
             add_env("") => Ok("");
@@ -381,7 +383,8 @@ mod tests {
     #[test]
     fn basic_headers() {
         // value → Some((user, password)) or None.
-        let cases: &[(&[u8], Option<(&str, &str)>)] = &[
+        type Case = (&'static [u8], Option<(&'static str, &'static str)>);
+        let cases: &[Case] = &[
             (b"Basic YW5uOnNlY3JldA==", Some(("ann", "secret"))),
             (b"basic YW5uOnNlY3JldA==", Some(("ann", "secret"))),
             (b"BASIC YW5uOnNlY3JldA==", Some(("ann", "secret"))),
@@ -458,7 +461,13 @@ mod tests {
         let bob: &[u8] = b"bAsIc Ym9iOnB3";
         let wrong: &[u8] = b"Basic YW5uOnNlY3JldDI=";
         // (access, client, Proxy-Authorization fields, result)
-        let cases: &[(&Access, &str, &[&[u8]], Result<Option<&str>, Denial>)] = &[
+        type Case<'a> = (
+            &'a Access,
+            &'a str,
+            &'a [&'a [u8]],
+            Result<Option<&'a str>, Denial>,
+        );
+        let cases: &[Case] = &[
             (&access, "192.0.2.1", &[ann], Ok(Some("ann"))),
             (&access, "192.0.2.1", &[bob], Ok(Some("bob"))),
             (&access, "192.0.2.1", &[], Err(Denial::Missing)),

@@ -15,7 +15,7 @@ use argh::FromArgs;
 use crate::auth::{self, Access};
 use crate::cidr::{self, Cidr};
 use crate::pattern::PatternList;
-use crate::route::{Routing, Upstream, UpstreamFor};
+use crate::route::{Routing, UpstreamFor};
 
 /// Most executor threads; a router has 1–4 cores and more threads only cost memory.
 pub const MAX_THREADS: usize = 64;
@@ -77,7 +77,8 @@ pub struct Flags {
     pub quiet: bool,
 
     /// a user allowed to use the proxy, as USER:PASS; repeatable. Other local users can read
-    /// a command line: prefer --auth-file or SMOLPROXY_AUTH=user:pass[,user:pass] (default none)
+    /// the command line: prefer --auth-file or SMOLPROXY_AUTH=user:pass,user2:pass2 (default
+    /// none)
     #[argh(option, arg_name = "USER:PASS")]
     pub auth: Vec<String>,
 
@@ -118,8 +119,9 @@ pub struct Flags {
     /// upstream proxy: http://, https://, socks5:// (names resolved here) or socks5h:// (by
     /// the proxy), with optional percent-encoded user:password@ and a required port, like
     /// socks5h://user:pw@10.0.0.1:1080; repeat to chain hops in order (default none)
-    #[argh(option, arg_name = "URL", from_str_fn(Upstream::parse))]
-    pub upstream: Vec<Upstream>,
+    // A String until `into_config`, so that a parse error never echoes the password.
+    #[argh(option, arg_name = "URL")]
+    pub upstream: Vec<String>,
 
     /// request schemes that use --upstream: http, https or http,https; CONNECT counts as
     /// https (default http,https)
@@ -141,6 +143,7 @@ pub struct Flags {
     #[argh(option, arg_name = "PEM")]
     pub ca_file: Vec<PathBuf>,
 
+    /// what to do instead of running the proxy (route, export)
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -166,7 +169,8 @@ pub struct ExportArgs {
     #[argh(option, from_str_fn(parse_export_format))]
     pub format: ExportFormat,
 
-    /// name of the collection, or the HAR creator comment (default smolproxy capture)
+    /// name of the collection (postman) or comment of the log (har) (default smolproxy
+    /// capture)
     #[argh(option, default = "String::from(\"smolproxy capture\")")]
     pub name: String,
 

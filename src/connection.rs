@@ -94,6 +94,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         let req = match parse_request(&reader.buffered()[..len]) {
             Ok(r) => r,
             Err(err) => {
+                (entry.method, entry.target) = request_line(&reader.buffered()[..len]);
                 finish_with_error(&p, &client, &err, &mut entry, started).await;
                 return;
             }
@@ -366,4 +367,21 @@ async fn linger(client: &Tcp) {
             Timer::after(LINGER).await;
         })
         .await;
+}
+
+/// Method and target of a head that failed to parse, made safe for one log field each.
+fn request_line(head: &[u8]) -> (String, String) {
+    /// Longest field copied into the log from a rejected head.
+    const MAX_FIELD: usize = 256;
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let mut field = || {
+        let word = words.next().unwrap_or(b"-");
+        let text: String = String::from_utf8_lossy(&word[..word.len().min(MAX_FIELD)])
+            .chars()
+            .map(|c| if c.is_control() || c.is_whitespace() { '?' } else { c })
+            .collect();
+        if text.is_empty() { "-".to_string() } else { text }
+    };
+    (field(), field())
 }

@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::route::{chain, decide, Path};
 use crate::target::{Scheme, Target};
 
-/// `smolproxy route`: explain what the running configuration would do with a request,
-/// without sending anything or resolving any name. Exit 0 if allowed, 1 if denied.
+/// explain where the configuration would send a request and why (route, matched entry,
+/// verdict), without sending anything or resolving any name; exit 0 if allowed, 1 if denied
 #[derive(argh::FromArgs, Debug, Clone, PartialEq, Eq)]
 #[argh(subcommand, name = "route")]
 pub struct RouteArgs {
@@ -49,19 +49,37 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
     let t = if connect && !args.url.contains("://") {
         Target::parse_authority(&args.url).map_err(|_| bad("expected host:port for CONNECT"))?
     } else {
-        let mut t = Target::parse_absolute(&args.url).map_err(|_| bad("expected http://host/path or https://host/path"))?;
+        let mut t = Target::parse_absolute(&args.url)
+            .map_err(|_| bad("expected http://host/path or https://host/path"))?;
         if connect {
             (t.scheme, t.path) = (Scheme::Connect, String::new());
         }
         t
     };
-    let mut text = format!("request: {} {}\n", if connect { "CONNECT" } else { args.method.as_str() }, t);
+    let mut text = format!(
+        "request: {} {}\n",
+        if connect {
+            "CONNECT"
+        } else {
+            args.method.as_str()
+        },
+        t
+    );
     let client = args.client.map_or("-".to_string(), |ip| ip.to_string());
-    text += &format!("client: {client}, user {}\n", args.user.as_deref().unwrap_or("-"));
+    text += &format!(
+        "client: {client}, user {}\n",
+        args.user.as_deref().unwrap_or("-")
+    );
     // Policy comes later (egress rules, authorization service); today only CONNECT ports deny.
     if connect && !cfg.connect_ports.contains(t.port) {
-        text += &format!("policy: denied: CONNECT to port {} is not allowed (--connect-ports)\nroute: none\n", t.port);
-        return Ok(Explanation { text, allowed: false });
+        text += &format!(
+            "policy: denied: CONNECT to port {} is not allowed (--connect-ports)\nroute: none\n",
+            t.port
+        );
+        return Ok(Explanation {
+            text,
+            allowed: false,
+        });
     }
     text += "policy: allowed (no egress policy configured)\n";
     let d = decide(&cfg.routing, t.scheme, &t.host, t.port);
@@ -77,17 +95,130 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
     text += &format!("reason: {}\n", d.reason);
     let hops = d.hops();
     let how = match (t.scheme, hops.last()) {
-        (Scheme::Http | Scheme::Ws, Some(last)) if last.is_http() => format!("absolute-form request to {last}"),
+        (Scheme::Http | Scheme::Ws, Some(last)) if last.is_http() => {
+            format!("absolute-form request to {last}")
+        }
         (Scheme::Http | Scheme::Ws, None) => format!("origin-form request to {}", t.host_port()),
-        (Scheme::Http | Scheme::Ws, Some(last)) => format!("SOCKS5 CONNECT through {last}, then origin-form"),
+        (Scheme::Http | Scheme::Ws, Some(last)) => {
+            format!("SOCKS5 CONNECT through {last}, then origin-form")
+        }
         (Scheme::Connect, None) => format!("tunnel to {}", t.host_port()),
         (Scheme::Connect, Some(last)) => format!("tunnel to {} through {last}", t.host_port()),
         (Scheme::Https, None) => format!("TLS to {} by the proxy", t.host_port()),
-        (Scheme::Https, Some(last)) => format!("tunnel to {} through {last}, TLS by the proxy", t.host_port()),
+        (Scheme::Https, Some(last)) => format!(
+            "tunnel to {} through {last}, TLS by the proxy",
+            t.host_port()
+        ),
     };
     text += &format!("how: {how}\n");
     if t.scheme == Scheme::Https && !cfg!(feature = "tls") {
         text += "note: this build has no TLS: absolute https:// requests get 501 (use CONNECT)\n";
     }
-    Ok(Explanation { text, allowed: true })
+    Ok(Explanation {
+        text,
+        allowed: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Command, Flags};
+    use argh::FromArgs;
+
+    /// `smolproxy ARGS` (with `route ...` last), minus the environment; its explanation.
+    fn run(args: &[&str]) -> Result<Explanation, String> {
+        let mut all = vec!["--no-system-proxy"];
+        all.extend(args);
+        let mut flags = Flags::from_args(&["smolproxy"], &all).map_err(|e| e.output)?;
+        let Some(Command::Route(route)) = flags.command.take() else {
+            panic!("no route subcommand in {args:?}");
+        };
+        explain(&flags.into_config()?, &route)
+    }
+
+    #[test]
+    fn explanations() {
+        let up = [
+            "--upstream",
+            "socks5h://u:secret@127.0.0.1:1080",
+            "--bypass",
+            "*.lan",
+        ];
+        for (args, lines) in [
+            (
+                vec!["route", "http://a.test/x"],
+                vec![
+                    "request: GET http://a.test/x",
+                    "route: direct",
+                    "how: origin-form request to a.test:80",
+                ],
+            ),
+            (
+                vec![up[0], up[1], "route", "http://a.test/x"],
+                vec![
+                    "route: custom upstream socks5h://127.0.0.1:1080",
+                    "how: SOCKS5 CONNECT through socks5h://127.0.0.1:1080, then origin-form",
+                ],
+            ),
+            (
+                vec![
+                    up[0],
+                    up[1],
+                    up[2],
+                    up[3],
+                    "route",
+                    "--method",
+                    "CONNECT",
+                    "nas.lan:443",
+                ],
+                vec![
+                    "request: CONNECT nas.lan:443",
+                    "route: direct",
+                    "matched: --bypass entry '*.lan'",
+                ],
+            ),
+            (
+                vec![
+                    up[0],
+                    up[1],
+                    "route",
+                    "--method",
+                    "CONNECT",
+                    "https://a.test:8443/",
+                ],
+                vec![
+                    "policy: denied: CONNECT to port 8443 is not allowed (--connect-ports)",
+                    "route: none",
+                ],
+            ),
+            (
+                vec![
+                    "--upstream",
+                    "http://127.0.0.1:3129",
+                    "route",
+                    "https://a.test/",
+                ],
+                vec!["how: tunnel to a.test:443 through http://127.0.0.1:3129, TLS by the proxy"],
+            ),
+        ] {
+            let out = run(&args).unwrap();
+            for line in lines {
+                assert!(
+                    out.text.lines().any(|l| l == line),
+                    "{args:?}: no {line:?} in\n{}",
+                    out.text
+                );
+            }
+            assert!(!out.text.contains("secret"), "{}", out.text);
+            assert_eq!(out.allowed, !out.text.contains("denied"));
+        }
+        for bad in ["not a url", "/path", "ftp://a.test/"] {
+            assert!(
+                run(&["route", bad]).unwrap_err().contains("bad URL"),
+                "{bad}"
+            );
+        }
+        assert!(run(&["route", "--method", "CONNECT", "a.test"]).is_err());
+    }
 }

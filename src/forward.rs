@@ -88,6 +88,7 @@ pub async fn exchange(
     let head = request_head(p, req, &hop);
     let key = pool_key(req, &hop);
     let name = hop.name;
+    let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
     if let Err(e) = write_with_timeout(&mut origin.io, &head, p).await {
         return Err(Failure::Reply(Error::upstream(format!("cannot send to {name}"), &e)));
@@ -105,7 +106,7 @@ pub async fn exchange(
                 }
             }
         });
-        let mut down = pin!(respond(p, &mut origin, client_w, req, &name, answer, keep_head));
+        let mut down = pin!(respond(p, &mut origin, client_w, req, (&name, via_proxy), answer, keep_head));
         enum First<U, D> {
             Up(U),
             Down(D),
@@ -184,7 +185,7 @@ async fn respond(
     origin: &mut Reader<Stream>,
     mut client: Tcp,
     req: &Request,
-    hop_name: &str,
+    (hop_name, via_proxy): (&str, bool),
     answer: &mut Answer,
     keep_head: bool,
 ) -> Result<Down, Failure> {
@@ -211,7 +212,14 @@ async fn respond(
             }
         };
         origin.consume(n);
-        if res.code >= 200 || res.code == 101 {
+        if via_proxy && res.code == 407 {
+            // SPEC §4: an upstream that wants credentials is the proxy's problem, not the
+            // client's; its challenge must not reach the client as if it were ours.
+            let err = Error::BadGateway(format!("{hop_name} asks for proxy credentials (407)"));
+            return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+        }
+        // The final response (a 101 only where an upgrade was asked for) is the captured one.
+        if res.code >= 200 || (res.code == 101 && req.is_upgrade()) {
             answer.at = Some(Instant::now());
             answer.head = keep_head.then(|| res.clone());
         }

@@ -1,8 +1,9 @@
 //! smolproxy: a small, strict forward HTTP/1.1 proxy.
 //!
 //! How it works: [`server`] binds the listeners and accepts clients; each client is served by
-//! [`connection::serve`], which reads a request head with [`reader`], parses and checks it in
-//! [`head`] and [`target`] (pure code, no I/O), decides what to do with it, picks a
+//! [`connection::serve`], which turns away clients outside `--allow-client` ([`auth`]), reads a
+//! request head with [`reader`], parses and checks it in [`head`] and [`target`] (pure code, no
+//! I/O), checks its credentials ([`auth`]), decides what to do with it, picks a
 //! [`route`] (direct, the custom upstream chain or the system proxy, patterns from [`pattern`])
 //! and opens it with [`upstream`], then either forwards the request ([`forward`], bodies
 //! streamed by [`body`]) or relays a CONNECT tunnel ([`tunnel`]). Every failure is an [`error::Error`]
@@ -24,6 +25,7 @@ pub mod explain;
 pub mod export;
 pub mod forward;
 pub mod head;
+pub mod json;
 pub mod log;
 pub mod pattern;
 pub mod pool;

@@ -38,8 +38,9 @@ enum HostRule {
     Any,
     /// `<local>`: names without a dot, and loopback addresses.
     Local,
-    /// A name (with `*` wildcards allowed) that matches itself and every name under it.
-    Name(String),
+    /// A name (`*` wildcards allowed), after the same name with `*.` in front: the first glob
+    /// matches every name under it (one glob instead of one per label), the second itself.
+    Name(String, String),
     /// An address or network.
     Net(Cidr),
 }
@@ -56,16 +57,22 @@ impl Pattern {
         }
         if !text.is_ascii() {
             // We carry no IDNA tables (they would cost more than the rest of the matcher).
-            return Err(format!("'{text}': non-ASCII names are not supported, write the xn-- form"));
+            return Err(format!(
+                "'{text}': non-ASCII names are not supported, write the xn-- form"
+            ));
         }
         let (host, port) = split_port(&text)?;
         let host = match host.as_str() {
             "*" => HostRule::Any,
             "<local>" => HostRule::Local,
-            h if h.contains('/') || h.parse::<IpAddr>().is_ok() => {
-                HostRule::Net(Cidr::parse(h).map_err(|_| format!("'{text}': bad IP address or CIDR block"))?)
+            h if h.contains('/') || h.parse::<IpAddr>().is_ok() => HostRule::Net(
+                Cidr::parse(h).map_err(|_| format!("'{text}': bad IP address or CIDR block"))?,
+            ),
+            h => {
+                let name = parse_name(h)
+                    .ok_or_else(|| format!("'{text}': not a host name, address or pattern"))?;
+                HostRule::Name(format!("*.{name}"), name)
             }
-            h => HostRule::Name(parse_name(h).ok_or_else(|| format!("'{text}': not a host name, address or pattern"))?),
         };
         Ok(Pattern { text, host, port })
     }
@@ -84,7 +91,7 @@ impl Pattern {
                 HostRule::Any => true,
                 HostRule::Local => is_loopback(ip),
                 HostRule::Net(net) => net.contains(ip),
-                HostRule::Name(_) => false,
+                HostRule::Name(..) => false,
             }
     }
 
@@ -100,10 +107,9 @@ impl Pattern {
             (HostRule::Net(net), Some(ip)) => net.contains(ip),
             (HostRule::Net(_), None) => false,
             // An address is one whole token: `0.1` must not match 10.0.0.1 by "subdomain".
-            (HostRule::Name(p), Some(_)) => glob(p.as_bytes(), host.as_bytes()),
-            (HostRule::Name(p), None) => {
-                glob(p.as_bytes(), host.as_bytes())
-                    || host.match_indices('.').any(|(i, _)| glob(p.as_bytes(), host[i + 1..].as_bytes()))
+            (HostRule::Name(_, p), Some(_)) => glob(p.as_bytes(), host.as_bytes()),
+            (HostRule::Name(under, p), None) => {
+                glob(p.as_bytes(), host.as_bytes()) || glob(under.as_bytes(), host.as_bytes())
             }
         }
     }
@@ -160,7 +166,9 @@ impl PatternList {
     pub fn matches(&self, host: &str, port: u16) -> Option<&Pattern> {
         let host = normalize(host);
         let ip = host.parse().ok();
-        self.entries.iter().find(|p| p.matches_host(&host, ip, port))
+        self.entries
+            .iter()
+            .find(|p| p.matches_host(&host, ip, port))
     }
 
     /// The first address rule matching a resolved address (see [`Pattern::matches_ip`]).
@@ -183,7 +191,8 @@ impl fmt::Display for PatternList {
 
 /// The non-empty entries of a list.
 fn split(list: &str) -> impl Iterator<Item = &str> {
-    list.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|e| !e.is_empty())
+    list.split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|e| !e.is_empty())
 }
 
 /// Splits `host[:port]`, `[v6][/len][:port]` or a bare IPv6 address (which has no port).
@@ -197,8 +206,16 @@ fn split_port(text: &str) -> Result<(String, Option<u16>), String> {
             .ok_or_else(|| format!("'{text}': bad port (expected 1-65535)"))
     };
     if let Some(rest) = text.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or_else(|| format!("'{text}': unclosed '['"))?;
-        if inside.split('/').next().unwrap_or("").parse::<Ipv6Addr>().is_err() {
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{text}': unclosed '['"))?;
+        if inside
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse::<Ipv6Addr>()
+            .is_err()
+        {
             return Err(format!("'{text}': only IPv6 addresses go in brackets"));
         }
         let (len, after) = match after.strip_prefix('/') {
@@ -206,7 +223,11 @@ fn split_port(text: &str) -> Result<(String, Option<u16>), String> {
             Some(_) => return Err(format!("'{text}': two prefix lengths")),
             None => ("", after),
         };
-        let host = if len.is_empty() { inside.to_string() } else { format!("{inside}/{len}") };
+        let host = if len.is_empty() {
+            inside.to_string()
+        } else {
+            format!("{inside}/{len}")
+        };
         return match after {
             "" => Ok((host, None)),
             a => match a.strip_prefix(':') {
@@ -227,9 +248,13 @@ fn split_port(text: &str) -> Result<(String, Option<u16>), String> {
 /// trailing dot dropped (all three spellings mean "this domain and every name under it").
 fn parse_name(h: &str) -> Option<String> {
     let h = h.strip_suffix('.').unwrap_or(h);
-    let h = h.strip_prefix("*.").or_else(|| h.strip_prefix('.')).unwrap_or(h);
+    let h = h
+        .strip_prefix("*.")
+        .or_else(|| h.strip_prefix('.'))
+        .unwrap_or(h);
     let ok = !h.is_empty()
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.*".contains(&b))
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.*".contains(&b))
         && !h.starts_with('.')
         && !h.ends_with('.')
         && !h.contains("..");
@@ -239,7 +264,10 @@ fn parse_name(h: &str) -> Option<String> {
 /// A destination host as patterns see it: lowercase, without brackets or a trailing dot.
 fn normalize(host: &str) -> String {
     let h = host.trim();
-    let h = h.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(h);
     h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
 }
 
@@ -247,7 +275,9 @@ fn normalize(host: &str) -> String {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -476,7 +506,12 @@ mod tests {
 
     #[test]
     fn go_httpproxy() {
-        let go = |host: &str| PatternList::parse(GO_NO_PROXY).unwrap().matches(host, 80).map(|p| p.to_string());
+        let go = |host: &str| {
+            PatternList::parse(GO_NO_PROXY)
+                .unwrap()
+                .matches(host, 80)
+                .map(|p| p.to_string())
+        };
         let agree = [
             ("[::2]", None), // not a loopback address
             ("192.168.1.1", Some("192.168.1.1")),
@@ -521,7 +556,12 @@ mod tests {
     /// Where we deliberately differ from Go, and why.
     #[test]
     fn go_differences() {
-        let go = |host: &str| PatternList::parse(GO_NO_PROXY).unwrap().matches(host, 80).map(|p| p.to_string());
+        let go = |host: &str| {
+            PatternList::parse(GO_NO_PROXY)
+                .unwrap()
+                .matches(host, 80)
+                .map(|p| p.to_string())
+        };
         // Go never proxies localhost, 127.0.0.0/8 or ::1 whatever NO_PROXY says. We have no
         // hidden exceptions: the lists say everything (write `<local>` for that), so that
         // `smolproxy route` can always name the entry that decided.
@@ -545,12 +585,35 @@ mod tests {
     #[test]
     fn rejects() {
         let bad = [
-            ":1", ":", "10.0.0.0/33", "::/129", "example.com:0", "example.com:65536", "example.com:http",
-            "example.com:", "[::1", "[example.com]", "[127.0.0.1]", "[::1]x", "[::1/8]/8", "a..b", ".", "*..x",
-            "foo/bar", "http://example.com", "user@host", "exa mple.com", "1.2.3.4:80:90", "<loc>", "[::1]:0",
+            ":1",
+            ":",
+            "10.0.0.0/33",
+            "::/129",
+            "example.com:0",
+            "example.com:65536",
+            "example.com:http",
+            "example.com:",
+            "[::1",
+            "[example.com]",
+            "[127.0.0.1]",
+            "[::1]x",
+            "[::1/8]/8",
+            "a..b",
+            ".",
+            "*..x",
+            "foo/bar",
+            "http://example.com",
+            "user@host",
+            "exa mple.com",
+            "1.2.3.4:80:90",
+            "<loc>",
+            "[::1]:0",
         ];
         for entry in bad {
-            assert!(Pattern::parse(entry).is_err(), "{entry:?} should be rejected");
+            assert!(
+                Pattern::parse(entry).is_err(),
+                "{entry:?} should be rejected"
+            );
         }
         let err = PatternList::parse("ok.com, 10.0.0.0/99").unwrap_err();
         assert!(err.contains("10.0.0.0/99"), "{err}");
@@ -571,7 +634,10 @@ mod tests {
         assert_eq!(hit("fd00::1", 443).as_deref(), Some("[fd00::/8]:443"));
         assert_eq!(hit("fd00::1", 80), None);
         assert_eq!(hit("93.184.216.34", 80), None);
-        assert!(PatternList::parse("*").unwrap().matches_ip(ip("8.8.8.8"), 1).is_some());
+        assert!(PatternList::parse("*")
+            .unwrap()
+            .matches_ip(ip("8.8.8.8"), 1)
+            .is_some());
     }
 
     #[test]

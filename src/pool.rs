@@ -19,7 +19,11 @@ const TOTAL: usize = 128;
 /// (nginx 75 s, Apache 5 s is caught by the staleness check instead).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
-/// Where a pooled connection leads: the hop actually dialled and what was asked of it.
+/// Where a pooled connection leads: the hop actually dialled and what was asked of it, which
+/// names the route: `upstream CHAIN` for absolute-form requests to an HTTP upstream (the whole
+/// chain, see `upstream::open`), else `scheme://host:port` of the origin, reached directly or
+/// tunnelled through SOCKS5 — the same destination always takes the same route while the
+/// proxy runs, so the destination names the route too.
 pub type Key = String;
 
 /// The pool itself.

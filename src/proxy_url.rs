@@ -76,7 +76,9 @@ impl Upstream {
     }
 
     fn parse_with(url: &str, lenient: bool) -> Result<Upstream, String> {
-        let expected = |why: &str| format!("{why}: expected a URL like http://host:port, socks5h://user:pass@host:port");
+        let expected = |why: &str| {
+            format!("{why}: expected a URL like http://host:port, socks5h://user:pass@host:port")
+        };
         let (scheme, rest) = match url.split_once("://") {
             Some(parts) => parts,
             None if lenient => ("http", url),
@@ -87,7 +89,11 @@ impl Upstream {
             "https" => Kind::Https,
             "socks5" => Kind::Socks5,
             "socks5h" => Kind::Socks5h,
-            other => return Err(format!("unsupported proxy scheme '{other}' (http, https, socks5, socks5h)")),
+            other => {
+                return Err(format!(
+                    "unsupported proxy scheme '{other}' (http, https, socks5, socks5h)"
+                ))
+            }
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
@@ -106,16 +112,27 @@ impl Upstream {
             None => None,
             Some(u) => {
                 let (user, pass) = u.split_once(':').unwrap_or((u, ""));
-                let user = percent_decode(user).ok_or_else(|| expected("bad percent-encoding in the user name"))?;
-                let pass = percent_decode(pass).ok_or_else(|| expected("bad percent-encoding in the password"))?;
+                let user = percent_decode(user)
+                    .ok_or_else(|| expected("bad percent-encoding in the user name"))?;
+                let pass = percent_decode(pass)
+                    .ok_or_else(|| expected("bad percent-encoding in the password"))?;
                 let socks = matches!(kind, Kind::Socks5 | Kind::Socks5h);
-                if socks && (user.is_empty() || user.len() > MAX_SOCKS_CREDENTIAL || pass.len() > MAX_SOCKS_CREDENTIAL) {
+                if socks
+                    && (user.is_empty()
+                        || user.len() > MAX_SOCKS_CREDENTIAL
+                        || pass.len() > MAX_SOCKS_CREDENTIAL)
+                {
                     return Err(format!("SOCKS5 user name must be 1-{MAX_SOCKS_CREDENTIAL} bytes and password at most {MAX_SOCKS_CREDENTIAL}"));
                 }
                 Some((user, pass))
             }
         };
-        Ok(Upstream { kind, host, port, credentials })
+        Ok(Upstream {
+            kind,
+            host,
+            port,
+            credentials,
+        })
     }
 
     /// Whether requests are sent to it as HTTP (http:// or https://), not SOCKS.
@@ -137,7 +154,8 @@ impl Upstream {
     pub fn proxy_authorization(&self) -> String {
         match &self.credentials {
             Some((user, pass)) if self.is_http() => {
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 format!("Proxy-Authorization: Basic {token}\r\n")
             }
             _ => String::new(),
@@ -151,8 +169,15 @@ impl Upstream {
         listen.iter().any(|l| {
             l.port() == self.port
                 && match ip {
-                    Some(ip) => ip == l.ip() || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())),
-                    None => self.host == "localhost" && (l.ip().is_loopback() || l.ip().is_unspecified()),
+                    Some(ip) => {
+                        ip == l.ip()
+                            || (l.ip().is_unspecified()
+                                && (ip.is_loopback() || ip.is_unspecified()))
+                    }
+                    None => {
+                        self.host == "localhost"
+                            && (l.ip().is_loopback() || l.ip().is_unspecified())
+                    }
                 }
         })
     }
@@ -168,9 +193,24 @@ impl fmt::Display for Upstream {
 /// Like Display, so that a printed configuration never leaks a password.
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let creds = if self.credentials.is_some() { " (with credentials)" } else { "" };
+        let creds = if self.credentials.is_some() {
+            " (with credentials)"
+        } else {
+            ""
+        };
         write!(f, "{self}{creds}")
     }
+}
+
+/// The URL as typed with its password replaced by `***`, for error messages.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let sep = if scheme.is_empty() { "" } else { "://" };
+    format!("{scheme}{sep}{user}:***@{host}")
 }
 
 /// RFC 3986 §2.1 percent-decoding into UTF-8; `None` for a broken escape or invalid UTF-8.
@@ -198,30 +238,55 @@ mod tests {
     #[test]
     fn upstream_urls() {
         let u = Upstream::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!((u.kind, u.host.as_str(), u.port, u.credentials.is_none()), (Kind::Http, "127.0.0.1", 8080, true));
+        assert_eq!(
+            (u.kind, u.host.as_str(), u.port, u.credentials.is_none()),
+            (Kind::Http, "127.0.0.1", 8080, true)
+        );
         let u = Upstream::parse("SOCKS5H://us%40er:p%3Ass%20w@[::1]:1080/").unwrap();
         assert_eq!(u.kind, Kind::Socks5h);
         assert_eq!(u.credentials, Some(("us@er".into(), "p:ss w".into())));
         assert_eq!(u.to_string(), "socks5h://[::1]:1080");
         assert_eq!(format!("{u:?}"), "socks5h://[::1]:1080 (with credentials)");
         let u = Upstream::parse("https://ann:s3cret@proxy.example:3129").unwrap();
-        assert_eq!(u.proxy_authorization(), "Proxy-Authorization: Basic YW5uOnMzY3JldA==\r\n");
+        assert_eq!(
+            u.proxy_authorization(),
+            "Proxy-Authorization: Basic YW5uOnMzY3JldA==\r\n"
+        );
         assert!(!u.to_string().contains("s3cret"));
         for bad in [
-            "127.0.0.1:8080", "http://127.0.0.1", "ftp://h:1", "socks4://h:1", "http://h:0", "http://h:1/path",
-            "http://h:1?q", "http://%zz@h:1", "socks5://:pw@h:1", "http://[::1:1", "http://h h:1", "http://:1",
+            "127.0.0.1:8080",
+            "http://127.0.0.1",
+            "ftp://h:1",
+            "socks4://h:1",
+            "http://h:0",
+            "http://h:1/path",
+            "http://h:1?q",
+            "http://%zz@h:1",
+            "socks5://:pw@h:1",
+            "http://[::1:1",
+            "http://h h:1",
+            "http://:1",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(redact("http://ann:s3cret@h:1"), "http://ann:***@h:1");
+        assert_eq!(redact("socks5://a%40b@h"), "socks5://a%40b:***@h");
+        assert_eq!(redact("http://h:1"), "http://h:1");
         // The environment may leave out the scheme and the port.
-        assert_eq!(Upstream::parse_env("proxy.corp").unwrap().to_string(), "http://proxy.corp:80");
+        assert_eq!(
+            Upstream::parse_env("proxy.corp").unwrap().to_string(),
+            "http://proxy.corp:80"
+        );
         assert_eq!(Upstream::parse_env("socks5h://p").unwrap().port, 1080);
         assert_eq!(Upstream::parse_env("https://p").unwrap().port, 443);
     }
 
     #[test]
     fn self_detection() {
-        let listen: Vec<SocketAddr> = vec!["127.0.0.1:3128".parse().unwrap(), "[::]:8080".parse().unwrap()];
+        let listen: Vec<SocketAddr> = vec![
+            "127.0.0.1:3128".parse().unwrap(),
+            "[::]:8080".parse().unwrap(),
+        ];
         for (url, is_self) in [
             ("http://127.0.0.1:3128", true),
             ("http://localhost:3128", true),
@@ -232,7 +297,11 @@ mod tests {
             ("http://10.0.0.1:8080", false),
             ("http://proxy:3128", false),
         ] {
-            assert_eq!(Upstream::parse(url).unwrap().is_self(&listen), is_self, "{url}");
+            assert_eq!(
+                Upstream::parse(url).unwrap().is_self(&listen),
+                is_self,
+                "{url}"
+            );
         }
     }
 }

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 
 use crate::pattern::{Pattern, PatternList};
-pub use crate::proxy_url::{Kind, Upstream};
+pub use crate::proxy_url::{redact, Kind, Upstream};
 use crate::target::Scheme;
 
 /// Which request schemes use the custom chain (`--upstream-for`).
@@ -28,14 +28,20 @@ pub struct UpstreamFor {
 
 impl Default for UpstreamFor {
     fn default() -> UpstreamFor {
-        UpstreamFor { http: true, https: true }
+        UpstreamFor {
+            http: true,
+            https: true,
+        }
     }
 }
 
 impl UpstreamFor {
     /// Parses `http`, `https` or `http,https`.
     pub fn parse(s: &str) -> Result<UpstreamFor, String> {
-        let mut out = UpstreamFor { http: false, https: false };
+        let mut out = UpstreamFor {
+            http: false,
+            https: false,
+        };
         for item in s.split(',').map(str::trim) {
             match item.to_ascii_lowercase().as_str() {
                 "http" => out.http = true,
@@ -74,15 +80,23 @@ pub struct SystemProxy {
 impl SystemProxy {
     /// Reads the variables through `get` (lowercase wins when both are set; empty is unset).
     /// Bad values and proxies that are this proxy itself are skipped with a warning.
-    pub fn from_env(get: &dyn Fn(&str) -> Option<String>, listen: &[SocketAddr], warnings: &mut Vec<String>) -> SystemProxy {
+    pub fn from_env(
+        get: &dyn Fn(&str) -> Option<String>,
+        listen: &[SocketAddr],
+        warnings: &mut Vec<String>,
+    ) -> SystemProxy {
         let pick = |lower: &'static str, upper: &'static str| {
-            [lower, upper].into_iter().find_map(|var| get(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)))
+            [lower, upper]
+                .into_iter()
+                .find_map(|var| get(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)))
         };
         let mut proxy = |lower, upper| {
             let (var, value) = pick(lower, upper)?;
             match Upstream::parse_env(value.trim()) {
                 Err(why) => warnings.push(format!("ignoring {var}: {why}")),
-                Ok(u) if u.is_self(listen) => warnings.push(format!("ignoring {var}={u}: that is this proxy itself")),
+                Ok(u) if u.is_self(listen) => {
+                    warnings.push(format!("ignoring {var}={u}: that is this proxy itself"))
+                }
                 Ok(u) if u.kind == Kind::Https && !cfg!(feature = "tls") => {
                     warnings.push(format!("ignoring {var}={u}: this build has no TLS"))
                 }
@@ -90,8 +104,11 @@ impl SystemProxy {
             }
             None
         };
-        let (http, https, all) =
-            (proxy("http_proxy", "HTTP_PROXY"), proxy("https_proxy", "HTTPS_PROXY"), proxy("all_proxy", "ALL_PROXY"));
+        let (http, https, all) = (
+            proxy("http_proxy", "HTTP_PROXY"),
+            proxy("https_proxy", "HTTPS_PROXY"),
+            proxy("all_proxy", "ALL_PROXY"),
+        );
         let (no_proxy_var, no_proxy) = match pick("no_proxy", "NO_PROXY") {
             Some((var, value)) => {
                 let (list, bad) = PatternList::parse_lenient(&value);
@@ -100,12 +117,23 @@ impl SystemProxy {
             }
             None => ("no_proxy", PatternList::default()),
         };
-        SystemProxy { http, https, all, no_proxy, no_proxy_var }
+        SystemProxy {
+            http,
+            https,
+            all,
+            no_proxy,
+            no_proxy_var,
+        }
     }
 
     /// The proxy for a scheme, falling back to `all_proxy`.
     pub fn for_scheme(&self, https: bool) -> Option<&EnvProxy> {
-        if https { self.https.as_ref() } else { self.http.as_ref() }.or(self.all.as_ref())
+        if https {
+            self.https.as_ref()
+        } else {
+            self.http.as_ref()
+        }
+        .or(self.all.as_ref())
     }
 }
 
@@ -129,30 +157,54 @@ impl Routing {
     /// start). `system` is false with `--no-system-proxy`. An `--upstream` that is this proxy
     /// itself, or an `https://` one in a build without TLS, is refused.
     pub fn new(
-        upstream: Vec<Upstream>,
+        upstream: Vec<String>,
         upstream_for: UpstreamFor,
         bypass: Vec<PatternList>,
         system: bool,
         listen: &[SocketAddr],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Routing, String> {
+        let upstream = upstream
+            .iter()
+            .map(|url| {
+                Upstream::parse(url).map_err(|why| format!("--upstream {}: {why}", redact(url)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Only the first hop is dialled from here; later ones are reached through it.
         if let Some(first) = upstream.first().filter(|u| u.is_self(listen)) {
-            return Err(format!("--upstream {first}: that is this proxy itself (see --listen)"));
+            return Err(format!(
+                "--upstream {first}: that is this proxy itself (see --listen)"
+            ));
         }
-        if let Some(h) = upstream.iter().find(|u| u.kind == Kind::Https && !cfg!(feature = "tls")) {
-            return Err(format!("--upstream {h}: this build has no TLS (the tls feature is off)"));
+        if let Some(h) = upstream
+            .iter()
+            .find(|u| u.kind == Kind::Https && !cfg!(feature = "tls"))
+        {
+            return Err(format!(
+                "--upstream {h}: this build has no TLS (the tls feature is off)"
+            ));
         }
         let mut warnings = Vec::new();
         let system = system.then(|| SystemProxy::from_env(env, listen, &mut warnings));
-        let bypass = bypass.into_iter().fold(PatternList::default(), |mut all, list| {
-            all.extend(list);
-            all
-        });
+        let bypass = bypass
+            .into_iter()
+            .fold(PatternList::default(), |mut all, list| {
+                all.extend(list);
+                all
+            });
         if upstream.is_empty() && !bypass.is_empty() {
-            warnings.push("--bypass has no effect without --upstream (no_proxy is for the system proxy)".into());
+            warnings.push(
+                "--bypass has no effect without --upstream (no_proxy is for the system proxy)"
+                    .into(),
+            );
         }
-        Ok(Routing { upstream, upstream_for, bypass, system, warnings })
+        Ok(Routing {
+            upstream,
+            upstream_for,
+            bypass,
+            system,
+            warnings,
+        })
     }
 }
 
@@ -201,7 +253,10 @@ impl Decision<'_> {
 
 /// The hops of a chain joined by `sep`, without credentials.
 pub fn chain(hops: &[Upstream], sep: &str) -> String {
-    hops.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(sep)
+    hops.iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 /// Decides the route of a request to `host:port` with this scheme (SPEC §4).
@@ -209,16 +264,32 @@ pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Deci
     let https = matches!(scheme, Scheme::Https | Scheme::Connect);
     let name = if https { "https" } else { "http" };
     let mut why = Vec::new();
-    if !r.upstream.is_empty() {
-        let wanted = if https { r.upstream_for.https } else { r.upstream_for.http };
+    if r.upstream.is_empty() {
+        why.push("no --upstream".to_string());
+    } else {
+        let wanted = if https {
+            r.upstream_for.https
+        } else {
+            r.upstream_for.http
+        };
         if !wanted {
             why.push(format!("{name} is not in --upstream-for"));
         } else if let Some(p) = r.bypass.matches(host, port) {
             let reason = format!("--bypass entry '{p}' matched");
-            return Decision { path: Path::Direct, reason, matched: Some(("--bypass", p)) };
+            return Decision {
+                path: Path::Direct,
+                reason,
+                matched: Some(("--bypass", p)),
+            };
         } else {
-            let reason = format!("--upstream is set, {name} is in --upstream-for, no --bypass entry matched");
-            return Decision { path: Path::Custom(&r.upstream), reason, matched: None };
+            let reason = format!(
+                "--upstream is set, {name} is in --upstream-for, no --bypass entry matched"
+            );
+            return Decision {
+                path: Path::Custom(&r.upstream),
+                reason,
+                matched: None,
+            };
         }
     }
     match &r.system {
@@ -229,20 +300,33 @@ pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Deci
                 Some(p) => {
                     why.push(format!("{} entry '{p}' matched", sys.no_proxy_var));
                     let reason = why.join("; ");
-                    return Decision { path: Path::Direct, reason, matched: Some((sys.no_proxy_var, p)) };
+                    return Decision {
+                        path: Path::Direct,
+                        reason,
+                        matched: Some((sys.no_proxy_var, p)),
+                    };
                 }
                 None => {
-                    let no = if sys.no_proxy.is_empty() { "no no_proxy set" } else { "no no_proxy entry matched" };
+                    let no = if sys.no_proxy.is_empty() {
+                        "no no_proxy set"
+                    } else {
+                        "no no_proxy entry matched"
+                    };
                     why.push(format!("{} is set, {no}", env.var));
-                    return Decision { path: Path::System(env), reason: why.join("; "), matched: None };
+                    return Decision {
+                        path: Path::System(env),
+                        reason: why.join("; "),
+                        matched: None,
+                    };
                 }
             },
         },
     }
-    if r.upstream.is_empty() {
-        why.insert(0, "no --upstream".into());
+    Decision {
+        path: Path::Direct,
+        reason: why.join("; "),
+        matched: None,
     }
-    Decision { path: Path::Direct, reason: why.join("; "), matched: None }
 }
 
 #[cfg(test)]
@@ -250,7 +334,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -266,17 +355,32 @@ mod tests {
         ]);
         let sys = SystemProxy::from_env(&vars, &[], &mut w);
         let http = sys.http.as_ref().unwrap();
-        assert_eq!((http.var, http.upstream.to_string().as_str()), ("http_proxy", "http://lower:1"));
+        assert_eq!(
+            (http.var, http.upstream.to_string().as_str()),
+            ("http_proxy", "http://lower:1")
+        );
         let https = sys.https.as_ref().unwrap();
-        assert_eq!((https.var, https.upstream.to_string().as_str()), ("HTTPS_PROXY", "socks5h://upper:2"));
+        assert_eq!(
+            (https.var, https.upstream.to_string().as_str()),
+            ("HTTPS_PROXY", "socks5h://upper:2")
+        );
         assert_eq!(sys.all, None);
-        assert_eq!((sys.no_proxy_var, sys.no_proxy.to_string().as_str()), ("NO_PROXY", "a.test,10.0.0.0/8"));
+        assert_eq!(
+            (sys.no_proxy_var, sys.no_proxy.to_string().as_str()),
+            ("NO_PROXY", "a.test,10.0.0.0/8")
+        );
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("ignoring ALL_PROXY: unsupported proxy scheme"), "{w:?}");
+        assert!(
+            w[0].starts_with("ignoring ALL_PROXY: unsupported proxy scheme"),
+            "{w:?}"
+        );
         assert!(w[1].contains("bad..entry"), "{w:?}");
         // A proxy that is ourselves is skipped, and the fallback takes over.
         let mut w = Vec::new();
-        let vars = env(&[("http_proxy", "127.0.0.1:3128"), ("all_proxy", "socks5://127.0.0.1:1080")]);
+        let vars = env(&[
+            ("http_proxy", "127.0.0.1:3128"),
+            ("all_proxy", "socks5://127.0.0.1:1080"),
+        ]);
         let sys = SystemProxy::from_env(&vars, &["127.0.0.1:3128".parse().unwrap()], &mut w);
         assert_eq!(sys.for_scheme(false).unwrap().var, "all_proxy");
         assert!(w[0].contains("this proxy itself"), "{w:?}");
@@ -285,35 +389,102 @@ mod tests {
     #[test]
     fn precedence() {
         let sys = SystemProxy {
-            http: Some(EnvProxy { var: "http_proxy", upstream: Upstream::parse("http://sys:1").unwrap() }),
+            http: Some(EnvProxy {
+                var: "http_proxy",
+                upstream: Upstream::parse("http://sys:1").unwrap(),
+            }),
             no_proxy: PatternList::parse("np.test").unwrap(),
             no_proxy_var: "no_proxy",
             ..SystemProxy::default()
         };
         let custom = Routing {
-            upstream: vec![Upstream::parse("http://a:1").unwrap(), Upstream::parse("socks5h://b:2").unwrap()],
+            upstream: vec![
+                Upstream::parse("http://a:1").unwrap(),
+                Upstream::parse("socks5h://b:2").unwrap(),
+            ],
             upstream_for: UpstreamFor::parse("http").unwrap(),
             bypass: PatternList::parse("by.test").unwrap(),
             system: Some(sys.clone()),
             warnings: Vec::new(),
         };
-        let bare = Routing { system: Some(sys), ..Routing::default() };
+        let bare = Routing {
+            system: Some(sys),
+            ..Routing::default()
+        };
         let none = Routing::default();
         use Scheme::*;
         for (r, scheme, host, label, reason) in [
-            (&custom, Http, "x.test", "upstream:http://a:1,socks5h://b:2", "--upstream is set"),
-            (&custom, Http, "www.by.test", "direct", "--bypass entry 'by.test' matched"),
-            (&custom, Http, "np.test", "upstream:http://a:1,socks5h://b:2", "--upstream is set"),
-            (&custom, Connect, "x.test", "direct", "https is not in --upstream-for; no https_proxy or all_proxy"),
-            (&bare, Http, "x.test", "system:http_proxy=http://sys:1", "no --upstream; http_proxy is set"),
-            (&bare, Ws, "x.test", "system:http_proxy=http://sys:1", "no --upstream; http_proxy is set"),
-            (&bare, Http, "np.test", "direct", "no --upstream; no_proxy entry 'np.test' matched"),
-            (&bare, Https, "x.test", "direct", "no --upstream; no https_proxy or all_proxy"),
-            (&none, Http, "x.test", "direct", "no --upstream; --no-system-proxy"),
+            (
+                &custom,
+                Http,
+                "x.test",
+                "upstream:http://a:1,socks5h://b:2",
+                "--upstream is set",
+            ),
+            (
+                &custom,
+                Http,
+                "www.by.test",
+                "direct",
+                "--bypass entry 'by.test' matched",
+            ),
+            (
+                &custom,
+                Http,
+                "np.test",
+                "upstream:http://a:1,socks5h://b:2",
+                "--upstream is set",
+            ),
+            (
+                &custom,
+                Connect,
+                "x.test",
+                "direct",
+                "https is not in --upstream-for; no https_proxy or all_proxy",
+            ),
+            (
+                &bare,
+                Http,
+                "x.test",
+                "system:http_proxy=http://sys:1",
+                "no --upstream; http_proxy is set",
+            ),
+            (
+                &bare,
+                Ws,
+                "x.test",
+                "system:http_proxy=http://sys:1",
+                "no --upstream; http_proxy is set",
+            ),
+            (
+                &bare,
+                Http,
+                "np.test",
+                "direct",
+                "no --upstream; no_proxy entry 'np.test' matched",
+            ),
+            (
+                &bare,
+                Https,
+                "x.test",
+                "direct",
+                "no --upstream; no https_proxy or all_proxy",
+            ),
+            (
+                &none,
+                Http,
+                "x.test",
+                "direct",
+                "no --upstream; --no-system-proxy",
+            ),
         ] {
             let d = decide(r, scheme, host, 80);
             assert_eq!(d.label(), label, "{scheme:?} {host}");
-            assert!(d.reason.starts_with(reason), "{scheme:?} {host}: {}", d.reason);
+            assert!(
+                d.reason.starts_with(reason),
+                "{scheme:?} {host}: {}",
+                d.reason
+            );
         }
     }
 }

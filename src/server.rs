@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,12 @@ async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'s
         let p2 = p.clone();
         ex.spawn(async move {
             let _guard = Active(p2.clone());
-            connection::serve(p2, Tcp::new(stream), peer).await;
+            // A bug must cost one connection, never the whole proxy: a panic is caught here,
+            // reported, and the connection dropped (release builds unwind for this reason).
+            let served = AssertUnwindSafe(connection::serve(p2, Tcp::new(stream), peer));
+            if served.catch_unwind().await.is_err() {
+                eprintln!("error: internal error while serving {peer}; connection closed");
+            }
         })
         .detach();
     }

@@ -64,7 +64,9 @@ pub fn chosen(reply: [u8; 2], with_credentials: bool) -> Result<bool, String> {
             Err("it requires credentials (none given in the upstream URL)".into())
         }
         [VERSION, NO_ACCEPTABLE] => Err("it accepts none of our authentication methods".into()),
-        [VERSION, m] => Err(format!("it chose an authentication method we did not offer ({m:#04x})")),
+        [VERSION, m] => Err(format!(
+            "it chose an authentication method we did not offer ({m:#04x})"
+        )),
         [v, _] => Err(format!("not a SOCKS5 server (version {v})")),
     }
 }
@@ -72,7 +74,10 @@ pub fn chosen(reply: [u8; 2], with_credentials: bool) -> Result<bool, String> {
 /// The username/password request (RFC 1929 §2). The lengths were checked when the upstream
 /// URL was parsed; longer values are cut rather than sent with a wrong length byte.
 pub fn credentials(user: &str, pass: &str) -> Vec<u8> {
-    let (u, p) = (&user.as_bytes()[..user.len().min(255)], &pass.as_bytes()[..pass.len().min(255)]);
+    let (u, p) = (
+        &user.as_bytes()[..user.len().min(255)],
+        &pass.as_bytes()[..pass.len().min(255)],
+    );
     let mut out = Vec::with_capacity(3 + u.len() + p.len());
     out.extend([AUTH_VERSION, u.len() as u8]);
     out.extend_from_slice(u);
@@ -102,7 +107,8 @@ pub fn connect_request(addr: Addr<'_>, port: u16) -> Result<Vec<u8>, String> {
             out.extend_from_slice(&v6.octets());
         }
         Addr::Name(name) => {
-            let len = u8::try_from(name.len()).map_err(|_| "host name longer than 255 bytes".to_string())?;
+            let len = u8::try_from(name.len())
+                .map_err(|_| "host name longer than 255 bytes".to_string())?;
             out.extend([3, len]);
             out.extend_from_slice(name.as_bytes());
         }
@@ -146,7 +152,12 @@ fn reply_text(rep: u8) -> &'static str {
 }
 
 /// Runs the whole handshake over `s`: method, optional credentials, CONNECT, reply.
-pub async fn handshake<S>(s: &mut S, creds: Option<(&str, &str)>, addr: Addr<'_>, port: u16) -> Result<(), Failure>
+pub async fn handshake<S>(
+    s: &mut S,
+    creds: Option<(&str, &str)>,
+    addr: Addr<'_>,
+    port: u16,
+) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -163,7 +174,8 @@ where
         s.read_exact(&mut two).await?;
         authenticated(two).map_err(Failure::Refused)?;
     }
-    s.write_all(&connect_request(addr, port).map_err(Failure::Refused)?).await?;
+    s.write_all(&connect_request(addr, port).map_err(Failure::Refused)?)
+        .await?;
     s.flush().await?;
     let mut head = [0u8; 4];
     s.read_exact(&mut head).await?;
@@ -189,28 +201,48 @@ mod tests {
         assert_eq!(greeting(true), [5, 2, 0, 2]);
         assert_eq!(chosen([5, 0], true), Ok(false));
         assert_eq!(chosen([5, 2], true), Ok(true));
-        assert!(chosen([5, 2], false).unwrap_err().contains("requires credentials"));
-        assert!(chosen([5, 0xff], false).unwrap_err().contains("requires credentials"));
-        assert!(chosen([5, 0xff], true).unwrap_err().contains("accepts none"));
-        assert!(chosen([4, 0], false).unwrap_err().contains("not a SOCKS5 server"));
+        assert!(chosen([5, 2], false)
+            .unwrap_err()
+            .contains("requires credentials"));
+        assert!(chosen([5, 0xff], false)
+            .unwrap_err()
+            .contains("requires credentials"));
+        assert!(chosen([5, 0xff], true)
+            .unwrap_err()
+            .contains("accepts none"));
+        assert!(chosen([4, 0], false)
+            .unwrap_err()
+            .contains("not a SOCKS5 server"));
         assert!(chosen([5, 1], true).unwrap_err().contains("did not offer"));
-        assert_eq!(credentials("ann", "pw"), [1, 3, b'a', b'n', b'n', 2, b'p', b'w']);
+        assert_eq!(
+            credentials("ann", "pw"),
+            [1, 3, b'a', b'n', b'n', 2, b'p', b'w']
+        );
         assert_eq!(credentials("a", ""), [1, 1, b'a', 0]);
         assert_eq!(authenticated([1, 0]), Ok(()));
         assert!(authenticated([1, 1]).is_err());
         let v4 = Addr::Ip("127.0.0.1".parse().unwrap());
-        assert_eq!(connect_request(v4, 80).unwrap(), [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        assert_eq!(
+            connect_request(v4, 80).unwrap(),
+            [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]
+        );
         let v6 = Addr::Ip("::1".parse().unwrap());
         let mut want = vec![5, 1, 0, 4];
         want.extend([0; 15]);
         want.extend([1, 0x01, 0xbb]);
         assert_eq!(connect_request(v6, 443).unwrap(), want);
-        assert_eq!(connect_request(Addr::Name("localhost"), 8080).unwrap(), b"\x05\x01\x00\x03\x09localhost\x1f\x90");
+        assert_eq!(
+            connect_request(Addr::Name("localhost"), 8080).unwrap(),
+            b"\x05\x01\x00\x03\x09localhost\x1f\x90"
+        );
         assert!(connect_request(Addr::Name(&"a".repeat(256)), 1).is_err());
         assert_eq!(reply_rest([5, 0, 0, 1]), Ok(6));
         assert_eq!(reply_rest([5, 0, 0, 4]), Ok(18));
         assert_eq!(reply_rest([5, 0, 0, 3]), Ok(1));
-        assert_eq!(reply_rest([5, 5, 0, 1]), Err("connection refused (SOCKS5 reply 5)".into()));
+        assert_eq!(
+            reply_rest([5, 5, 0, 1]),
+            Err("connection refused (SOCKS5 reply 5)".into())
+        );
         assert!(reply_rest([5, 0, 0, 9]).is_err());
         assert!(reply_rest([0, 90, 0, 0]).is_err());
     }
@@ -242,16 +274,29 @@ mod tests {
             self.sent.extend_from_slice(buf);
             std::task::Poll::Ready(Ok(buf.len()))
         }
-        fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
-        fn poll_close(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
         }
     }
 
-    fn run(answer: &[u8], creds: Option<(&str, &str)>, addr: Addr<'_>) -> (Result<(), Failure>, Vec<u8>, u64) {
-        let mut s = Script { answer: std::io::Cursor::new(answer.to_vec()), sent: Vec::new() };
+    fn run(
+        answer: &[u8],
+        creds: Option<(&str, &str)>,
+        addr: Addr<'_>,
+    ) -> (Result<(), Failure>, Vec<u8>, u64) {
+        let mut s = Script {
+            answer: std::io::Cursor::new(answer.to_vec()),
+            sent: Vec::new(),
+        };
         let r = block_on(handshake(&mut s, creds, addr, 443));
         let read = s.answer.position();
         (r, s.sent, read)
@@ -263,14 +308,21 @@ mod tests {
         let answer = b"\x05\x02\x01\x00\x05\x00\x00\x03\x04abcd\x01\xbbTUNNEL";
         let (r, sent, read) = run(answer, Some(("u", "p")), Addr::Name("localhost"));
         assert!(r.is_ok());
-        assert_eq!(sent, b"\x05\x02\x00\x02\x01\x01u\x01p\x05\x01\x00\x03\x09localhost\x01\xbb");
+        assert_eq!(
+            sent,
+            b"\x05\x02\x00\x02\x01\x01u\x01p\x05\x01\x00\x03\x09localhost\x01\xbb"
+        );
         // Tunnel bytes that followed the reply were not consumed.
         assert_eq!(read as usize, answer.len() - b"TUNNEL".len());
         // Wrong password.
         let (r, _, _) = run(b"\x05\x02\x01\x01", Some(("u", "bad")), Addr::Name("x"));
         assert!(matches!(r, Err(Failure::Refused(m)) if m.contains("rejected the credentials")));
         // Refused connection, IPv4 without credentials.
-        let (r, _, _) = run(b"\x05\x00\x05\x05\x00\x01\0\0\0\0\0\0", None, Addr::Ip("127.0.0.1".parse().unwrap()));
+        let (r, _, _) = run(
+            b"\x05\x00\x05\x05\x00\x01\0\0\0\0\0\0",
+            None,
+            Addr::Ip("127.0.0.1".parse().unwrap()),
+        );
         assert!(matches!(r, Err(Failure::Refused(m)) if m.starts_with("connection refused")));
         // The server hangs up in the middle.
         let (r, _, _) = run(b"\x05\x00\x05\x00", None, Addr::Name("x"));

@@ -21,12 +21,12 @@ use crate::stream::Stream;
 
 /// Where distributions keep the system CA bundle; the first that exists is used.
 pub const SYSTEM_BUNDLES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Alpine, Arch, OpenWrt
-    "/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL, CentOS
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine, Arch, OpenWrt
+    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL, CentOS
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // RHEL 7+
-    "/etc/ssl/ca-bundle.pem",                            // openSUSE
-    "/etc/ssl/cert.pem",                                 // Alpine (LibreSSL), OpenBSD
-    "/etc/pki/tls/cacert.pem",                           // OpenELEC
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+    "/etc/ssl/cert.pem",                  // Alpine (LibreSSL), OpenBSD
+    "/etc/pki/tls/cacert.pem",            // OpenELEC
 ];
 /// Largest CA file read. Mozilla's whole bundle is about 220 KB; 4 MiB means a wrong file.
 const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
@@ -46,34 +46,55 @@ impl Trust {
     /// Reads and checks the `--ca-file`s and finds the system bundle. `ssl_cert_file` is the
     /// `SSL_CERT_FILE` variable, which replaces the bundle paths when set. Errors carry the
     /// exit status: 1 for a file that cannot be read, 2 for one that holds no certificate.
-    pub fn load(ca_files: &[PathBuf], ssl_cert_file: Option<String>) -> Result<Trust, (u8, String)> {
+    pub fn load(
+        ca_files: &[PathBuf],
+        ssl_cert_file: Option<String>,
+    ) -> Result<Trust, (u8, String)> {
         let mut extra = Vec::new();
         for path in ca_files {
             let name = path.display();
             let pem = read(path).map_err(|e| (1, format!("cannot read --ca-file {name}: {e}")))?;
-            let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+                .filter_map(Result::ok)
+                .collect();
             if certs.is_empty() {
                 return Err((2, format!("--ca-file {name}: no PEM certificate in it")));
             }
             // Each must be usable as a trust anchor, checked now rather than at first use.
             for (i, cert) in certs.iter().enumerate() {
-                RootCertStore::empty()
-                    .add(cert.clone())
-                    .map_err(|e| (2, format!("--ca-file {name}: certificate {} is not usable: {e}", i + 1)))?;
+                RootCertStore::empty().add(cert.clone()).map_err(|e| {
+                    (
+                        2,
+                        format!("--ca-file {name}: certificate {} is not usable: {e}", i + 1),
+                    )
+                })?;
             }
             extra.extend(certs);
         }
         let system = match ssl_cert_file.filter(|v| !v.is_empty()) {
             Some(file) => Some(PathBuf::from(file)).filter(|p| p.is_file()),
-            None => SYSTEM_BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file()),
+            None => SYSTEM_BUNDLES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
         };
-        Ok(Trust { extra, system, built: Arc::default() })
+        Ok(Trust {
+            extra,
+            system,
+            built: Arc::default(),
+        })
     }
 
     /// Where trust comes from, in words (for `smolproxy route` and errors).
     pub fn describe(&self) -> String {
-        let system = self.system.as_ref().map_or("no system store".to_string(), |p| p.display().to_string());
-        format!("{system} + {} certificate(s) from --ca-file", self.extra.len())
+        let system = self
+            .system
+            .as_ref()
+            .map_or("no system store".to_string(), |p| p.display().to_string());
+        format!(
+            "{system} + {} certificate(s) from --ca-file",
+            self.extra.len()
+        )
     }
 
     /// The client configuration, built once: system roots first, then `--ca-file` ones.
@@ -82,7 +103,9 @@ impl Trust {
             let mut roots = RootCertStore::empty();
             if let Some(bundle) = self.system.as_deref().and_then(|p| read(p).ok()) {
                 // Distribution bundles hold a few certificates webpki cannot use; skip those.
-                roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&bundle).filter_map(Result::ok));
+                roots.add_parsable_certificates(
+                    CertificateDer::pem_slice_iter(&bundle).filter_map(Result::ok),
+                );
             }
             roots.add_parsable_certificates(self.extra.iter().cloned());
             let count = roots.len();
@@ -102,9 +125,12 @@ impl Trust {
     pub async fn connect(&self, host: &str, io: Stream) -> io::Result<Stream> {
         let (cfg, roots) = self.config();
         if *roots == 0 {
-            return Err(io::Error::other("no trusted CA certificates: no system store found and no --ca-file given"));
+            return Err(io::Error::other(
+                "no trusted root certificates: no system store found and no --ca-file given",
+            ));
         }
-        let name = ServerName::try_from(host.to_string()).map_err(|_| io::Error::other("bad TLS server name"))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| io::Error::other("bad TLS server name"))?;
         match TlsConnector::from(cfg.clone()).connect(name, io).await {
             Ok(tls) => Ok(Stream::shared(tls)),
             Err(e) => Err(explain(e, host)),
@@ -114,16 +140,21 @@ impl Trust {
 
 /// Turns rustls' certificate errors into words a user can act on.
 fn explain(e: io::Error, host: &str) -> io::Error {
-    let Some(rustls::Error::InvalidCertificate(cert)) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    let Some(rustls::Error::InvalidCertificate(cert)) =
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
     else {
         return e;
     };
     let why = match cert {
-        CertificateError::UnknownIssuer => "certificate signed by an unknown authority (add its issuer with --ca-file)".into(),
+        CertificateError::UnknownIssuer => {
+            "certificate signed by an unknown authority (add its issuer with --ca-file)".into()
+        }
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             format!("certificate is not valid for {host}")
         }
-        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "certificate has expired".into(),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "certificate has expired".into()
+        }
         other => format!("certificate rejected: {other:?}"),
     };
     io::Error::new(io::ErrorKind::InvalidData, why)
@@ -160,7 +191,11 @@ mod tests {
         assert!(err.1.starts_with("cannot read --ca-file"), "{}", err.1);
         // A PEM block that is not a certificate webpki can use.
         let junk = dir.join("junk.pem");
-        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         assert_eq!(Trust::load(&[junk], None).unwrap_err().0, 2);
         // SSL_CERT_FILE pointing nowhere: no system store, and TLS says so.
         let t = Trust::load(&[], Some("/nonexistent/ca.pem".into())).unwrap();

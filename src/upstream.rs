@@ -40,11 +40,23 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
         let extra = last.proxy_authorization();
         if !fresh {
             if let Some(tcp) = p.pool.take(&name) {
-                return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: true, extra, name });
+                return Ok(Hop {
+                    stream: Stream::Tcp(tcp),
+                    reused: true,
+                    absolute: true,
+                    extra,
+                    name,
+                });
             }
         }
         let stream = within(p, format!("cannot reach {name}"), reach(p, hops)).await?;
-        return Ok(Hop { stream, reused: false, absolute: true, extra, name });
+        return Ok(Hop {
+            stream,
+            reused: false,
+            absolute: true,
+            extra,
+            name,
+        });
     }
     let name = t.host_port();
     // Same key as `forward::pool_key`; the route of a destination never changes while the
@@ -52,18 +64,32 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
     let key = format!("{}://{}", t.scheme.name(), name);
     if plain && !fresh {
         if let Some(tcp) = p.pool.take(&key) {
-            return Ok(Hop { stream: Stream::Tcp(tcp), reused: true, absolute: false, extra: String::new(), name });
+            return Ok(Hop {
+                stream: Stream::Tcp(tcp),
+                reused: true,
+                absolute: false,
+                extra: String::new(),
+                name,
+            });
         }
     }
     let mut stream = tunnel(p, hops, &t.host, t.port).await?;
     if t.scheme == Scheme::Https {
         let handshake = tls(p, &t.host, stream);
         stream = within(p, format!("TLS with {name}"), async {
-            handshake.await.map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
+            handshake
+                .await
+                .map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
         })
         .await?;
     }
-    Ok(Hop { stream, reused: false, absolute: false, extra: String::new(), name })
+    Ok(Hop {
+        stream,
+        reused: false,
+        absolute: false,
+        extra: String::new(),
+        name,
+    })
 }
 
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
@@ -75,7 +101,10 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
             .map(Stream::Tcp)
             .map_err(|e| Error::upstream(format!("cannot connect to {target}"), &e));
     };
-    let what = format!("cannot reach {target} through upstream {}", chain(hops, " -> "));
+    let what = format!(
+        "cannot reach {target} through upstream {}",
+        chain(hops, " -> ")
+    );
     within(p, what, async {
         let stream = reach(p, hops).await?;
         handshake(p, last, stream, host, port).await
@@ -105,7 +134,9 @@ async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Err
     if hop.kind != Kind::Https {
         return Ok(stream);
     }
-    tls(p, &hop.host, stream).await.map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
+    tls(p, &hop.host, stream)
+        .await
+        .map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
 }
 
 #[cfg(feature = "tls")]
@@ -121,7 +152,13 @@ async fn tls(_: &Proxy, _: &str, _: Stream) -> io::Result<Stream> {
 }
 
 /// Asks `via` for a tunnel to `host:port` over `stream`, which already reaches `via`.
-async fn handshake(p: &Proxy, via: &Upstream, stream: Stream, host: &str, port: u16) -> Result<Stream, Error> {
+async fn handshake(
+    p: &Proxy,
+    via: &Upstream,
+    stream: Stream,
+    host: &str,
+    port: u16,
+) -> Result<Stream, Error> {
     match via.kind {
         Kind::Http | Kind::Https => http_connect(p, via, stream, &authority(host, port)).await,
         Kind::Socks5 | Kind::Socks5h => socks(via, stream, host, port).await,
@@ -130,24 +167,44 @@ async fn handshake(p: &Proxy, via: &Upstream, stream: Stream, host: &str, port: 
 
 /// HTTP CONNECT (RFC 9110 §9.3.6): any 2xx opens the tunnel; anything else is a 502 that
 /// names the hop and what it answered.
-async fn http_connect(p: &Proxy, via: &Upstream, mut stream: Stream, target: &str) -> Result<Stream, Error> {
-    let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{}\r\n", via.proxy_authorization());
-    let failed = |e: &io::Error| Error::upstream(format!("upstream {via} during CONNECT to {target}"), e);
-    stream.write_all(head.as_bytes()).await.map_err(|e| failed(&e))?;
+async fn http_connect(
+    p: &Proxy,
+    via: &Upstream,
+    mut stream: Stream,
+    target: &str,
+) -> Result<Stream, Error> {
+    let head = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{}\r\n",
+        via.proxy_authorization()
+    );
+    let failed =
+        |e: &io::Error| Error::upstream(format!("upstream {via} during CONNECT to {target}"), e);
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| failed(&e))?;
     stream.flush().await.map_err(|e| failed(&e))?;
     let mut r = Reader::new(stream, p.cfg.connect_timeout);
     let n = r.read_head().await.map_err(|e| match e {
         HeadError::Io(e) => failed(&e),
-        HeadError::Closed(_) => Error::BadGateway(format!("upstream {via} closed the connection on CONNECT to {target}")),
-        HeadError::TooLarge | HeadError::LineTooLong => {
-            Error::BadGateway(format!("upstream {via} sent an oversized answer to CONNECT"))
-        }
+        HeadError::Closed(_) => Error::BadGateway(format!(
+            "upstream {via} closed the connection on CONNECT to {target}"
+        )),
+        HeadError::TooLarge | HeadError::LineTooLong => Error::BadGateway(format!(
+            "upstream {via} sent an oversized answer to CONNECT"
+        )),
     })?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
     let (code, reason) = match res.parse(&r.buffered()[..n]) {
-        Ok(httparse::Status::Complete(_)) => (res.code.unwrap_or(0), res.reason.unwrap_or("").to_string()),
-        _ => return Err(Error::BadGateway(format!("upstream {via} sent an invalid answer to CONNECT"))),
+        Ok(httparse::Status::Complete(_)) => {
+            (res.code.unwrap_or(0), res.reason.unwrap_or("").to_string())
+        }
+        _ => {
+            return Err(Error::BadGateway(format!(
+                "upstream {via} sent an invalid answer to CONNECT"
+            )))
+        }
     };
     if !(200..300).contains(&code) {
         let hint = match (code, &via.credentials) {
@@ -155,12 +212,22 @@ async fn http_connect(p: &Proxy, via: &Upstream, mut stream: Stream, target: &st
             (407, Some(_)) => " (it rejected the credentials)",
             _ => "",
         };
-        return Err(Error::BadGateway(format!("upstream {via} refused CONNECT to {target}: {code} {reason}{hint}")));
+        return Err(Error::BadGateway(format!(
+            "upstream {via} refused CONNECT to {target}: {code} {reason}{hint}"
+        )));
     }
     r.consume(n);
     // Bytes the far end sent right after the 200 belong to the tunnel.
     let early = r.buffered().to_vec();
-    Ok(if early.is_empty() { r.io } else { Stream::shared(Prefixed { early, at: 0, inner: r.io }) })
+    Ok(if early.is_empty() {
+        r.io
+    } else {
+        Stream::shared(Prefixed {
+            early,
+            at: 0,
+            inner: r.io,
+        })
+    })
 }
 
 /// SOCKS5 CONNECT; `socks5://` resolves the name here, `socks5h://` lets the proxy do it.
@@ -173,16 +240,27 @@ async fn socks(via: &Upstream, mut stream: Stream, host: &str, port: u16) -> Res
         // can try only one, and a refusal is an answer, not a reason to try the next.
         (Err(_), _) => match dial::resolve(host, port).await {
             Ok(addrs) => Addr::Ip(addrs[0].ip()),
-            Err(e) => return Err(Error::upstream(format!("cannot resolve {host} for upstream {via}"), &e)),
+            Err(e) => {
+                return Err(Error::upstream(
+                    format!("cannot resolve {host} for upstream {via}"),
+                    &e,
+                ))
+            }
         },
     };
-    let creds = via.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let creds = via
+        .credentials
+        .as_ref()
+        .map(|(u, p)| (u.as_str(), p.as_str()));
     match socks5::handshake(&mut stream, creds, addr, port).await {
         Ok(()) => Ok(stream),
-        Err(socks5::Failure::Io(e)) => Err(Error::upstream(format!("upstream {via} during SOCKS5 CONNECT to {target}"), &e)),
-        Err(socks5::Failure::Refused(why)) => {
-            Err(Error::BadGateway(format!("upstream {via} refused CONNECT to {target}: {why}")))
-        }
+        Err(socks5::Failure::Io(e)) => Err(Error::upstream(
+            format!("upstream {via} during SOCKS5 CONNECT to {target}"),
+            &e,
+        )),
+        Err(socks5::Failure::Refused(why)) => Err(Error::BadGateway(format!(
+            "upstream {via} refused CONNECT to {target}: {why}"
+        ))),
     }
 }
 
@@ -196,7 +274,11 @@ fn authority(host: &str, port: u16) -> String {
 }
 
 /// Runs `fut` under `--connect-timeout`; on expiry a 504 saying what was being done.
-async fn within<T>(p: &Proxy, what: String, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+async fn within<T>(
+    p: &Proxy,
+    what: String,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
     let limit = p.cfg.connect_timeout;
     fut.or(async {
         Timer::after(limit).await;
@@ -216,7 +298,11 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         if self.at < self.early.len() {
             let n = buf.len().min(self.early.len() - self.at);
             buf[..n].copy_from_slice(&self.early[self.at..self.at + n]);
@@ -228,7 +314,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -579,7 +579,8 @@ fn bad_credentials_configuration_stops_the_start() {
     let path = malformed.to_str().unwrap();
     let quick = Duration::from_secs(10);
     // (args, environment, exit status, text the one line must hold)
-    let cases: [(&[&str], &[(&str, &str)], i32, &str); 7] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: [Case; 7] = [
         (
             &["--auth-file", path],
             &[],
@@ -657,6 +658,15 @@ fn open_proxy_warning_only_without_auth_or_allow_client() {
             .wait_for_log(Duration::from_millis(500), "open proxy")
             .is_some();
         assert_eq!(warned, open, "{extra:?}: {:?}", proxy.stderr_lines());
+        let useless_exempt = proxy
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("--auth-exempt has no effect"));
+        assert_eq!(
+            useless_exempt,
+            extra.contains(&"--auth-exempt"),
+            "{extra:?}"
+        );
     }
     // Loopback only: never an open proxy.
     let proxy = Proxy::start(&[]);

@@ -21,8 +21,17 @@ fn open_tunnel(proxy: &Proxy, authority: &str) -> Conn {
     let mut c = Conn::connect(proxy.addr);
     c.set_timeout(FIVE_S);
     c.write(&connect_head(authority));
-    let head = c.read_head().expect("no reply to CONNECT").expect("closed instead of replying to CONNECT");
+    let head = c
+        .read_head()
+        .expect("no reply to CONNECT")
+        .expect("closed instead of replying to CONNECT");
     assert_eq!(head.status(), 200, "CONNECT {authority}: {}", head.text());
+    // RFC 9110 §9.3.6: no framing fields in a 2xx answer to CONNECT.
+    assert!(
+        !head.has("content-length") && !head.has("transfer-encoding"),
+        "{}",
+        head.text()
+    );
     c
 }
 
@@ -44,9 +53,32 @@ fn tunnel_carries_every_byte_value_and_half_close() {
     });
     let got = c.read_to_end().expect("tunnel read");
     w.join().unwrap();
-    assert_eq!(got.len(), data.len() + 3, "wrong amount back through the tunnel");
+    assert_eq!(
+        got.len(),
+        data.len() + 3,
+        "wrong amount back through the tunnel"
+    );
     assert!(got[..data.len()] == data[..], "tunnel altered the bytes");
-    assert_eq!(&got[data.len()..], b"BYE", "data sent after the client's half-close was lost");
+    assert_eq!(
+        &got[data.len()..],
+        b"BYE",
+        "data sent after the client's half-close was lost"
+    );
+}
+
+#[test]
+fn a_tunnel_ends_when_its_target_closes() {
+    let target = Origin::tcp(|conn| {
+        use std::io::Write;
+        let _ = conn.stream.write_all(b"server-first");
+    });
+    let proxy = Proxy::start(&["--connect-ports", "any"]);
+    let mut c = open_tunnel(&proxy, &target.authority());
+    assert_eq!(c.read_exact(12).unwrap(), b"server-first");
+    assert!(
+        c.closes_within(Duration::from_secs(3)),
+        "the client side stayed open after the target closed"
+    );
 }
 
 #[test]
@@ -60,7 +92,10 @@ fn bytes_sent_with_the_connect_head_are_delivered() {
     c.write(&first);
     let head = c.read_head().unwrap().expect("closed");
     assert_eq!(head.status(), 200, "{}", head.text());
-    assert_eq!(c.read_exact(13).expect("early bytes"), b"early-bytes\x00\xff");
+    assert_eq!(
+        c.read_exact(13).expect("early bytes"),
+        b"early-bytes\x00\xff"
+    );
     c.write(b"later");
     assert_eq!(c.read_exact(5).expect("later bytes"), b"later");
 }
@@ -70,10 +105,22 @@ fn connect_to_a_closed_port_is_502_quickly() {
     let proxy = Proxy::start(&["--connect-ports", "any"]);
     let port = closed_port();
     let started = Instant::now();
-    let res = request(proxy.addr, "CONNECT", &connect_head(&format!("127.0.0.1:{port}")));
+    let res = request(
+        proxy.addr,
+        "CONNECT",
+        &connect_head(&format!("127.0.0.1:{port}")),
+    );
     res.assert_error(502);
-    assert!(started.elapsed() < Duration::from_secs(2), "refusal took {:?}", started.elapsed());
-    assert!(res.text().contains(&port.to_string()), "502 does not say where: {}", res.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        res.text().contains(&port.to_string()),
+        "502 does not say where: {}",
+        res.text()
+    );
     let echo = Origin::tcp_echo();
     let mut c = open_tunnel(&proxy, &echo.authority());
     c.write(b"still works");
@@ -88,11 +135,19 @@ fn connect_ports_decide_which_ports_tunnels_may_reach() {
     let default = Proxy::start(&[]);
     let res = request(default.addr, "CONNECT", &connect_head(&target));
     res.assert_error(403);
-    assert!(res.text().contains("connect-ports"), "403 does not name the rule: {}", res.text());
+    assert!(
+        res.text().contains("connect-ports"),
+        "403 does not name the rule: {}",
+        res.text()
+    );
     let listed = Proxy::start(&["--connect-ports", "443,1-2"]);
     request(listed.addr, "CONNECT", &connect_head(&target)).assert_error(403);
     thread::sleep(Duration::from_millis(100));
-    assert_eq!(echo.connections(), 0, "a forbidden CONNECT reached the target");
+    assert_eq!(
+        echo.connections(),
+        0,
+        "a forbidden CONNECT reached the target"
+    );
 
     // The echo port itself, alone or in a range, repeated flags, and `any`.
     let port = echo.port();
@@ -114,7 +169,10 @@ fn connect_ports_decide_which_ports_tunnels_may_reach() {
     let mut c = Conn::connect(default.addr);
     let res = c.exchange("CONNECT", &connect_head(&target));
     res.assert_error(403);
-    let res = c.exchange("GET", &build_request("GET", &origin.url("/after-403"), &[], b""));
+    let res = c.exchange(
+        "GET",
+        &build_request("GET", &origin.url("/after-403"), &[], b""),
+    );
     assert_eq!(res.status(), 200, "{}", res.head.text());
 }
 
@@ -124,9 +182,15 @@ fn idle_tunnels_are_closed_after_the_idle_timeout() {
     let proxy = Proxy::start(&["--connect-ports", "any", "--idle-timeout", "1s"]);
     let mut idle = open_tunnel(&proxy, &echo.authority());
     let started = Instant::now();
-    assert!(idle.closes_within(Duration::from_secs(4)), "idle tunnel still open after 4 s");
+    assert!(
+        idle.closes_within(Duration::from_secs(4)),
+        "idle tunnel still open after 4 s"
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(800), "tunnel closed after {took:?}, before the idle timeout");
+    assert!(
+        took >= Duration::from_millis(800),
+        "tunnel closed after {took:?}, before the idle timeout"
+    );
 }
 
 #[test]
@@ -138,7 +202,11 @@ fn busy_tunnels_outlive_the_idle_timeout() {
     for i in 0..8u8 {
         thread::sleep(Duration::from_millis(300));
         busy.write(&[i]);
-        assert_eq!(busy.read_exact(1).unwrap_or_else(|e| panic!("tunnel closed while busy: {e}")), [i]);
+        assert_eq!(
+            busy.read_exact(1)
+                .unwrap_or_else(|e| panic!("tunnel closed while busy: {e}")),
+            [i]
+        );
     }
 }
 
@@ -160,7 +228,11 @@ fn tunnel_over_ipv6_loopback() {
 fn malformed_connect_targets_are_400() {
     let echo = Origin::tcp_echo();
     let proxy = Proxy::start(&["--connect-ports", "any"]);
-    for target in ["127.0.0.1".to_string(), format!("127.0.0.1:{}/path", echo.port()), "127.0.0.1:0".into()] {
+    for target in [
+        "127.0.0.1".to_string(),
+        format!("127.0.0.1:{}/path", echo.port()),
+        "127.0.0.1:0".into(),
+    ] {
         let res = request(proxy.addr, "CONNECT", &connect_head(&target));
         res.assert_error(400);
     }
@@ -179,9 +251,17 @@ fn tunnels_are_logged_with_their_bytes() {
     let target = echo.authority();
     let line = proxy
         .wait_for_line(FIVE_S, |l| l.contains("CONNECT") && l.contains(&target))
-        .unwrap_or_else(|| panic!("no access line for the tunnel; stderr: {:?}", proxy.stderr_lines()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no access line for the tunnel; stderr: {:?}",
+                proxy.stderr_lines()
+            )
+        });
     let t: Vec<&str> = line.split_whitespace().collect();
-    let i = t.iter().position(|x| *x == target).unwrap_or_else(|| panic!("target not a field: {line}"));
+    let i = t
+        .iter()
+        .position(|x| *x == target)
+        .unwrap_or_else(|| panic!("target not a field: {line}"));
     assert_eq!((t[i - 1], t[i + 1]), ("CONNECT", "200"), "{line}");
     let up: u64 = t[i + 2].parse().unwrap();
     let down: u64 = t[i + 3].parse().unwrap();

@@ -43,12 +43,18 @@ fn curl_get_through_the_proxy() {
     let out = curl_ok(&["-x", &proxy.url(), "-D", "-", &url]);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("GET /curl/get?x=1"), "{out}");
-    assert!(out.to_lowercase().contains("\r\nvia: 1.1 smolproxy\r\n"), "{out}");
+    assert!(
+        out.to_lowercase().contains("\r\nvia: 1.1 smolproxy\r\n"),
+        "{out}"
+    );
     let seen = origin.last().head;
     assert_eq!(seen.start, "GET /curl/get?x=1 HTTP/1.1");
     assert_eq!(seen.get("host"), Some(origin.authority().as_str()));
     assert!(!seen.has("proxy-connection"), "{}", seen.text());
-    assert!(proxy.wait_for_log(Duration::from_secs(5), &url).is_some(), "no access line");
+    assert!(
+        proxy.wait_for_log(Duration::from_secs(5), &url).is_some(),
+        "no access line"
+    );
 }
 
 #[test]
@@ -60,7 +66,10 @@ fn curl_reuses_its_proxy_connection() {
     let proxy = Proxy::start(&[]);
     let (a, b, c) = (origin.url("/one"), origin.url("/two"), origin.url("/three"));
     let out = curl_ok(&["-x", &proxy.url(), "-w", " [%{num_connects}]\n", &a, &b, &c]);
-    assert_eq!(out, "GET /one [1]\nGET /two [0]\nGET /three [0]\n", "curl could not reuse the connection");
+    assert_eq!(
+        out, "GET /one [1]\nGET /two [0]\nGET /three [0]\n",
+        "curl could not reuse the connection"
+    );
 }
 
 #[test]
@@ -86,8 +95,20 @@ fn curl_head_and_http10() {
 
     let dir = temp_dir("curl-http10");
     let file = dir.join("body");
-    let headers = curl_ok(&["-x", &proxy.url(), "--http1.0", "-D", "-", "-o", file.to_str().unwrap(), &url]);
-    assert!(!headers.to_lowercase().contains("chunked"), "chunked sent to HTTP/1.0 curl:\n{headers}");
+    let headers = curl_ok(&[
+        "-x",
+        &proxy.url(),
+        "--http1.0",
+        "-D",
+        "-",
+        "-o",
+        file.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(
+        !headers.to_lowercase().contains("chunked"),
+        "chunked sent to HTTP/1.0 curl:\n{headers}"
+    );
     assert_eq!(file_hash(&file), fnv64(&body));
 }
 
@@ -107,20 +128,59 @@ fn curl_uploads_a_file_with_content_length_and_chunked() {
     let echoed_s = echoed.to_str().unwrap();
     let url = origin.url("/upload");
 
-    curl_ok(&["-x", &proxy.url(), "--data-binary", &data, "-o", echoed_s, &url]);
+    curl_ok(&[
+        "-x",
+        &proxy.url(),
+        "--data-binary",
+        &data,
+        "-o",
+        echoed_s,
+        &url,
+    ]);
     let seen = origin.last();
-    assert_eq!(seen.head.get("content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(
+        seen.head.get("content-length"),
+        Some(body.len().to_string().as_str())
+    );
     assert_eq!(fnv64(&seen.body), fnv64(&body), "origin got another body");
-    assert_eq!(file_hash(&echoed), fnv64(&body), "curl got another body back");
+    assert_eq!(
+        file_hash(&echoed),
+        fnv64(&body),
+        "curl got another body back"
+    );
 
-    curl_ok(&["-x", &proxy.url(), "-H", "Transfer-Encoding: chunked", "--data-binary", &data, "-o", echoed_s, &url]);
+    curl_ok(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+        "-o",
+        echoed_s,
+        &url,
+    ]);
     let seen = origin.last();
     assert_eq!(seen.head.tokens("transfer-encoding"), ["chunked"]);
-    assert_eq!(fnv64(&seen.body), fnv64(&body), "origin got another chunked body");
+    assert_eq!(
+        fnv64(&seen.body),
+        fnv64(&body),
+        "origin got another chunked body"
+    );
     assert_eq!(file_hash(&echoed), fnv64(&body));
 
     // Explicit Expect: 100-continue on a PUT.
-    curl_ok(&["-x", &proxy.url(), "-T", upload.to_str().unwrap(), "-H", "Expect: 100-continue", "-o", echoed_s, &url]);
+    curl_ok(&[
+        "-x",
+        &proxy.url(),
+        "-T",
+        upload.to_str().unwrap(),
+        "-H",
+        "Expect: 100-continue",
+        "-o",
+        echoed_s,
+        &url,
+    ]);
     let seen = origin.last();
     assert_eq!(seen.head.method(), "PUT");
     assert_eq!(fnv64(&seen.body), fnv64(&body));
@@ -139,12 +199,28 @@ fn curl_tunnels_with_connect() {
     assert_eq!(out, "GET /tunnelled");
     // Through the tunnel the proxy adds nothing: the origin sees curl's own request.
     let seen = origin.last().head;
-    assert!(!seen.has("via"), "the tunnel was not a tunnel: {}", seen.text());
-    let line = proxy.wait_for_log(Duration::from_secs(5), &format!("CONNECT {}", origin.authority()));
-    assert!(line.is_some(), "no CONNECT access line: {:?}", proxy.stderr_lines());
+    assert!(
+        !seen.has("via"),
+        "the tunnel was not a tunnel: {}",
+        seen.text()
+    );
+    let line = proxy.wait_for_log(
+        Duration::from_secs(5),
+        &format!("CONNECT {}", origin.authority()),
+    );
+    assert!(
+        line.is_some(),
+        "no CONNECT access line: {:?}",
+        proxy.stderr_lines()
+    );
 
     // The same with an HTTP/1.0 CONNECT.
-    let out = curl_ok(&["-p", "--proxy1.0", &proxy.addr.to_string(), &origin.url("/tunnelled-10")]);
+    let out = curl_ok(&[
+        "-p",
+        "--proxy1.0",
+        &proxy.addr.to_string(),
+        &origin.url("/tunnelled-10"),
+    ]);
     assert_eq!(out, "GET /tunnelled-10");
 
     // A large upload through the tunnel.
@@ -154,7 +230,16 @@ fn curl_tunnels_with_connect() {
     std::fs::write(&upload, &body).unwrap();
     let echoed = dir.join("echoed.bin");
     let data = format!("@{}", upload.to_str().unwrap());
-    curl_ok(&["-p", "-x", &proxy.url(), "--data-binary", &data, "-o", echoed.to_str().unwrap(), &url]);
+    curl_ok(&[
+        "-p",
+        "-x",
+        &proxy.url(),
+        "--data-binary",
+        &data,
+        "-o",
+        echoed.to_str().unwrap(),
+        &url,
+    ]);
     assert_eq!(file_hash(&echoed), fnv64(&body));
 }
 
@@ -167,15 +252,44 @@ fn curl_sees_proxy_errors() {
     let proxy = Proxy::start(&["--connect-ports", "any"]);
     let closed = format!("http://127.0.0.1:{}/", closed_port());
     // Plain HTTP: curl gets the proxy's 502 as the response.
-    let out = curl(&["-x", &proxy.url(), "-w", "%{http_code}", "-o", "/dev/null", &closed]);
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &closed,
+    ]);
     assert_eq!(out.stdout, "502", "{out:?}");
     // Tunnel: curl reports the CONNECT status.
-    let out = curl(&["-p", "-x", &proxy.url(), "-w", "%{http_connect}", "-o", "/dev/null", &closed]);
+    let out = curl(&[
+        "-p",
+        "-x",
+        &proxy.url(),
+        "-w",
+        "%{http_connect}",
+        "-o",
+        "/dev/null",
+        &closed,
+    ]);
     assert_ne!(out.code, Some(0));
     assert_eq!(out.stdout, "502", "{out:?}");
     // Forbidden port.
     let strict = Proxy::start(&[]);
-    let out = curl(&["-p", "-x", &strict.url(), "-w", "%{http_connect}", "-o", "/dev/null", &echo.url("/")]);
+    let out = curl(&[
+        "-p",
+        "-x",
+        &strict.url(),
+        "-w",
+        "%{http_connect}",
+        "-o",
+        "/dev/null",
+        &echo.url("/"),
+    ]);
     assert_eq!(out.stdout, "403", "{out:?}");
-    assert_eq!(curl_ok(&["-x", &strict.url(), &echo.url("/fine")]), "GET /fine");
+    assert_eq!(
+        curl_ok(&["-x", &strict.url(), &echo.url("/fine")]),
+        "GET /fine"
+    );
 }

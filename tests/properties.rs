@@ -4,7 +4,9 @@
 //! with random damage, which reach deeper than noise), and parse → serialize → parse round
 //! trips: a chunked body encoded here and relayed in Pass mode comes out byte for byte, in
 //! Decode mode as the original data; a generated request or response head parses back to the
-//! same method, target, status and fields; a parsed target printed and parsed again is the same.
+//! same method, target, status and fields; a parsed target or pattern list printed and parsed
+//! again is the same; a SOCKS5 handshake against a generated valid server leaves exactly the
+//! tunnel bytes unread.
 //! The fuzz targets under `fuzz/` search the same ground for longer with coverage feedback.
 //! Case counts are kept modest so the whole file runs in a few seconds.
 
@@ -15,17 +17,24 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 use futures_lite::AsyncRead;
+use futures_lite::AsyncWrite;
 use proptest::prelude::*;
 use smolproxy::body::{parse_chunk_size, relay, Mode};
 use smolproxy::head::{parse_request, parse_response, Framing};
+use smolproxy::pattern::PatternList;
 use smolproxy::reader::Reader;
+use smolproxy::socks5::{self, Addr};
 use smolproxy::target::{Scheme, Target};
 
 /// Cases per property: enough to shake out edge cases, small enough for a quick suite.
 const CASES: u32 = 256;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// A reader that hands out at most `step` bytes per read, so that size lines, CRLFs and
@@ -38,7 +47,11 @@ struct Trickle<'a> {
 }
 
 impl AsyncRead for Trickle<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let n = self.step.min(buf.len()).min(self.data.len());
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
@@ -46,16 +59,60 @@ impl AsyncRead for Trickle<'_> {
     }
 }
 
+/// A scripted SOCKS5 server: answers from `input`, records what the client wrote.
+struct Socks<'a> {
+    /// What is left of the server's answers (and any tunnel data after them).
+    input: &'a [u8],
+    /// What the client sent.
+    sent: Vec<u8>,
+}
+
+impl AsyncRead for Socks<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input = &self.input[n..];
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for Socks<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.sent.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Relays `input` as a body with `framing`, read `step` bytes at a time.
 fn run(input: &[u8], step: usize, framing: Framing, mode: Mode) -> Result<Vec<u8>, String> {
     let mut src = Reader::new(Trickle { data: input, step }, Duration::from_secs(1));
     let mut out = Vec::new();
-    block_on(relay(&mut src, &mut out, framing, mode, Duration::from_secs(1)))
-        .map(|n| {
-            assert_eq!(n, out.len() as u64, "relay reported a wrong byte count");
-            out
-        })
-        .map_err(|e| format!("{e:?}"))
+    block_on(relay(
+        &mut src,
+        &mut out,
+        framing,
+        mode,
+        Duration::from_secs(1),
+    ))
+    .map(|n| {
+        assert_eq!(n, out.len() as u64, "relay reported a wrong byte count");
+        out
+    })
+    .map_err(|e| format!("{e:?}"))
 }
 
 /// Valid messages to damage.
@@ -68,7 +125,10 @@ const SAMPLES: [&[u8]; 4] = [
 
 /// A valid sample with a few bytes overwritten, inserted or cut.
 fn damaged() -> impl Strategy<Value = Vec<u8>> {
-    (0..SAMPLES.len(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4))
+    (
+        0..SAMPLES.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+    )
         .prop_map(|(i, edits)| {
             let mut v = SAMPLES[i].to_vec();
             for (at, byte, kind) in edits {
@@ -275,6 +335,116 @@ proptest! {
         }
     }
 
+    #[test]
+    fn pattern_parser_never_panics(list in pattern_like(), host in "\\PC{0,40}", port in any::<u16>()) {
+        let (lenient, _) = PatternList::parse_lenient(&list);
+        let _ = lenient.matches(&host, port);
+        if let Ok(parsed) = PatternList::parse(&list) {
+            let _ = parsed.matches(&host, port);
+            if let Ok(ip) = host.parse() {
+                let _ = parsed.matches_ip(ip, port);
+            }
+            // Printed and parsed again, a list is the same list.
+            prop_assert_eq!(PatternList::parse(&parsed.to_string()), Ok(parsed.clone()), "{:?}", list);
+            // A strict parse and a lenient one agree on a list without bad entries.
+            prop_assert_eq!(lenient, parsed);
+        }
+    }
+
+    /// `example.com`, `.example.com` and `*.example.com` all match the domain and every name
+    /// under it, in any case and with a trailing dot, and never a name that merely ends the same.
+    #[test]
+    fn domain_patterns_match_the_domain_and_below(
+        name in "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,8}[a-z0-9])?){1,3}",
+        spelling in 0..3usize,
+        sub in "[a-z0-9]{1,8}",
+        port in 1..=65535u16,
+        pinned in any::<bool>(),
+    ) {
+        let entry = [name.clone(), format!(".{name}"), format!("*.{name}")][spelling].clone();
+        let entry = if pinned { format!("{entry}:{port}") } else { entry };
+        let list = PatternList::parse(&entry).map_err(TestCaseError::fail)?;
+        prop_assert!(list.matches(&name, port).is_some(), "{} vs {}", entry, name);
+        let (shouted, below, lookalike) = (format!("{}.", name.to_uppercase()), format!("{sub}.{name}"), format!("{sub}{name}"));
+        prop_assert!(list.matches(&shouted, port).is_some(), "{} vs {}", entry, shouted);
+        prop_assert!(list.matches(&below, port).is_some(), "{} vs {}", entry, below);
+        prop_assert!(list.matches(&lookalike, port).is_none(), "{} matched {}", entry, lookalike);
+        let other = if port == 1 { 2 } else { port - 1 };
+        prop_assert_eq!(list.matches(&name, other).is_some(), !pinned);
+    }
+
+    /// Any bytes as a SOCKS5 server's answers: no panic, and a successful handshake never reads
+    /// past the longest possible reply.
+    #[test]
+    fn socks5_handshake_never_panics(answers in prop::collection::vec(any::<u8>(), 0..300), creds in any::<bool>(), name in any::<bool>()) {
+        let creds = creds.then_some(("user", "pass"));
+        let addr = if name { Addr::Name("example.com") } else { Addr::Ip([127, 0, 0, 1].into()) };
+        let mut server = Socks { input: &answers, sent: Vec::new() };
+        if block_on(socks5::handshake(&mut server, creds, addr, 443)).is_ok() {
+            prop_assert!(answers.len() - server.input.len() <= 2 + 2 + 4 + 1 + 255 + 2);
+        }
+    }
+
+    /// A valid server conversation: the handshake succeeds, sends exactly the RFC 1928/1929
+    /// messages, and leaves the tunnel bytes after the reply unread.
+    #[test]
+    fn socks5_handshake_round_trips(
+        creds in prop::option::of(("[a-z]{1,20}", "[ -~]{0,30}")),
+        target in prop_oneof![
+            "[a-z0-9.-]{1,60}".prop_map(Err),
+            any::<[u8; 4]>().prop_map(|b| Ok(std::net::IpAddr::from(b))),
+            any::<[u8; 16]>().prop_map(|b| Ok(std::net::IpAddr::from(b))),
+        ],
+        port in 1..=65535u16,
+        bound in prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| [&[1u8][..], &b].concat()),
+            any::<[u8; 16]>().prop_map(|b| [&[4u8][..], &b].concat()),
+            "[a-z.]{0,255}".prop_map(|n| [&[3u8, n.len() as u8][..], n.as_bytes()].concat()),
+        ],
+        tunnel in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let creds_ref = creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let addr = match &target {
+            Err(name) => Addr::Name(name),
+            Ok(ip) => Addr::Ip(*ip),
+        };
+        let mut answers = vec![5, if creds.is_some() { 2 } else { 0 }];
+        if creds.is_some() {
+            answers.extend([1, 0]);
+        }
+        answers.extend([5, 0, 0]);
+        answers.extend(&bound);
+        answers.extend([0x1f, 0x90]);
+        answers.extend(&tunnel);
+        let mut server = Socks { input: &answers, sent: Vec::new() };
+        let result = block_on(socks5::handshake(&mut server, creds_ref, addr, port));
+        prop_assert!(result.is_ok(), "{:?}", result);
+        prop_assert_eq!(server.input, &tunnel[..], "the handshake read into the tunnel");
+
+        let mut want = socks5::greeting(creds.is_some());
+        if let Some((u, p)) = creds_ref {
+            want.extend(socks5::credentials(u, p));
+        }
+        let mut request = vec![5, 1, 0];
+        match &target {
+            Err(name) => {
+                request.extend([3, name.len() as u8]);
+                request.extend(name.as_bytes());
+            }
+            Ok(std::net::IpAddr::V4(v4)) => {
+                request.push(1);
+                request.extend(v4.octets());
+            }
+            Ok(std::net::IpAddr::V6(v6)) => {
+                request.push(4);
+                request.extend(v6.octets());
+            }
+        }
+        request.extend(port.to_be_bytes());
+        want.extend(request);
+        prop_assert_eq!(server.sent, want);
+    }
+
     /// Generated authorities parse to their host (lowercased, no brackets) and port.
     #[test]
     fn authority_round_trips(host in host(), port in 1..=65535u16) {
@@ -297,7 +467,10 @@ fn host() -> impl Strategy<Value = String> {
 
 /// A header field that changes neither framing nor Host: token name, visible-ASCII value.
 fn field() -> impl Strategy<Value = (String, String)> {
-    ("X-[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}", "([!-~]([ \t]*[!-~])*)?")
+    (
+        "X-[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}",
+        "([!-~]([ \t]*[!-~])*)?",
+    )
 }
 
 /// Strings shaped like targets, with the characters that matter to the parser.
@@ -320,4 +493,24 @@ fn target_like() -> impl Strategy<Value = String> {
         "\\PC",
     ];
     prop::collection::vec(piece, 0..10).prop_map(|v| v.concat())
+}
+
+/// Strings shaped like pattern lists, with the characters that matter to the parser.
+fn pattern_like() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("*".to_string()),
+        Just(".".to_string()),
+        Just(",".to_string()),
+        Just(" ".to_string()),
+        Just(":".to_string()),
+        Just("/".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just("<local>".to_string()),
+        "[a-zA-Z0-9_-]{1,6}",
+        "[0-9]{1,5}",
+        "[0-9a-f:]{1,8}",
+        "\\PC",
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
 }

@@ -8,7 +8,14 @@ fuzz_target!(|input: (&str, &str, u16)| {
     let (list, host, port) = input;
     let _ = PatternList::parse_lenient(list).0.matches(host, port);
     if let Ok(parsed) = PatternList::parse(list) {
-        assert_eq!(PatternList::parse(&parsed.to_string()).as_ref(), Ok(&parsed), "{list:?}");
-        let _ = (parsed.matches(host, port), host.parse().map(|ip| parsed.matches_ip(ip, port)));
+        assert_eq!(
+            PatternList::parse(&parsed.to_string()).as_ref(),
+            Ok(&parsed),
+            "{list:?}"
+        );
+        let _ = (
+            parsed.matches(host, port),
+            host.parse().map(|ip| parsed.matches_ip(ip, port)),
+        );
     }
 });

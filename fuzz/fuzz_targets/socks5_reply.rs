@@ -14,7 +14,11 @@ use smolproxy::socks5::{handshake, Addr};
 struct Server<'a>(&'a [u8]);
 
 impl AsyncRead for Server<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let n = buf.len().min(self.0.len());
         buf[..n].copy_from_slice(&self.0[..n]);
         self.0 = &self.0[n..];
@@ -23,7 +27,11 @@ impl AsyncRead for Server<'_> {
 }
 
 impl AsyncWrite for Server<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -35,9 +43,15 @@ impl AsyncWrite for Server<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, answers)) = data.split_first() else { return };
+    let Some((&flags, answers)) = data.split_first() else {
+        return;
+    };
     let creds = (flags & 1 == 1).then_some(("user", "pass"));
-    let addr = if flags & 2 == 2 { Addr::Name("example.com") } else { Addr::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)) };
+    let addr = if flags & 2 == 2 {
+        Addr::Name("example.com")
+    } else {
+        Addr::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    };
     // A reply is at most 2 + 2 + 4 + 1 + 255 + 2 bytes; whatever follows belongs to the tunnel.
     let mut server = Server(answers);
     if block_on(handshake(&mut server, creds, addr, 443)).is_ok() {

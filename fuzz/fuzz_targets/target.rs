@@ -5,9 +5,15 @@ use libfuzzer_sys::fuzz_target;
 use smolproxy::target::Target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(t) = Target::parse_absolute(s) {
-        assert_eq!(Target::parse_absolute(&t.to_string()), Ok(t.clone()), "{s:?}");
+        assert_eq!(
+            Target::parse_absolute(&t.to_string()),
+            Ok(t.clone()),
+            "{s:?}"
+        );
     }
     if let Ok(t) = Target::parse_authority(s) {
         assert_eq!(Target::parse_authority(&t.to_string()), Ok(t), "{s:?}");

@@ -80,8 +80,12 @@ impl Proxy {
     /// -c 'exec smolproxy ...'`). The command should already carry its `--listen` flags.
     pub fn spawn(mut cmd: Command) -> Proxy {
         let expected = cmd.get_args().filter(|a| *a == "--listen").count().max(1);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = lines.clone();
@@ -94,14 +98,23 @@ impl Proxy {
                 cv.notify_all();
             }
         });
-        let mut proxy = Proxy { addr: "0.0.0.0:0".parse().unwrap(), addrs: Vec::new(), child, lines };
+        let mut proxy = Proxy {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            addrs: Vec::new(),
+            child,
+            lines,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             proxy.addrs = proxy
                 .stderr_lines()
                 .iter()
                 .filter_map(|l| l.strip_prefix("listening on "))
-                .map(|a| a.trim().parse().unwrap_or_else(|e| panic!("bad listening line {a:?}: {e}")))
+                .map(|a| {
+                    a.trim()
+                        .parse()
+                        .unwrap_or_else(|e| panic!("bad listening line {a:?}: {e}"))
+                })
                 .collect();
             if proxy.addrs.len() >= expected {
                 proxy.addr = proxy.addrs[0];
@@ -109,10 +122,16 @@ impl Proxy {
             }
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 thread::sleep(Duration::from_millis(50)); // let the drain thread catch up
-                panic!("proxy exited with {status} before listening; stderr: {:?}", proxy.stderr_lines());
+                panic!(
+                    "proxy exited with {status} before listening; stderr: {:?}",
+                    proxy.stderr_lines()
+                );
             }
             if Instant::now() > deadline {
-                panic!("proxy did not announce {expected} listener(s); stderr: {:?}", proxy.stderr_lines());
+                panic!(
+                    "proxy did not announce {expected} listener(s); stderr: {:?}",
+                    proxy.stderr_lines()
+                );
             }
             proxy.wait_change(Duration::from_millis(50));
         }
@@ -225,8 +244,12 @@ pub fn run_proxy(args: &[&str], timeout: Duration) -> Finished {
 
 /// Runs a command to completion, killing it after `timeout` (then `code` is `None`).
 pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Finished {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = thread::spawn(move || {
@@ -251,7 +274,11 @@ pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Finished {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    Finished { code, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+    Finished {
+        code,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,7 +314,8 @@ pub fn need(what_is_missing: &str, available: bool) -> bool {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A fresh directory for one test's files, under the system temp dir.
@@ -366,6 +394,9 @@ pub fn show(data: &[u8]) -> String {
 // Message heads
 // ---------------------------------------------------------------------------------------------
 
+/// Header or trailer fields in order as (name, value), duplicates kept.
+pub type Fields = Vec<(String, String)>;
+
 /// A request or response head as raw bytes plus a lenient parse of it (first line and
 /// fields in order, duplicates kept, names as sent, values with surrounding spaces trimmed).
 #[derive(Debug, Clone, Default)]
@@ -375,7 +406,7 @@ pub struct Head {
     /// The first line (request line or status line), without its line ending.
     pub start: String,
     /// Field lines in order as (name, value).
-    pub fields: Vec<(String, String)>,
+    pub fields: Fields,
 }
 
 impl Head {
@@ -391,17 +422,28 @@ impl Head {
                 None => (l.to_string(), String::new()),
             })
             .collect();
-        Head { raw: raw.to_vec(), start, fields }
+        Head {
+            raw: raw.to_vec(),
+            start,
+            fields,
+        }
     }
 
     /// The first value of the field `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of the field `name`, in order.
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Whether a field `name` is present.
@@ -420,8 +462,12 @@ impl Head {
     }
 
     /// The fields except those whose (lowercase) names are in `skip`, as (name, value).
-    pub fn fields_except(&self, skip: &[&str]) -> Vec<(String, String)> {
-        self.fields.iter().filter(|(n, _)| !skip.iter().any(|s| n.eq_ignore_ascii_case(s))).cloned().collect()
+    pub fn fields_except(&self, skip: &[&str]) -> Fields {
+        self.fields
+            .iter()
+            .filter(|(n, _)| !skip.iter().any(|s| n.eq_ignore_ascii_case(s)))
+            .cloned()
+            .collect()
     }
 
     /// Request method (first word of the request line).
@@ -441,7 +487,11 @@ impl Head {
 
     /// Status code of a status line, 0 if there is none.
     pub fn status(&self) -> u16 {
-        self.start.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The head as text, for messages.
@@ -460,7 +510,7 @@ pub struct Response {
     /// The body, de-chunked if it was chunked.
     pub body: Vec<u8>,
     /// Trailer fields of a chunked body.
-    pub trailers: Vec<(String, String)>,
+    pub trailers: Fields,
     /// Whether the body came chunked.
     pub chunked: bool,
     /// Whether the body was delimited by the connection closing.
@@ -488,17 +538,36 @@ impl Response {
     pub fn assert_error(&self, status: u16) {
         let ctx = format!("head:\n{}body: {:?}", self.head.text(), self.text());
         assert_eq!(self.status(), status, "wrong status; {ctx}");
-        assert!(!self.chunked && !self.until_close, "error reply not delimited by Content-Length; {ctx}");
+        assert!(
+            !self.chunked && !self.until_close,
+            "error reply not delimited by Content-Length; {ctx}"
+        );
         let ct = self.header("content-type").unwrap_or("");
-        assert!(ct.to_ascii_lowercase().starts_with("text/plain"), "error reply not text/plain; {ctx}");
-        let cl: usize = self.header("content-length").and_then(|v| v.parse().ok()).expect("content-length");
-        assert_eq!(cl, self.body.len(), "content-length does not match the body; {ctx}");
+        assert!(
+            ct.to_ascii_lowercase().starts_with("text/plain"),
+            "error reply not text/plain; {ctx}"
+        );
+        let cl: usize = self
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("content-length");
+        assert_eq!(
+            cl,
+            self.body.len(),
+            "content-length does not match the body; {ctx}"
+        );
         let text = self.text();
         let line = text.strip_suffix('\n').unwrap_or(&text);
         assert!(!line.trim().is_empty(), "empty error body; {ctx}");
-        assert!(!line.contains('\n') && !line.contains('\r'), "error body is not one line; {ctx}");
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "error body is not one line; {ctx}"
+        );
         assert!(text.len() <= 512, "error body is not short; {ctx}");
-        assert!(!self.head.text().to_ascii_lowercase().contains("smolproxy/"), "version leaked; {ctx}");
+        assert!(
+            !self.head.text().to_ascii_lowercase().contains("smolproxy/"),
+            "version leaked; {ctx}"
+        );
     }
 }
 
@@ -522,7 +591,11 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         let _ = stream.set_nodelay(true);
-        Conn { stream, buf: Vec::new(), record: None }
+        Conn {
+            stream,
+            buf: Vec::new(),
+            record: None,
+        }
     }
 
     /// Connects to `addr` (panics if it cannot).
@@ -539,7 +612,9 @@ impl Conn {
 
     /// Writes all of `data`, panicking on failure.
     pub fn write(&mut self, data: &[u8]) {
-        self.stream.write_all(data).unwrap_or_else(|e| panic!("write of {} bytes failed: {e}", data.len()));
+        self.stream
+            .write_all(data)
+            .unwrap_or_else(|e| panic!("write of {} bytes failed: {e}", data.len()));
     }
 
     /// Writes all of `data`, reporting failure (for peers expected to close early).
@@ -576,7 +651,11 @@ impl Conn {
     /// `UnexpectedEof` if it ended in the middle. Leading empty lines are skipped.
     pub fn read_head(&mut self) -> io::Result<Option<Head>> {
         loop {
-            let blank = self.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let blank = self
+                .buf
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
             self.buf.drain(..blank);
             if let Some(end) = head_end(&self.buf) {
                 let raw: Vec<u8> = self.buf.drain(..end).collect();
@@ -586,7 +665,10 @@ impl Conn {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("stream ended in a head: {}", show(&self.buf))));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended in a head: {}", show(&self.buf)),
+                ));
             }
         }
     }
@@ -611,20 +693,24 @@ impl Conn {
                 return Ok(self.buf.drain(..=i).collect());
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended in a line"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stream ended in a line",
+                ));
             }
         }
     }
 
     /// Reads a chunked body; returns the decoded bytes and the trailer fields.
-    pub fn read_chunked(&mut self) -> io::Result<(Vec<u8>, Vec<(String, String)>)> {
+    pub fn read_chunked(&mut self) -> io::Result<(Vec<u8>, Fields)> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let mut body = Vec::new();
         loop {
             let line = self.read_line()?;
             let text = String::from_utf8_lossy(&line);
             let size = text.trim_end().split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size line {text:?}")))?;
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| bad(format!("bad chunk size line {text:?}")))?;
             if size == 0 {
                 break;
             }
@@ -641,7 +727,9 @@ impl Conn {
             if text.is_empty() {
                 return Ok((body, trailers));
             }
-            let (n, v) = text.split_once(':').ok_or_else(|| bad(format!("bad trailer {text:?}")))?;
+            let (n, v) = text
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad trailer {text:?}")))?;
             trailers.push((n.to_string(), v.trim().to_string()));
         }
     }
@@ -681,16 +769,26 @@ impl Conn {
         match got {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         }
     }
 
     /// Reads a request body framed by `head` (chunked, Content-Length or none). At an
     /// origin, the body is also recorded in [`Origin::seen`].
     pub fn read_body(&mut self, head: &Head) -> io::Result<Vec<u8>> {
-        let (body, trailers) = if head.tokens("transfer-encoding").last().is_some_and(|t| t == "chunked") {
+        let (body, trailers) = if head
+            .tokens("transfer-encoding")
+            .last()
+            .is_some_and(|t| t == "chunked")
+        {
             self.read_chunked()?
-        } else if let Some(n) = head.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        } else if let Some(n) = head
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             (self.read_exact(n)?, Vec::new())
         } else {
             (Vec::new(), Vec::new())
@@ -710,17 +808,27 @@ impl Conn {
         let mut interim = Vec::new();
         loop {
             let head = self.read_head()?.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed without a response")
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed without a response",
+                )
             })?;
             let status = head.status();
             if !head.start.starts_with("HTTP/1.") || !(100..=999).contains(&status) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {:?}", head.start)));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status line {:?}", head.start),
+                ));
             }
             if (100..200).contains(&status) && status != 101 {
                 interim.push(head);
                 continue;
             }
-            let mut res = Response { head, interim, ..Response::default() };
+            let mut res = Response {
+                head,
+                interim,
+                ..Response::default()
+            };
             if status == 101 || method == "HEAD" || status == 204 || status == 304 {
                 return Ok(res);
             }
@@ -729,9 +837,16 @@ impl Conn {
                 res.chunked = true;
                 (res.body, res.trailers) = self.read_chunked()?;
             } else if te.is_empty() && res.head.has("content-length") {
-                let n = res.head.get("content-length").and_then(|v| v.parse::<usize>().ok()).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("bad content-length in {}", res.head.text()))
-                })?;
+                let n = res
+                    .head
+                    .get("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("bad content-length in {}", res.head.text()),
+                        )
+                    })?;
                 res.body = self.read_exact(n)?;
             } else {
                 res.until_close = true;
@@ -748,8 +863,12 @@ impl Conn {
 
     /// Like [`Conn::read_response_to`] but panics with context when no response can be read.
     pub fn response_to(&mut self, method: &str) -> Response {
-        self.read_response_to(method)
-            .unwrap_or_else(|e| panic!("no complete response to {method}: {e}; buffered: {:?}", show(&self.buf)))
+        self.read_response_to(method).unwrap_or_else(|e| {
+            panic!(
+                "no complete response to {method}: {e}; buffered: {:?}",
+                show(&self.buf)
+            )
+        })
     }
 
     /// Like [`Conn::read_response`] but panics with context when no response can be read.
@@ -769,7 +888,12 @@ impl Conn {
     }
 
     /// Writes a response with a Content-Length body, reporting write failure.
-    pub fn try_respond(&mut self, status: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+    pub fn try_respond(
+        &mut self,
+        status: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
         let mut out = format!("HTTP/1.1 {status}\r\n");
         for (n, v) in headers {
             out.push_str(&format!("{n}: {v}\r\n"));
@@ -825,7 +949,11 @@ pub fn send_raw_timeout(proxy: SocketAddr, bytes: &[u8], silence: Duration) -> V
 /// Builds `METHOD URL HTTP/1.1` with a Host made from the URL's authority, then `headers`
 /// in order, then `Content-Length` and `body` when the body is not empty.
 pub fn build_request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let authority = url.split("://").nth(1).and_then(|r| r.split(['/', '?']).next()).unwrap_or(url);
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', '?']).next())
+        .unwrap_or(url);
     let mut head = format!("{method} {url} HTTP/1.1\r\nHost: {authority}\r\n");
     for (n, v) in headers {
         head.push_str(&format!("{n}: {v}\r\n"));
@@ -846,14 +974,23 @@ pub fn request(proxy: SocketAddr, method: &str, raw: &[u8]) -> Response {
 
 /// A plain `GET url` with `Connection: close` through `proxy`; panics if no response.
 pub fn get(proxy: SocketAddr, url: &str) -> Response {
-    request(proxy, "GET", &build_request("GET", url, &[("Connection", "close")], b""))
+    request(
+        proxy,
+        "GET",
+        &build_request("GET", url, &[("Connection", "close")], b""),
+    )
 }
 
 /// Asserts that `proxy` still forwards a normal request to `origin` (an [`Origin::echo`] or
 /// any origin answering 200 at `/still-serving`). Used after every bad-input test.
 pub fn assert_still_serving(proxy: SocketAddr, origin: &Origin) {
     let res = get(proxy, &origin.url("/still-serving"));
-    assert_eq!(res.status(), 200, "proxy stopped serving normal requests: {}", res.head.text());
+    assert_eq!(
+        res.status(),
+        200,
+        "proxy stopped serving normal requests: {}",
+        res.head.text()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -868,7 +1005,7 @@ pub struct Seen {
     /// The body, once the handler read it with [`Conn::read_body`].
     pub body: Vec<u8>,
     /// Trailer fields of a chunked body.
-    pub trailers: Vec<(String, String)>,
+    pub trailers: Fields,
     /// Which accepted connection (0, 1, ...) carried it.
     pub connection: usize,
 }
@@ -900,7 +1037,10 @@ impl Origin {
     }
 
     /// An HTTP origin on `bind` (e.g. `[::1]:0`).
-    pub fn start_on(bind: &str, handler: impl Fn(&Head, &mut Conn) -> bool + Send + Sync + 'static) -> Origin {
+    pub fn start_on(
+        bind: &str,
+        handler: impl Fn(&Head, &mut Conn) -> bool + Send + Sync + 'static,
+    ) -> Origin {
         let handler: Arc<Handler> = Arc::new(handler);
         Origin::listen(bind, move |mut conn, seen, index| {
             conn.set_timeout(IO_TIMEOUT);
@@ -908,7 +1048,11 @@ impl Origin {
             while let Ok(Some(head)) = conn.read_head() {
                 let i = {
                     let mut s = seen.lock().unwrap();
-                    s.push(Seen { head: head.clone(), connection: index, ..Seen::default() });
+                    s.push(Seen {
+                        head: head.clone(),
+                        connection: index,
+                        ..Seen::default()
+                    });
                     s.len() - 1
                 };
                 conn.record = Some((seen.clone(), i));
@@ -941,8 +1085,12 @@ impl Origin {
         Origin::start(echo_handler)
     }
 
-    fn listen(bind: &str, serve: impl Fn(Conn, Arc<Mutex<Vec<Seen>>>, usize) + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("origin cannot bind {bind}: {e}"));
+    fn listen(
+        bind: &str,
+        serve: impl Fn(Conn, Arc<Mutex<Vec<Seen>>>, usize) + Send + Sync + 'static,
+    ) -> Origin {
+        let listener =
+            TcpListener::bind(bind).unwrap_or_else(|e| panic!("origin cannot bind {bind}: {e}"));
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -960,7 +1108,12 @@ impl Origin {
                 thread::spawn(move || serve(Conn::new(stream), seen, index));
             }
         });
-        Origin { addr, seen, connections, stop }
+        Origin {
+            addr,
+            seen,
+            connections,
+            stop,
+        }
     }
 
     /// `http://ADDR{path}`.
@@ -1012,8 +1165,14 @@ impl Drop for Origin {
 /// `X-Body-Len`, `X-Body-Hash` (FNV-1a, hex). HEAD gets the headers only. The connection is
 /// kept unless the request says `Connection: close`.
 pub fn echo_handler(head: &Head, conn: &mut Conn) -> bool {
-    let Ok(body) = conn.read_body(head) else { return false };
-    let reply = if body.is_empty() { format!("{} {}", head.method(), head.target()).into_bytes() } else { body.clone() };
+    let Ok(body) = conn.read_body(head) else {
+        return false;
+    };
+    let reply = if body.is_empty() {
+        format!("{} {}", head.method(), head.target()).into_bytes()
+    } else {
+        body.clone()
+    };
     let close = head.tokens("connection").iter().any(|t| t == "close");
     let len = body.len().to_string();
     let hash = format!("{:016x}", fnv64(&body));
@@ -1065,6 +1224,41 @@ pub fn tcp_echo_handler(conn: &mut Conn) {
     }
 }
 
+/// A loopback address where connection attempts hang: a listener that never accepts, with
+/// its accept queue filled, so the kernel drops further SYNs. Keep the returned value alive
+/// for as long as the address must stay a black hole.
+pub struct Blackhole {
+    /// The address that does not answer.
+    pub addr: SocketAddr,
+    /// The listener (never accepted from).
+    _listener: TcpListener,
+    /// The connections filling its queue.
+    _filling: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    /// Makes one; panics if connects to it still complete after filling the queue.
+    pub fn new() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut filling = Vec::new();
+        // std listens with a backlog of 128; a few more than that always fill it.
+        for _ in 0..1000 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                Ok(s) => filling.push(s),
+                Err(_) => {
+                    return Blackhole {
+                        addr,
+                        _listener: listener,
+                        _filling: filling,
+                    }
+                }
+            }
+        }
+        panic!("connects to a full listener never hang here; cannot make a black hole");
+    }
+}
+
 /// A port on 127.0.0.1 with nothing listening (bound, then released).
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1077,7 +1271,7 @@ pub fn closed_port() -> u16 {
 
 /// A flat JSON object (one access-log line) as (key, value) with values as raw JSON text
 /// (strings unescaped). Enough for assertions; not a general JSON parser.
-pub fn parse_json_line(line: &str) -> Option<Vec<(String, String)>> {
+pub fn parse_json_line(line: &str) -> Option<Fields> {
     let s = line.trim();
     let mut chars = s.strip_prefix('{')?.strip_suffix('}')?.chars().peekable();
     let mut out = Vec::new();

@@ -1,0 +1,601 @@
+#!/usr/bin/env bash
+# Measures smolproxy side by side with tinyproxy (and a direct connection where that means
+# something) on this machine, in one run, as SPEC.md §9 asks, and prints a Markdown table.
+#
+#   scripts/bench.sh
+#
+# Environment knobs (defaults in brackets):
+#   BENCH_REPS [3]           repetitions of each workload; the table shows median (min–max)
+#   BENCH_SECS [5]           length of each timed run (wrk, setups)
+#   BENCH_BULK_BYTES [2147483648]   bytes each way through the one bulk tunnel
+#   BENCH_TUNNELS [10000]    idle tunnels for the large memory point (lowered to fit the
+#                            open-file limit: the proxy needs two descriptors per tunnel)
+#   BENCH_SMOLPROXY []       measure this smolproxy binary instead of building the tree's
+#                            (for comparing a change against the tree: build it elsewhere)
+#
+# Workloads (SPEC.md §9, issue 7), each run for smolproxy, tinyproxy and direct, alternating,
+# BENCH_REPS times:
+#   1. keep-alive HTTP: wrk -t1 -c50, absolute-form GET of a 1 KB file: req/s, p50, p99
+#   2. Connection: close per request, same otherwise: req/s
+#   3. CONNECT bulk: one tunnel moving BENCH_BULK_BYTES each way at once: MB/s each way
+#   4. CONNECT setups/s with 32 in flight: open, CONNECT, 16-byte round trip, close
+#   5. memory: VmRSS of a fresh idle proxy, then with 1,000 and BENCH_TUNNELS idle tunnels
+#      (tinyproxy runs a thread per connection and stops at MaxClients 1000: 1,000 only)
+#   6. binary size (scripts/size.sh)
+# The proxy under test runs alone on core 0; wrk, the bench client (examples/bench.rs) and the
+# origin (nginx-light, or the bench sink for tunnels) share core 1. Everything listens on
+# 127.0.0.1 ports picked at run time; nothing else is ever a target. Every run has a time
+# limit, and every process started here is ended on exit.
+set -euo pipefail
+shopt -s inherit_errexit
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+reps="${BENCH_REPS:-3}"
+secs="${BENCH_SECS:-5}"
+bulk_bytes="${BENCH_BULK_BYTES:-2147483648}"
+tunnels_many="${BENCH_TUNNELS:-10000}"
+tunnels_few=1000
+# Requests in flight for wrk, CONNECT setups in flight.
+wrk_conns=50
+setups_inflight=32
+# Longest wait for a server to come up or a hold client to report, in tenths of a second.
+ready_tenths=300
+# Longest any one load-generator command may run before it is stopped, in seconds.
+run_limit=120
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -----------------------------------------------------------------------------------
+
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v tinyproxy >/dev/null || missing+=(tinyproxy)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (apt)"
+    # Keep apt from starting the packages' system services (invoke-rc.d asks policy-rc.d).
+    made_policy=no
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=yes
+    fi
+    apt-get update -q >&2
+    rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+        rc=$?
+    [ "$made_policy" = no ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
+fi
+
+if [ "$(nproc)" -ge 2 ]; then
+    pin_proxy=(taskset -c 0)
+    pin_load=(taskset -c 1)
+else
+    say "only one core: running unpinned"
+    pin_proxy=()
+    pin_load=()
+fi
+
+# Two descriptors per tunnel in the proxy, plus a few of its own.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fd_limit="$(ulimit -n)"
+fd_capped=no
+if [ "$fd_limit" != unlimited ] && [ $(((fd_limit - 64) / 2)) -lt "$tunnels_many" ]; then
+    fitted=$(((fd_limit - 64) / 2 / 100 * 100))
+    say "open-file limit is $fd_limit (hard; raising it needs CAP_SYS_RESOURCE):" \
+        "measuring $fitted idle tunnels instead of $tunnels_many"
+    tunnels_many="$fitted"
+    fd_capped=yes
+fi
+
+if [ -n "${BENCH_SMOLPROXY:-}" ]; then
+    smolproxy="$(realpath "$BENCH_SMOLPROXY")"
+    [ -x "$smolproxy" ] || die "BENCH_SMOLPROXY=$BENCH_SMOLPROXY is not an executable"
+    say "measuring $smolproxy; building the bench helper"
+else
+    say "building release binary and the bench helper"
+    cargo build --release --quiet --bin smolproxy
+    smolproxy="$root/target/release/smolproxy"
+fi
+cargo build --release --quiet --example bench
+bench="$root/target/release/examples/bench"
+
+# --- processes -------------------------------------------------------------------------------
+
+work="$(mktemp -d /tmp/smolproxy-bench.XXXXXX)"
+chmod 755 "$work"
+started=()
+cleanup() {
+    local pid
+    for pid in "${started[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${started[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: runs CMD in the background with its output in $work/NAME.{out,err};
+# sets $last_pid.
+start() {
+    local name="$1"
+    shift
+    # Made here, not by the child's redirection, so readers never race its creation.
+    : >"$work/$name.out"
+    : >"$work/$name.err"
+    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
+    last_pid=$!
+    started+=("$last_pid")
+}
+
+# stop PID: ends one process this script started and waits for it.
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# listening_addr NAME: waits for "listening on ADDR" in $work/NAME.err and prints ADDR.
+listening_addr() {
+    local i line
+    for ((i = 0; i < ready_tenths; i++)); do
+        line="$(sed -n 's/^listening on //p' "$work/$1.err" | head -n1)"
+        if [ -n "$line" ]; then
+            echo "$line"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$work/$1.err" >&2
+    die "$1 did not start"
+}
+
+# wait_port NAME PORT: waits until 127.0.0.1:PORT accepts.
+wait_port() {
+    local i
+    for ((i = 0; i < ready_tenths; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$work/$1.err" "$work/$1.out" >&2 || true
+    die "$1 did not start on port $2"
+}
+
+freeport() { "$bench" freeport; }
+
+# rss_kb PID: resident memory of a process and its direct children, in KB.
+rss_kb() {
+    local total=0 pid kb
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        kb="$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+threads_of() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
+
+alive() { kill -0 "$1" 2>/dev/null || die "$2 exited during the benchmark (see above)"; }
+
+# --- peers -----------------------------------------------------------------------------------
+
+say "starting origin (nginx-light, 1 KB file) and the tunnel sink on core 1"
+mkdir -p "$work/www" "$work/nginx-tmp"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
+chmod -R a+rX "$work/www"
+origin_port="$(freeport)"
+cat >"$work/nginx.conf" <<EOF
+# One process (no master): pinned and measured as one, and no user switch is needed.
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    keepalive_timeout 60s;
+    client_body_temp_path $work/nginx-tmp;
+    server {
+        listen 127.0.0.1:$origin_port backlog=4096;
+        root $work/www;
+        location / { }
+    }
+}
+EOF
+start nginx "${pin_load[@]}" nginx -p "$work" -c "$work/nginx.conf"
+nginx_pid=$last_pid
+wait_port nginx "$origin_port"
+origin="127.0.0.1:$origin_port"
+
+start sink "${pin_load[@]}" "$bench" sink
+sink="$(listening_addr sink)"
+
+say "starting smolproxy and tinyproxy on core 0"
+start smolproxy "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any --quiet \
+    --max-connections 20000
+smol_pid=$last_pid
+smol_addr="$(listening_addr smolproxy)"
+
+# tinyproxy as its users run it: foreground, no log noise, CONNECT allowed to the sink.
+# write_tinyproxy_conf PORT FILE
+write_tinyproxy_conf() {
+    cat >"$2" <<EOF
+Port $1
+Listen 127.0.0.1
+Timeout 600
+MaxClients 1000
+LogLevel Critical
+LogFile "$work/tinyproxy-$1.log"
+PidFile "$work/tinyproxy-$1.pid"
+ConnectPort ${sink##*:}
+EOF
+}
+tiny_port="$(freeport)"
+write_tinyproxy_conf "$tiny_port" "$work/tinyproxy.conf"
+start tinyproxy "${pin_proxy[@]}" tinyproxy -d -c "$work/tinyproxy.conf"
+tiny_pid=$last_pid
+wait_port tinyproxy "$tiny_port"
+tiny_addr="127.0.0.1:$tiny_port"
+
+addr_of() {
+    case "$1" in
+        smolproxy) echo "$smol_addr" ;;
+        tinyproxy) echo "$tiny_addr" ;;
+        direct) echo direct ;;
+    esac
+}
+
+pid_of() {
+    case "$1" in
+        smolproxy) echo "$smol_pid" ;;
+        tinyproxy) echo "$tiny_pid" ;;
+        direct) echo "" ;;
+    esac
+}
+
+# CPU time (user + system, all threads) a proxy has used so far, in clock ticks. Throughput
+# depends on whatever else the machine runs; CPU time per unit of work much less so.
+clk_tck="$(getconf CLK_TCK)"
+cpu_ticks() {
+    if [ -n "$1" ]; then
+        awk '{ print $14 + $15 }' "/proc/$1/stat"
+    else
+        echo 0
+    fi
+}
+# record_cpu METRIC TARGET TICKS_BEFORE UNITS: proxy CPU microseconds per unit of work.
+record_cpu() {
+    local pid after
+    pid="$(pid_of "$2")"
+    [ -n "$pid" ] || return 0
+    after="$(cpu_ticks "$pid")"
+    [ "${4:-0}" != 0 ] || return 0
+    record "$1" "$2" "$(awk -v t=$((after - $3)) -v hz="$clk_tck" -v n="$4" \
+        'BEGIN { printf "%.3f", t * 1e6 / hz / n }')"
+}
+
+# --- results ---------------------------------------------------------------------------------
+
+results="$work/results"
+notes="$work/notes"
+: >"$results"
+: >"$notes"
+# record METRIC TARGET VALUE
+record() { echo "$1 $2 $3" >>"$results"; }
+note() { echo "$*" >>"$notes"; say "note: $*"; }
+
+# bounded CMD...: runs a load generator on core 1 with a hard time limit.
+bounded() { timeout --kill-after=5 "$run_limit" "${pin_load[@]}" "$@"; }
+
+# The order of targets turns each repetition, so none always runs first or last.
+order_for() {
+    case $(($1 % 3)) in
+        0) echo smolproxy tinyproxy direct ;;
+        1) echo tinyproxy direct smolproxy ;;
+        2) echo direct smolproxy tinyproxy ;;
+    esac
+}
+
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
+}
+
+# Absolute-form requests through a proxy: wrk connects to the proxy and asks for the origin's
+# URL. Direct runs use the same script with origin-form.
+cat >"$work/proxied.lua" <<EOF
+wrk.path = "http://$origin/1k"
+wrk.headers["Host"] = "$origin"
+EOF
+cat >"$work/direct.lua" <<EOF
+wrk.path = "/1k"
+wrk.headers["Host"] = "$origin"
+EOF
+
+# wrk_run WORKLOAD TARGET REP [WRK ARGS...]
+wrk_run() {
+    local workload="$1" target="$2" rep="$3" url script out
+    shift 3
+    if [ "$target" = direct ]; then
+        url="http://$origin/"
+        script="$work/direct.lua"
+    else
+        url="http://$(addr_of "$target")/"
+        script="$work/proxied.lua"
+    fi
+    out="$work/wrk-$workload-$target-$rep.txt"
+    local ticks
+    ticks="$(cpu_ticks "$(pid_of "$target")")"
+    bounded wrk -t1 -c"$wrk_conns" -d"${secs}s" --latency -s "$script" "$@" "$url" >"$out" 2>&1 ||
+        note "$workload $target run $rep: wrk exited with status $?"
+    local rps p50 p99 non2xx errors
+    rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
+    p50="$(awk '$1 == "50%" { print $2 }' "$out")"
+    p99="$(awk '$1 == "99%" { print $2 }' "$out")"
+    non2xx="$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")"
+    errors="$(sed -n 's/^ *Socket errors: //p' "$out")"
+    [ -z "$non2xx" ] || note "$workload $target run $rep: $non2xx non-2xx/3xx responses"
+    [ -z "$errors" ] || note "$workload $target run $rep: socket errors: $errors"
+    record "$workload.rps" "$target" "${rps:-0}"
+    record_cpu "$workload.cpu" "$target" "$ticks" "$(awk '/ requests in / { print $1 }' "$out")"
+    if [ "$workload" = keepalive ]; then
+        record keepalive.p50 "$target" "$(to_ms "${p50:-0}")"
+        record keepalive.p99 "$target" "$(to_ms "${p99:-0}")"
+    fi
+    say "$workload $target run $rep: ${rps:-?} req/s, p50 ${p50:-?}, p99 ${p99:-?}"
+}
+
+bulk_run() {
+    local target="$1" rep="$2" out line
+    out="$work/bulk-$target-$rep.txt"
+    local ticks
+    ticks="$(cpu_ticks "$(pid_of "$target")")"
+    if bounded "$bench" bulk "$(addr_of "$target")" "$sink" "$bulk_bytes" >"$out" 2>&1; then
+        line="$(sed -n 's/.*mbps=//p' "$out")"
+        record bulk.mbps "$target" "$line"
+        # Per MB relayed, counting both directions.
+        record_cpu bulk.cpu "$target" "$ticks" $((2 * bulk_bytes / 1000000))
+        say "bulk $target run $rep: $line MB/s each way"
+    else
+        note "bulk $target run $rep failed: $(tr '\n' ' ' <"$out")"
+    fi
+}
+
+setups_run() {
+    local target="$1" rep="$2" out rate errors
+    out="$work/setups-$target-$rep.txt"
+    local ticks
+    ticks="$(cpu_ticks "$(pid_of "$target")")"
+    if bounded "$bench" setups "$(addr_of "$target")" "$sink" "$setups_inflight" "$secs" >"$out" 2>&1; then
+        rate="$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")"
+        errors="$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' "$out")"
+        [ "${errors:-0}" -eq 0 ] || note "setups $target run $rep: $errors failed: $(grep -v '^setups ok' "$out" | head -n1)"
+        record setups.rate "$target" "${rate:-0}"
+        record_cpu setups.cpu "$target" "$ticks" "$(sed -n 's/^setups ok=\([0-9]*\).*/\1/p' "$out")"
+        record setups.p99 "$target" "$(sed -n 's/.* p99_ms=\([0-9.]*\).*/\1/p' "$out")"
+        say "setups $target run $rep: ${rate:-?}/s"
+    else
+        note "setups $target run $rep failed: $(tr '\n' ' ' <"$out")"
+    fi
+}
+
+check_proxies() {
+    alive "$smol_pid" smolproxy
+    alive "$tiny_pid" tinyproxy
+}
+
+# --- run -------------------------------------------------------------------------------------
+
+load_before="$(cut -d' ' -f1 /proc/loadavg)"
+say "load average before: $load_before"
+bench_start=$SECONDS
+for ((rep = 1; rep <= reps; rep++)); do
+    order="$(order_for "$rep")"
+    say "repetition $rep of $reps (order: $order)"
+    for t in $order; do wrk_run keepalive "$t" "$rep"; done
+    check_proxies
+    for t in $order; do wrk_run close "$t" "$rep" -H "Connection: close"; done
+    check_proxies
+    for t in $order; do bulk_run "$t" "$rep"; done
+    check_proxies
+    for t in $order; do setups_run "$t" "$rep"; done
+    check_proxies
+done
+record rss.afterload smolproxy "$(rss_kb "$smol_pid")"
+record rss.afterload tinyproxy "$(rss_kb "$tiny_pid")"
+stop "$smol_pid"
+stop "$tiny_pid"
+
+# hold_run NAME PID ADDR COUNT: opens COUNT idle tunnels through the proxy, records its RSS.
+hold_run() {
+    local name="$1" pid="$2" addr="$3" count="$4" i held rss base
+    start "hold-$name-$count" "${pin_load[@]}" "$bench" hold "$addr" "$sink" "$count" "$run_limit"
+    local hold_pid=$last_pid
+    for ((i = 0; i < ready_tenths * 2; i++)); do
+        grep -q '^ready' "$work/hold-$name-$count.out" && break
+        sleep 0.1
+    done
+    held="$(sed -n 's/^ready held=\([0-9]*\).*/\1/p' "$work/hold-$name-$count.out")"
+    if [ -z "$held" ]; then
+        note "$name: hold $count gave no answer: $(cat "$work/hold-$name-$count.err")"
+        stop "$hold_pid"
+        return
+    fi
+    if [ "$held" -ne "$count" ]; then
+        note "$name: only $held of $count tunnels opened: $(cat "$work/hold-$name-$count.out")"
+    fi
+    sleep 1 # let the proxy finish its bookkeeping for the last tunnel
+    rss="$(rss_kb "$pid")"
+    base="$(awk -v n="$name" '$1 == "rss.idle" && $2 == n { print $3 }' "$results" | tail -n1)"
+    record "rss.t$count" "$name" "$rss"
+    record "kbper.t$count" "$name" "$(awk -v r="$rss" -v b="$base" -v n="$held" 'BEGIN { printf "%.2f", (r - b) / n }')"
+    say "$name with $held idle tunnels: RSS $rss KB, $(threads_of "$pid") threads"
+    stop "$hold_pid"
+    sleep 1
+}
+
+say "memory: fresh proxies, idle, then idle tunnels"
+start smolproxy-mem "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any \
+    --quiet --max-connections 20000
+mem_pid=$last_pid
+mem_addr="$(listening_addr smolproxy-mem)"
+sleep 1
+record rss.idle smolproxy "$(rss_kb "$mem_pid")"
+hold_run smolproxy "$mem_pid" "$mem_addr" "$tunnels_few"
+hold_run smolproxy "$mem_pid" "$mem_addr" "$tunnels_many"
+alive "$mem_pid" smolproxy
+record rss.after smolproxy "$(rss_kb "$mem_pid")"
+stop "$mem_pid"
+
+mem_port="$(freeport)"
+write_tinyproxy_conf "$mem_port" "$work/tinyproxy-mem.conf"
+start tinyproxy-mem "${pin_proxy[@]}" tinyproxy -d -c "$work/tinyproxy-mem.conf"
+mem_pid=$last_pid
+wait_port tinyproxy-mem "$mem_port"
+sleep 1
+record rss.idle tinyproxy "$(rss_kb "$mem_pid")"
+hold_run tinyproxy "$mem_pid" "127.0.0.1:$mem_port" "$tunnels_few"
+alive "$mem_pid" tinyproxy
+record rss.after tinyproxy "$(rss_kb "$mem_pid")"
+stop "$mem_pid"
+stop "$nginx_pid"
+bench_secs=$((SECONDS - bench_start))
+load_after="$(cut -d' ' -f1 /proc/loadavg)"
+say "load average after: $load_after"
+
+say "binary size (scripts/size.sh)"
+size_out="$work/size.txt"
+size_rc=0
+bash scripts/size.sh >"$size_out" 2>&1 || size_rc=$?
+[ "$size_rc" -eq 0 ] || note "scripts/size.sh exited $size_rc: $(grep -i -m1 -e error -e OVER "$size_out" || true)"
+# size_in PATTERN: the number before the first "bytes" on size.sh's line matching PATTERN.
+size_in() {
+    awk -v p="$1" 'index($0, p) && / bytes / {
+        for (i = 1; i < NF; i++) if ($(i + 1) == "bytes") { print $i; exit }
+    }' "$size_out"
+}
+size_tls="$(size_in "smolproxy (default features, tls)")"
+size_notls="$(size_in "smolproxy --no-default-features")"
+
+# --- report ----------------------------------------------------------------------------------
+
+# stat METRIC TARGET FORMAT: "median (min–max)" of the recorded values, or "–".
+stat() {
+    awk -v m="$1" -v t="$2" -v f="$3" '
+        $1 == m && $2 == t { v[n++] = $3 + 0 }
+        END {
+            if (n == 0) { printf "–"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { x = v[i]; v[i] = v[j]; v[j] = x }
+            med = (n % 2) ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+            if (n == 1) printf f, med
+            else printf f " (" f "–" f ")", med, v[0], v[n - 1]
+        }' "$results"
+}
+
+median() {
+    awk -v m="$1" -v t="$2" '
+        $1 == m && $2 == t { v[n++] = $3 + 0 }
+        END {
+            if (n == 0) exit
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { x = v[i]; v[i] = v[j]; v[j] = x }
+            print (n % 2) ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+        }' "$results"
+}
+
+# ratio A B: A / B to two decimals, or "–".
+ratio() {
+    if [ -z "$1" ] || [ -z "$2" ]; then
+        printf '–'
+    else
+        awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) printf "–"; else printf "%.2f×", a / b }'
+    fi
+}
+
+# row LABEL METRIC FORMAT [DIRECT?]
+row() {
+    local label="$1" metric="$2" fmt="$3" direct="${4:-yes}" s t d
+    s="$(median "$metric" smolproxy)"
+    t="$(median "$metric" tinyproxy)"
+    d="$(median "$metric" direct)"
+    if [ "$direct" = yes ]; then
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$(stat "$metric" smolproxy "$fmt")" \
+            "$(stat "$metric" tinyproxy "$fmt")" "$(stat "$metric" direct "$fmt")" \
+            "$(ratio "$s" "$t")" "$(ratio "$s" "$d")"
+    else
+        printf '| %s | %s | %s | – | %s | – |\n' "$label" "$(stat "$metric" smolproxy "$fmt")" \
+            "$(stat "$metric" tinyproxy "$fmt")" "$(ratio "$s" "$t")"
+    fi
+}
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit+uncommitted"
+[ -z "${BENCH_SMOLPROXY:-}" ] || commit="$BENCH_SMOLPROXY"
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+
+echo
+echo "## smolproxy benchmark ($(date -u +%Y-%m-%d), smolproxy $commit)"
+echo
+echo "Machine: $(nproc) × $cpu, Linux $(uname -r). Proxy pinned to core 0; wrk, bench client"
+echo "and origin on core 1. tinyproxy $(tinyproxy -v 2>&1 | awk '{ print $2 }'),"
+echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }')."
+echo "$reps runs each, alternating; median (min–max). Ratios are smolproxy ÷ the other's median."
+echo "Load average (1 min) before/after: $load_before / $load_after$(awk -v l="$load_before" \
+    'BEGIN { if (l > 1.0) printf " — the machine was busy with other work, so throughput is noisy; the CPU-per-unit rows are the steadier comparison" }')."
+echo
+echo "| workload | smolproxy | tinyproxy | direct | smol ÷ tiny | smol ÷ direct |"
+echo "|---|---:|---:|---:|---:|---:|"
+row "keep-alive GET 1 KB, req/s (wrk -c$wrk_conns, ${secs}s) ↑" keepalive.rps "%.0f"
+row "keep-alive latency p50, ms ↓" keepalive.p50 "%.2f"
+row "keep-alive latency p99, ms ↓" keepalive.p99 "%.2f"
+row "Connection: close, req/s ↑" close.rps "%.0f"
+row "CONNECT bulk, MB/s each way ($((bulk_bytes / 1000000)) MB each way) ↑" bulk.mbps "%.0f"
+row "CONNECT setups/s, $setups_inflight in flight ↑" setups.rate "%.0f"
+row "CONNECT setup+round trip p99, ms ↓" setups.p99 "%.2f"
+row "proxy CPU per keep-alive request, µs ↓" keepalive.cpu "%.1f" no
+row "proxy CPU per Connection: close request, µs ↓" close.cpu "%.1f" no
+row "proxy CPU per CONNECT setup, µs ↓" setups.cpu "%.1f" no
+row "proxy CPU per MB relayed (bulk, both ways), µs ↓" bulk.cpu "%.0f" no
+row "RSS idle, fresh process, KB ↓" rss.idle "%.0f" no
+row "RSS with $tunnels_few idle tunnels, KB ↓" rss.t$tunnels_few "%.0f" no
+row "KB per idle tunnel ($tunnels_few) ↓" kbper.t$tunnels_few "%.2f" no
+printf '| RSS with %s idle tunnels, KB ↓ | %s | not run (MaxClients 1000) | – | – | – |\n' \
+    "$tunnels_many" "$(stat "rss.t$tunnels_many" smolproxy "%.0f")"
+printf '| KB per idle tunnel (%s) ↓ | %s | – | – | – | – |\n' \
+    "$tunnels_many" "$(stat "kbper.t$tunnels_many" smolproxy "%.2f")"
+row "RSS after the tunnels closed, KB" rss.after "%.0f" no
+row "RSS idle after the load runs, KB" rss.afterload "%.0f" no
+printf '| release binary, bytes (budget 1,500,000) | %s | – | – | – | – |\n' "${size_tls:-?}"
+printf '| release binary --no-default-features, bytes (budget 700,000) | %s | – | – | – | – |\n' \
+    "${size_notls:-?}"
+echo
+echo "↑ higher is better, ↓ lower is better. Proxy CPU is user + system time of the proxy"
+echo "process (all threads) during the run, divided by the work wrk or the bench client counted."
+echo "tinyproxy runs one thread per connection and was configured with MaxClients 1000, so it is"
+echo "measured at 1,000 tunnels only. tinyproxy closes the client connection after every"
+echo "response (no client keep-alive); wrk counts each such close as a socket read error and"
+echo "reconnects, so tinyproxy's \"keep-alive\" runs are in fact one connection per request."
+if [ "$fd_capped" = yes ]; then
+    echo "The open-file limit here ($fd_limit, not raisable) caps the large point at $tunnels_many tunnels."
+fi
+if [ -s "$notes" ]; then
+    echo
+    echo "Notes from this run:"
+    sed 's/^/- /' "$notes"
+fi
+echo
+echo "Measured in ${bench_secs}s (plus builds) by scripts/bench.sh."

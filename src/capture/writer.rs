@@ -1,0 +1,161 @@
+//! The capture file's one writer: a thread fed whole lines over a bounded queue.
+//!
+//! Connections hand finished lines to [`Capture::send`] and wait while the queue is full, so a
+//! disk slower than the traffic slows the traffic down instead of losing records. The thread
+//! merges what has queued up into one `write` of whole lines (lines from several connections
+//! never interleave) and, when a write fails, cuts the file back to where it was, so no partial
+//! line stays between whole ones. The first failure is reported on stderr; later records are
+//! tried again and dropped while writing fails; proxying goes on either way.
+//!
+//! This file does not know what a record holds (see [`crate::capture`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use smol::channel::{Receiver, Sender};
+
+use crate::error::describe;
+
+/// Records waiting for the writer before connections have to wait. Small, because each record
+/// may hold two bodies of `--capture-body-limit` bytes: 16 records at the default limit are a
+/// few MiB at worst, which a router can spare, and enough to ride out a slow write.
+pub const QUEUE: usize = 16;
+/// Most bytes of queued records merged into one write.
+const BATCH: usize = 256 * 1024;
+/// Longest the writer may take to write what is queued when the proxy stops.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The capture file, its writer thread and the capture settings.
+pub struct Capture {
+    /// Bytes of each body kept.
+    pub limit: usize,
+    /// Keep Authorization, Cookie and Set-Cookie values.
+    pub secrets: bool,
+    /// Whole lines to the writer; bounded, so a slow disk slows traffic.
+    tx: Sender<Vec<u8>>,
+    /// Disconnected when the writer thread has finished.
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Capture {
+    /// Opens (creates or appends to) `path` and starts the writer thread.
+    pub fn open(path: &str, limit: usize, secrets: bool) -> io::Result<Capture> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let (tx, rx) = smol::channel::bounded(QUEUE);
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let path = path.to_string();
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                write_lines(file, &path, rx);
+                drop(done_tx);
+            })?;
+        let done = Mutex::new(Some(done_rx));
+        Ok(Capture {
+            limit,
+            secrets,
+            tx,
+            done,
+        })
+    }
+
+    /// Queues one whole line (ending in `\n`); waits while the queue is full.
+    pub async fn send(&self, line: Vec<u8>) {
+        // Fails only after `finish`, when the process is about to exit anyway.
+        let _ = self.tx.send(line).await;
+    }
+
+    /// Stops taking lines and waits (bounded) until the queued ones are written.
+    pub fn finish(&self) {
+        self.tx.close();
+        let done = self.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(done) = done {
+            let _ = done.recv_timeout(FINISH_TIMEOUT);
+        }
+    }
+}
+
+/// The writer thread: appends batches of whole lines until the queue is closed and empty.
+fn write_lines(mut file: File, path: &str, rx: Receiver<Vec<u8>>) {
+    let mut warned = false;
+    while let Ok(mut batch) = rx.recv_blocking() {
+        // Lines that queued up meanwhile go out in the same write.
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = append(&mut file, &batch) {
+            if !warned {
+                eprintln!(
+                    "smolproxy: cannot write capture file {path}: {}; records are dropped while \
+                     it fails, proxying goes on",
+                    describe(&e)
+                );
+                warned = true;
+            }
+        }
+    }
+}
+
+/// Writes whole lines; on failure cuts the file back so no partial line stays in the middle.
+fn append(file: &mut File, data: &[u8]) -> io::Result<()> {
+    let before = file.metadata().map(|m| m.len());
+    let result = file.write_all(data).and_then(|()| file.flush());
+    if result.is_err() {
+        if let Ok(len) = before {
+            let _ = file.set_len(len);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+
+    #[test]
+    fn lines_from_many_threads_stay_whole() {
+        let name = format!("smolproxy-capture-writer-{}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        let cap = Capture::open(path.to_str().unwrap(), 16, false).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let cap = &cap;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        // Long lines, so a torn write would show.
+                        let line = format!("{t} {i} {}\n", "x".repeat(10_000 * usize::from(t)));
+                        block_on(cap.send(line.into_bytes()));
+                    }
+                });
+            }
+        });
+        cap.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(text.lines().count(), 400);
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let t: usize = parts.next().unwrap().parse().unwrap();
+            assert_eq!(parts.nth(1).unwrap().len(), 10_000 * t, "a torn line");
+        }
+    }
+
+    #[test]
+    fn a_failing_disk_neither_blocks_nor_panics() {
+        if !std::path::Path::new("/dev/full").exists() {
+            return;
+        }
+        let cap = Capture::open("/dev/full", 16, false).unwrap();
+        for _ in 0..(QUEUE * 4) {
+            block_on(cap.send(b"{}\n".to_vec()));
+        }
+        cap.finish();
+    }
+}
