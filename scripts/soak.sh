@@ -345,7 +345,8 @@ fail=0
 max_fds=$((idle_fds + POOL_SLACK + 2))
 max_rss=$((idle_rss + RSS_SLACK_KB + idle_rss / 10))
 echo
-echo "descriptors: idle $idle_fds -> after $end_fds (allowed <= $max_fds)"
+pooled() { ss -Htnp state established "( dport = :$origin_port )" 2>/dev/null | grep -c "pid=$proxy_pid," || true; }
+echo "descriptors: idle $idle_fds -> after $end_fds (allowed <= $max_fds; $(pooled) are idle origin connections in the pool)"
 echo "rss (KiB):   idle $idle_rss -> after $end_rss (allowed <= $max_rss)"
 if [ "$end_fds" -gt "$max_fds" ]; then
     echo "FAIL: descriptors did not return to their idle level"

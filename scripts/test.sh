@@ -116,8 +116,14 @@ cargo build --all-targets
 step "cargo test $*"
 if [ $# -eq 0 ]; then
     # Doc tests first, then the rest: `cargo test` would print the doc tests (often 0 of them)
-    # last, and the closing summary should be the real tests'.
-    cargo test --doc
-    exec cargo test --lib --bins --tests
+    # last, and the closing summary should be the real tests'. --no-fail-fast runs every test
+    # binary even after one fails, so one run shows every failure; the exit status is still
+    # non-zero if anything failed.
+    doc_rc=0
+    cargo test --doc --no-fail-fast || doc_rc=$?
+    rc=0
+    cargo test --lib --bins --tests --no-fail-fast || rc=$?
+    [ "$rc" -ne 0 ] || rc=$doc_rc
+    exit "$rc"
 fi
 exec cargo test "$@"

@@ -342,7 +342,8 @@ mod tests {
         let mut src = Reader::new(input, Duration::from_secs(1));
         let mut tap = Tap::new(limit);
         let timeout = Duration::from_secs(1);
-        block_on(relay_tap(&mut src, &mut Vec::new(), framing, mode, timeout, Some(&mut tap))).unwrap();
+        let mut out = Vec::new();
+        block_on(relay_tap(&mut src, &mut out, framing, mode, timeout, Some(&mut tap))).unwrap();
         tap
     }
 

@@ -4,9 +4,9 @@
 //! the next hop was ready, the response head, and a [`Tap`] per body that keeps only the first
 //! `--capture-body-limit` bytes. When the exchange ends, [`record`] (pure) turns the trace, the
 //! request and the access-log entry into one JSON line, with secrets redacted, and
-//! [`Capture::write`] hands it to the one writer thread ([`writer`]), waiting while its queue
-//! is full. The file only ever holds whole lines (plus, after a kill, at most one partial last
-//! line). The record schema is documented in the README ("Capture records").
+//! [`Capture::write`] hands it to the one writer thread (`capture/writer.rs`), waiting while
+//! its queue is full. The file only ever holds whole lines (plus, after a kill, at most one
+//! partial last line). The record schema is documented in the README ("Capture records").
 //!
 //! This file does not decide what may pass, and it never sees CONNECT tunnel content: tunnels
 //! are recorded as metadata only.
@@ -90,11 +90,17 @@ impl Capture {
 }
 
 /// The JSON record of one finished exchange or tunnel; `now` is when it ended.
+#[inline(never)] // Out of the connection's state machine: it runs once per exchange.
 pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets: bool) -> Json {
     let answer = &trace.answer;
     let by_proxy = answer.head.is_none();
-    let denied = entry.rule.is_some() || (by_proxy && matches!(entry.status, 403 | 407));
-    let since = |from: Instant, to: Instant| Json::millis(micros(to.saturating_duration_since(from)));
+    // Refused by the proxy: credentials (407), a rule (403), or an authorization service that
+    // could not answer with --authz-fail closed (503 with the reason as rule). A rule noted on
+    // a request that went on (--authz-fail open) is not a denial.
+    let denied = by_proxy
+        && (matches!(entry.status, 403 | 407) || (entry.status == 503 && entry.rule.is_some()));
+    let since =
+        |from: Instant, to: Instant| Json::millis(micros(to.saturating_duration_since(from)));
     let connect = trace.ready.map(|ready| since(trace.started, ready));
     let total = since(trace.started, now);
     let tunnel = req.target.scheme == Scheme::Connect;
@@ -205,7 +211,8 @@ fn body(tap: &Tap) -> Json {
             base64::engine::general_purpose::STANDARD.encode(&tap.kept),
         ),
     };
-    obj! { "size" => tap.total, "truncated" => tap.truncated(), "encoding" => encoding, "text" => text }
+    let truncated = tap.truncated();
+    obj! { "size" => tap.total, "truncated" => truncated, "encoding" => encoding, "text" => text }
 }
 
 /// Reason phrases of the statuses the proxy itself answers with.
@@ -265,7 +272,10 @@ mod tests {
     }
 
     /// The common fields of every record made from [`entry`].
-    const COMMON: &str = r#""start":"1970-01-01T00:00:00.000Z","client":"127.0.0.1:5000","user":"ann","route":"direct""#;
+    const COMMON: &str = concat!(
+        r#""start":"1970-01-01T00:00:00.000Z","client":"127.0.0.1:5000","#,
+        r#""user":"ann","route":"direct""#
+    );
 
     macro_rules! body_cases {
         ($($data:expr, $limit:expr => $json:expr;)*) => {$(
@@ -280,7 +290,8 @@ mod tests {
             b"hello", 10 => r#"{"size":5,"truncated":false,"encoding":"utf8","text":"hello"}"#;
             b"hello", 3 => r#"{"size":5,"truncated":true,"encoding":"utf8","text":"hel"}"#;
             b"hello", 0 => r#"{"size":5,"truncated":true,"encoding":"utf8","text":""}"#;
-            b"\xff\x00\x01", 10 => r#"{"size":3,"truncated":false,"encoding":"base64","text":"/wAB"}"#;
+            b"\xff\x00\x01", 10 =>
+                r#"{"size":3,"truncated":false,"encoding":"base64","text":"/wAB"}"#;
             // "é" is two bytes; a limit of 2 cuts it: the whole characters before it stay text.
             "aé".as_bytes(), 2 => r#"{"size":3,"truncated":true,"encoding":"utf8","text":"a"}"#;
             // A complete body that ends in half a character is not text.
@@ -329,9 +340,11 @@ mod tests {
             r#"{"type":"http","#,
             COMMON,
             r#","decision":"allow","rule":null,"complete":true,"#,
-            r#""timings":{"connect_ms":2.000,"wait_ms":3.000,"receive_ms":1.000,"total_ms":7.000},"#,
-            r#""request":{"method":"POST","url":"http://a.example/x?y=1","http_version":"HTTP/1.1","#,
-            r#""headers":[{"name":"Host","value":"a.example"},{"name":"Cookie","value":"REDACTED"},"#,
+            r#""timings":{"connect_ms":2.000,"wait_ms":3.000,"receive_ms":1.000,"#,
+            r#""total_ms":7.000},"#,
+            r#""request":{"method":"POST","url":"http://a.example/x?y=1","#,
+            r#""http_version":"HTTP/1.1","headers":[{"name":"Host","value":"a.example"},"#,
+            r#"{"name":"Cookie","value":"REDACTED"},"#,
             r#"{"name":"Proxy-Authorization","value":"REDACTED"},{"name":"X-A","value":"1"},"#,
             r#"{"name":"X-A","value":"2"},{"name":"Content-Length","value":"2"}],"#,
             r#""body":{"size":2,"truncated":false,"encoding":"utf8","text":"{}"}},"#,
@@ -356,12 +369,19 @@ mod tests {
         // Denied here: no origin response; the status and the rule are recorded.
         let rec = at(403, Some("denied by --deny"));
         assert!(rec["decision"] == "deny" && rec["rule"] == "denied by --deny");
-        let res = r#"{"status":403,"reason":"Forbidden","http_version":"HTTP/1.1","source":"proxy","headers":[],"body":null}"#;
+        let res = concat!(
+            r#"{"status":403,"reason":"Forbidden","http_version":"HTTP/1.1","source":"proxy","#,
+            r#""headers":[],"body":null}"#
+        );
         assert_eq!(rec["response"].text(), res);
         assert!(rec["timings"]["connect_ms"].is_null() && rec["timings"]["wait_ms"].is_null());
         // A 407 is a denial even when no rule was named; a 502 is not.
         assert_eq!(at(407, None)["decision"], "deny");
         assert_eq!(at(502, None)["decision"], "allow");
+        // The authorization service down: 503 with a reason is a denial (--authz-fail
+        // closed); a reason noted on a request that went on (open) is not.
+        assert_eq!(at(503, Some("authorization service unavailable"))["decision"], "deny");
+        assert_eq!(at(502, Some("allowed by --authz-fail open"))["decision"], "allow");
         // Nothing could be sent at all.
         assert!(at(0, None)["response"].is_null());
     }

@@ -13,9 +13,12 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::auth::{self, Access};
+use crate::authz::{self, Fail};
 use crate::cidr::{self, Cidr};
 use crate::pattern::PatternList;
+use crate::policy::{self, Policy};
 use crate::route::{Routing, UpstreamFor};
+use crate::target::{Scheme, Target};
 
 /// Most executor threads; a router has 1–4 cores and more threads only cost memory.
 pub const MAX_THREADS: usize = 64;
@@ -138,6 +141,43 @@ pub struct Flags {
     #[argh(switch)]
     pub no_system_proxy: bool,
 
+    /// egress allowlist: once given, every other destination is denied (403). Same patterns
+    /// as --bypass; networks also match the addresses a name resolves to; repeatable
+    /// (default everything)
+    #[argh(option, arg_name = "PATTERNS", from_str_fn(PatternList::parse))]
+    pub allow: Vec<PatternList>,
+
+    /// egress denylist, checked before --allow (deny wins); same patterns as --bypass;
+    /// networks also match the addresses a name resolves to; repeatable (default none)
+    #[argh(option, arg_name = "PATTERNS", from_str_fn(PatternList::parse))]
+    pub deny: Vec<PatternList>,
+
+    /// deny destinations that are or resolve to loopback, private (RFC 1918), CGNAT,
+    /// link-local, unique-local, multicast or unspecified addresses, or an address of this
+    /// host (checked on the addresses actually dialled, after DNS)
+    #[argh(switch)]
+    pub block_private: bool,
+
+    /// external authorization service asked about every request the local rules allow,
+    /// before it goes out: an http:// or https:// URL like http://127.0.0.1:8080/validate
+    /// (Postman's runner authorization contract) (default none)
+    #[argh(option, arg_name = "URL", from_str_fn(authz::parse_url))]
+    pub authz_url: Option<Target>,
+
+    /// time the authorization service has to answer, like 500ms or 2s (default 2s)
+    #[argh(option, arg_name = "DUR", default = "Duration::from_secs(2)", from_str_fn(authz::parse_timeout))]
+    pub authz_timeout: Duration,
+
+    /// what to do when the authorization service cannot answer: closed (503) or open (allow,
+    /// and log why) (default closed)
+    #[argh(option, arg_name = "open|closed", default = "Fail::Closed", from_str_fn(authz::parse_fail))]
+    pub authz_fail: Fail,
+
+    /// how long one authorization decision is reused for the same client, user, method and
+    /// URL; 0 asks every time (default 10s)
+    #[argh(option, arg_name = "DUR", default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    pub authz_cache: Duration,
+
     /// extra trusted CA certificates for https upstreams and https:// requests, one or many
     /// in a PEM file, on top of the system store; repeatable (default system store only)
     #[argh(option, arg_name = "PEM")]
@@ -251,6 +291,11 @@ pub struct Config {
     pub capture_secrets: bool,
     /// Upstream chain, `--bypass` and the system proxy (SPEC §4), environment read at start.
     pub routing: Routing,
+    /// Egress rules (`--allow`, `--deny`, `--block-private`); this host's interface addresses
+    /// join in [`Config::read_files`].
+    pub policy: Policy,
+    /// The authorization service, with `--authz-url`.
+    pub authz: Option<authz::Settings>,
     /// The `--ca-file`s, read in [`Config::read_files`].
     pub ca_files: Vec<PathBuf>,
     /// Trusted CA certificates for TLS to upstreams and origins, from [`Config::read_files`].
@@ -269,6 +314,9 @@ pub struct Refused {
 
 /// Largest `--auth-file` read; a user list beyond 1 MiB is a mistake (a wrong file named).
 pub const MAX_AUTH_FILE: u64 = 1024 * 1024;
+/// Largest `/proc/net` file read for this host's addresses: a small router's is a few KB, a
+/// full Internet routing table's far beyond this, and then it is skipped.
+const MAX_PROC_FILE: u64 = 4 * 1024 * 1024;
 
 impl Config {
     /// Reads the files the flags name and adds what they hold. Apart from
@@ -282,6 +330,17 @@ impl Config {
             })?;
             auth::add_file(&mut self.access.users, &name, &text)
                 .map_err(|message| Refused { status: 2, message })?;
+        }
+        if self.policy.blocks_private() {
+            // This host's addresses, so that a name pointing back here is refused too. Linux
+            // files; elsewhere (or beyond the size cap, on a router with a full routing
+            // table) the listen addresses and the address classes still apply.
+            let read = |path: &str| {
+                let text = read_limited(std::path::Path::new(path), MAX_PROC_FILE).unwrap_or_default();
+                String::from_utf8_lossy(&text).into_owned()
+            };
+            self.policy.add_own(policy::parse_fib_trie(&read("/proc/net/fib_trie")));
+            self.policy.add_own(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
         }
         #[cfg(feature = "tls")]
         {
@@ -340,6 +399,18 @@ impl Flags {
         if !cfg!(feature = "tls") && !self.ca_file.is_empty() {
             return Err("--ca-file: this build has no TLS (the tls feature is off)".into());
         }
+        if let Some(url) = self.authz_url.as_ref().filter(|u| u.scheme == Scheme::Https) {
+            if !cfg!(feature = "tls") {
+                return Err(format!("--authz-url {url}: this build has no TLS (the tls feature is off)"));
+            }
+        }
+        let policy = Policy::new(self.allow, self.deny, self.block_private, &listen);
+        let authz = self.authz_url.map(|url| authz::Settings {
+            url,
+            timeout: self.authz_timeout,
+            fail: self.authz_fail,
+            cache: self.authz_cache,
+        });
         let routing = Routing::new(
             self.upstream,
             self.upstream_for,
@@ -350,6 +421,8 @@ impl Flags {
         )?;
         Ok(Config {
             routing,
+            policy,
+            authz,
             ca_files: self.ca_file,
             #[cfg(feature = "tls")]
             trust: crate::tls::Trust::default(),

@@ -23,7 +23,7 @@ use crate::server::Proxy;
 use crate::stream::Tcp;
 use crate::target::Scheme;
 use crate::tunnel::{self, Counts};
-use crate::{route, upstream};
+use crate::{authz, route, upstream};
 
 /// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
 pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
@@ -152,6 +152,11 @@ async fn handle(
             return reply(p, client, &err, req, entry).await;
         }
     }
+    // SPEC §6: the authorization service has its say before any byte goes out.
+    if let Err(err) = authz::check(p, req, entry).await {
+        entry.rule = Some(err.to_string());
+        return reply(p, client, &err, req, entry).await;
+    }
     // SPEC §4: the custom chain, the system proxy or direct, named in the log either way.
     let route = route::decide(&p.cfg.routing, req.target.scheme, &req.target.host, req.target.port);
     entry.route = route.label();
@@ -196,6 +201,9 @@ async fn handle(
             Err(Failure::Broken(status, down)) => {
                 entry.status = status;
                 entry.down = down;
+                // The response is cut short: reset rather than close, so that a client reading
+                // until close (HTTP/1.0, close-delimited) does not take it as complete.
+                client.abort_on_close();
                 return false;
             }
         }
@@ -210,7 +218,7 @@ enum Decision {
     Answer(Vec<u8>, u16),
 }
 
-/// The checks made before routing: loops, Max-Forwards, CONNECT ports.
+/// The checks made before routing: loops, Max-Forwards, CONNECT ports, egress rules.
 fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     if let Some(name) = &p.cfg.via {
         if req.passed_through(name) {
@@ -227,6 +235,10 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
             req.target.port
         )));
     }
+    // SPEC §4: the egress rules on what the client named; the addresses a name resolves to
+    // are judged as they are dialled (crate::upstream).
+    let t = &req.target;
+    p.cfg.policy.check(&t.host, t.port).map_err(Error::Forbidden)?;
     Ok(Decision::Forward)
 }
 
@@ -302,6 +314,10 @@ async fn connect(
 async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
     // A request body that was not read is still on the wire: the connection must close.
     let keep = err.keeps_connection() && req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping();
+    if let Error::Forbidden(rule) = err {
+        // Also a denial found while dialling: an address the egress policy refused.
+        entry.rule = Some(rule.clone());
+    }
     let extra = match err {
         Error::AuthRequired => p.cfg.access.challenge(),
         _ => String::new(),

@@ -51,13 +51,59 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 
 /// Resolves and connects to `host:port` within `timeout`.
 pub async fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<Tcp> {
+    connect_checked(host, port, timeout, &|_| Ok(()))
+        .await
+        .map_err(|e| match e {
+            DialError::Io(e) => e,
+            DialError::Refused(why) => io::Error::other(why),
+        })
+}
+
+/// A check on each address before it is dialled; `Err` says which rule refused it.
+pub type Admit<'a> = dyn Fn(IpAddr) -> Result<(), String> + Sync + 'a;
+
+/// Why [`connect_checked`] did not connect.
+#[derive(Debug)]
+pub enum DialError {
+    /// The check refused every address; the first refusal.
+    Refused(String),
+    /// The name did not resolve, every attempt failed, or the time ran out.
+    Io(io::Error),
+}
+
+/// Resolves `host` and connects, within `timeout`, only to addresses `admit` accepts: the
+/// egress policy sees exactly the addresses that are dialled, so a name that resolves into a
+/// refused network cannot get there (no DNS-rebinding bypass between a check and the dial).
+pub async fn connect_checked(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    admit: &Admit<'_>,
+) -> Result<Tcp, DialError> {
     async {
-        let addrs = resolve(host, port).await?;
-        race(&addrs).await
+        let mut refused = None;
+        let addrs: Vec<SocketAddr> = resolve(host, port)
+            .await
+            .map_err(DialError::Io)?
+            .into_iter()
+            .filter(|a| match admit(a.ip()) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused.get_or_insert(why);
+                    false
+                }
+            })
+            .collect();
+        if addrs.is_empty() {
+            if let Some(why) = refused {
+                return Err(DialError::Refused(why));
+            }
+        }
+        race(&addrs).await.map_err(DialError::Io)
     }
     .or(async {
         Timer::after(timeout).await;
-        Err(io::ErrorKind::TimedOut.into())
+        Err(DialError::Io(io::ErrorKind::TimedOut.into()))
     })
     .await
     .map(Tcp::new)
@@ -130,5 +176,19 @@ mod tests {
         assert_eq!(got.get_ref().peer_addr().unwrap(), good);
         let err = future::block_on(race(&[closed])).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn refused_addresses_are_never_dialled() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limit = Duration::from_secs(5);
+        let deny = |ip: IpAddr| Err(format!("no {ip}"));
+        let got = future::block_on(connect_checked("127.0.0.1", port, limit, &deny));
+        assert!(matches!(got, Err(DialError::Refused(why)) if why == "no 127.0.0.1"));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "a refused address was dialled");
+        let allow = |_: IpAddr| Ok(());
+        assert!(future::block_on(connect_checked("127.0.0.1", port, limit, &allow)).is_ok());
     }
 }

@@ -1,9 +1,9 @@
 //! `smolproxy route`: what the configuration would do with one request, and why.
 //!
-//! Pure formatting over [`crate::route::decide`], the very function the server calls, so the
-//! explanation cannot drift from what the proxy does. Nothing is sent and no name is resolved.
-//! Policy comes later (egress rules, the authorization service); today only the CONNECT port
-//! rule can deny.
+//! Pure formatting over [`crate::route::decide`] and [`crate::policy::Policy::check`], the very
+//! functions the server calls, so the explanation cannot drift from what the proxy does.
+//! Nothing is sent and no name is resolved: the IP rules that apply to the addresses a name
+//! resolves to are listed, and the authorization service is named, not asked.
 
 use std::net::IpAddr;
 
@@ -70,7 +70,6 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
         "client: {client}, user {}\n",
         args.user.as_deref().unwrap_or("-")
     );
-    // Policy comes later (egress rules, authorization service); today only CONNECT ports deny.
     if connect && !cfg.connect_ports.contains(t.port) {
         text += &format!(
             "policy: denied: CONNECT to port {} is not allowed (--connect-ports)\nroute: none\n",
@@ -81,7 +80,31 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
             allowed: false,
         });
     }
-    text += "policy: allowed (no egress policy configured)\n";
+    match cfg.policy.check(&t.host, t.port) {
+        Err(rule) => {
+            text += &format!("policy: {rule}\nroute: none\n");
+            return Ok(Explanation {
+                text,
+                allowed: false,
+            });
+        }
+        Ok(verdict) => {
+            text += &format!("policy: {}\n", verdict.reason);
+            if !verdict.after_dns.is_empty() {
+                text += &format!(
+                    "after dns: {} (checked on the addresses {} resolves to; not resolved here)\n",
+                    verdict.after_dns.join(", "),
+                    t.host
+                );
+            }
+        }
+    }
+    if let Some(authz) = &cfg.authz {
+        text += &format!(
+            "authz: the service would be asked (not by route): {}\n",
+            authz.describe()
+        );
+    }
     let d = decide(&cfg.routing, t.scheme, &t.host, t.port);
     text += &match d.path {
         Path::Direct => "route: direct\n".to_string(),
@@ -200,6 +223,43 @@ mod tests {
                     "https://a.test/",
                 ],
                 vec!["how: tunnel to a.test:443 through http://127.0.0.1:3129, TLS by the proxy"],
+            ),
+            (
+                vec!["--allow", "a.test", "--deny", "admin.a.test", "route", "http://admin.a.test/"],
+                vec!["policy: denied by --deny admin.a.test", "route: none"],
+            ),
+            (
+                vec!["--allow", "a.test", "route", "http://b.test/"],
+                vec!["policy: denied: b.test:80 is not in --allow", "route: none"],
+            ),
+            (
+                vec!["--block-private", "--deny", "10.0.0.0/8", "route", "http://10.1.2.3/"],
+                vec!["policy: denied by --deny 10.0.0.0/8 (10.1.2.3)"],
+            ),
+            (
+                vec!["--block-private", "--allow", "a.test", "route", "http://www.a.test/x"],
+                vec![
+                    "policy: allowed by --allow a.test",
+                    "after dns: --block-private (checked on the addresses www.a.test resolves \
+                     to; not resolved here)",
+                    "route: direct",
+                ],
+            ),
+            (
+                vec![
+                    "--authz-url",
+                    "http://127.0.0.1:9/validate",
+                    "route",
+                    "--method",
+                    "DELETE",
+                    "http://a.test/",
+                ],
+                vec![
+                    "policy: allowed (no egress policy configured)",
+                    "authz: the service would be asked (not by route): POST \
+                     http://127.0.0.1:9/validate (--authz-timeout 2s, --authz-fail closed, \
+                     --authz-cache 10s)",
+                ],
             ),
         ] {
             let out = run(&args).unwrap();

@@ -180,12 +180,18 @@ fn split_url(raw: &str) -> Option<Url<'_>> {
 
 /// A record's header list as (name, value) pairs.
 fn fields(v: &Json) -> Vec<(String, String)> {
-    v.items().iter().map(|h| (str_of(&h["name"]), str_of(&h["value"]))).collect()
+    v.items()
+        .iter()
+        .map(|h| (str_of(&h["name"]), str_of(&h["value"])))
+        .collect()
 }
 
-/// The string, or empty.
+/// The string (or a number's text), or empty.
 fn str_of(v: &Json) -> String {
-    v.as_str().unwrap_or("").to_string()
+    match v {
+        Json::Str(s) | Json::Num(s) => s.clone(),
+        _ => String::new(),
+    }
 }
 
 /// The first value of header `name`.

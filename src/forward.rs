@@ -102,11 +102,13 @@ pub async fn exchange(
                 Framing::Empty => Ok(0),
                 framing => {
                     let timeout = p.cfg.idle_timeout;
-                    body::relay_tap(client, &mut writer, framing, Mode::Pass, timeout, Some(up_tap)).await
+                    let tap = Some(up_tap);
+                    body::relay_tap(client, &mut writer, framing, Mode::Pass, timeout, tap).await
                 }
             }
         });
-        let mut down = pin!(respond(p, &mut origin, client_w, req, (&name, via_proxy), answer, keep_head));
+        let next_hop = (name.as_str(), via_proxy);
+        let mut down = pin!(respond(p, &mut origin, client_w, req, next_hop, answer, keep_head));
         enum First<U, D> {
             Up(U),
             Down(D),
@@ -255,7 +257,8 @@ async fn respond(
         written += head.len() as u64;
         let mode = if decode { Mode::Decode } else { Mode::Pass };
         let timeout = p.cfg.idle_timeout;
-        match body::relay_tap(origin, &mut client, res.framing, mode, timeout, Some(&mut answer.body)).await {
+        let tap = Some(&mut answer.body);
+        match body::relay_tap(origin, &mut client, res.framing, mode, timeout, tap).await {
             Ok(n) => written += n,
             // Truncation is shown to the client by closing its connection mid-body.
             Err(_) => return Err(Failure::Broken(res.code, written)),

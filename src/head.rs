@@ -209,7 +209,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
 
 /// RFC 9112 §6.1–§6.3 for requests.
 fn request_framing(head: &Head, minor: u8) -> Result<Framing, Error> {
-    let length = content_length(head).map_err(|why| bad(why))?;
+    let length = content_length(head).map_err(bad)?;
     let codings = head.tokens("transfer-encoding");
     if codings.is_empty() && head.get("transfer-encoding").is_none() {
         return Ok(match length {

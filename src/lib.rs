@@ -3,7 +3,8 @@
 //! How it works: [`server`] binds the listeners and accepts clients; each client is served by
 //! [`connection::serve`], which turns away clients outside `--allow-client` ([`auth`]), reads a
 //! request head with [`reader`], parses and checks it in [`head`] and [`target`] (pure code, no
-//! I/O), checks its credentials ([`auth`]), decides what to do with it, picks a
+//! I/O), checks its credentials ([`auth`]), judges the destination by the egress rules
+//! ([`policy`]) and the external authorization service ([`authz`]), picks a
 //! [`route`] (direct, the custom upstream chain or the system proxy, patterns from [`pattern`])
 //! and opens it with [`upstream`], then either forwards the request ([`forward`], bodies
 //! streamed by [`body`]) or relays a CONNECT tunnel ([`tunnel`]). Every failure is an [`error::Error`]
@@ -13,6 +14,7 @@
 //! The runtime is smol; there is no unsafe code.
 
 pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod capture;
 pub mod cidr;
@@ -28,6 +30,7 @@ pub mod head;
 pub mod json;
 pub mod log;
 pub mod pattern;
+pub mod policy;
 pub mod pool;
 pub mod proxy_url;
 pub mod reader;

@@ -100,10 +100,10 @@ fn text(e: &Entry) -> String {
 
 fn json(e: &Entry) -> String {
     let mut s = String::with_capacity(256);
-    let _ = write!(
+    let _ = writeln!(
         s,
         "{{\"time\":{},\"client\":{},\"user\":{},\"method\":{},\"target\":{},\"status\":{},\
-         \"bytes_up\":{},\"bytes_down\":{},\"duration_ms\":{},\"route\":{},\"rule\":{}}}\n",
+         \"bytes_up\":{},\"bytes_down\":{},\"duration_ms\":{},\"route\":{},\"rule\":{}}}",
         quote(&rfc3339(e.time)),
         quote(&e.client.to_string()),
         e.user.as_deref().map(quote).unwrap_or_else(|| "null".into()),

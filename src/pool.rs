@@ -17,7 +17,7 @@ const PER_DESTINATION: usize = 8;
 const TOTAL: usize = 128;
 /// How long an idle connection is kept. Below common origin keep-alive timeouts
 /// (nginx 75 s, Apache 5 s is caught by the staleness check instead).
-const MAX_IDLE: Duration = Duration::from_secs(30);
+pub const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// Where a pooled connection leads: the hop actually dialled and what was asked of it, which
 /// names the route: `upstream CHAIN` for absolute-form requests to an HTTP upstream (the whole
@@ -34,6 +34,14 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Closes connections idle for longer than [`MAX_IDLE`]; called periodically so that a
+    /// quiet proxy does not keep origin sockets open.
+    pub fn sweep(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            prune(&mut idle);
+        }
+    }
+
     /// Takes a live idle connection to `key`, newest first.
     pub fn take(&self, key: &str) -> Option<Tcp> {
         let mut idle = self.idle.lock().ok()?;
@@ -50,17 +58,23 @@ impl Pool {
     /// Parks a connection that is ready for another request.
     pub fn put(&self, key: Key, conn: Tcp) {
         let Ok(mut idle) = self.idle.lock() else { return };
-        let now = Instant::now();
-        let mut total = 0;
-        idle.retain(|_, list| {
-            list.retain(|(_, since)| now - *since < MAX_IDLE);
-            total += list.len();
-            !list.is_empty()
-        });
+        let total = prune(&mut idle);
         let list = idle.entry(key).or_default();
         if list.len() >= PER_DESTINATION || total >= TOTAL {
             return;
         }
-        list.push((conn, now));
+        list.push((conn, Instant::now()));
     }
+}
+
+/// Drops expired connections; returns how many are left.
+fn prune(idle: &mut HashMap<Key, Vec<(Tcp, Instant)>>) -> usize {
+    let now = Instant::now();
+    let mut total = 0;
+    idle.retain(|_, list| {
+        list.retain(|(_, since)| now - *since < MAX_IDLE);
+        total += list.len();
+        !list.is_empty()
+    });
+    total
 }

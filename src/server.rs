@@ -17,6 +17,7 @@ use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
 use smol::channel::{Receiver, Sender};
 use smol::Executor;
 
+use crate::authz::Authz;
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::connection;
@@ -26,6 +27,8 @@ use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(5);
+/// Pending connections the kernel queues per listener before accept (see `somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
 /// Pause after an accept error such as EMFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Clients being turned away with 503 at once; beyond it excess connections are just closed.
@@ -43,6 +46,8 @@ pub struct Proxy {
     pub pool: Pool,
     /// The capture file's writer, with `--capture`.
     pub capture: Option<Capture>,
+    /// The authorization service client and its decision cache, with `--authz-url`.
+    pub authz: Option<Authz>,
     /// Client connections being served.
     pub active: AtomicUsize,
     /// Clients being turned away.
@@ -82,8 +87,9 @@ impl Server {
             .map_err(|e| format!("cannot open access log {}: {}", cfg.access_log.as_deref().unwrap_or("-"), crate::error::describe(&e)))?;
         let capture = match &cfg.capture {
             Some(path) => Some(
-                Capture::open(path, cfg.capture_body_limit, cfg.capture_secrets)
-                    .map_err(|e| format!("cannot open capture file {path}: {}", crate::error::describe(&e)))?,
+                Capture::open(path, cfg.capture_body_limit, cfg.capture_secrets).map_err(|e| {
+                    format!("cannot open capture file {path}: {}", crate::error::describe(&e))
+                })?,
             ),
             None => None,
         };
@@ -91,10 +97,16 @@ impl Server {
         for addr in &cfg.listen {
             let l = Async::<TcpListener>::bind(*addr)
                 .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
+            // std listens with a backlog of 128; a burst of clients (a LAN waking up) should
+            // queue in the kernel rather than have its SYNs dropped. Linux lets listen() be
+            // called again to raise it.
+            let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push(l);
         }
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
+        let authz = cfg.authz.clone().map(Authz::new);
         let proxy = Arc::new(Proxy {
+            authz,
             cfg,
             log,
             pool: Pool::default(),
@@ -125,6 +137,14 @@ impl Server {
             for l in listeners {
                 ex.spawn(accept(proxy.clone(), l, ex.clone())).detach();
             }
+            let janitor = proxy.clone();
+            ex.spawn(async move {
+                loop {
+                    Timer::after(crate::pool::MAX_IDLE / 2).await;
+                    janitor.pool.sweep();
+                }
+            })
+            .detach();
             let mut signals = signals;
             signals.next().await;
             proxy.stopping.store(true, Ordering::SeqCst);

@@ -33,6 +33,12 @@ impl Tcp {
         let _ = self.0.get_ref().shutdown(Shutdown::Write);
     }
 
+    /// Makes the next close a reset (SO_LINGER 0): the only way to tell a client that reads
+    /// until close that its response was cut short, rather than complete.
+    pub fn abort_on_close(&self) {
+        let _ = rustix::net::sockopt::set_socket_linger(self.0.get_ref(), Some(std::time::Duration::ZERO));
+    }
+
     /// Whether the peer has closed or sent something unexpected: used before reusing an idle
     /// pooled connection, which must have nothing to read.
     pub fn is_stale(&self) -> bool {

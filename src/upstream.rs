@@ -18,8 +18,8 @@ use std::task::{Context, Poll};
 use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 
-use crate::dial;
-use crate::error::Error;
+use crate::dial::{self, DialError};
+use crate::error::{describe, Error};
 use crate::forward::Hop;
 use crate::head::{Request, MAX_HEADERS};
 use crate::reader::{HeadError, Reader};
@@ -35,6 +35,9 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
     let t = &req.target;
     let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
     if let Some(last) = hops.last().filter(|last| plain && last.is_http()) {
+        // The upstream resolves the name; the egress IP rules get their look here first.
+        let what = format!("cannot check the addresses of {}", t.host_port());
+        within(p, what, destination(p, last, &t.host, t.port)).await?;
         // The pool key names the whole chain: connections through different chains never mix.
         let name = format!("upstream {}", chain(hops, " -> "));
         let extra = last.proxy_authorization();
@@ -96,20 +99,74 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
     let target = authority(host, port);
     let Some(last) = hops.last() else {
-        return dial::connect(host, port, p.cfg.connect_timeout)
-            .await
-            .map(Stream::Tcp)
-            .map_err(|e| Error::upstream(format!("cannot connect to {target}"), &e));
+        // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
+        let admit = |ip| p.cfg.policy.check_address(host, port, ip);
+        return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
+            Ok(tcp) => Ok(Stream::Tcp(tcp)),
+            Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
+            Err(DialError::Io(e)) => Err(Error::upstream(format!("cannot connect to {target}"), &e)),
+        };
     };
     let what = format!(
         "cannot reach {target} through upstream {}",
         chain(hops, " -> ")
     );
     within(p, what, async {
+        let dest = destination(p, last, host, port).await?;
         let stream = reach(p, hops).await?;
-        handshake(p, last, stream, host, port).await
+        handshake(p, last, stream, &dest, port).await
     })
     .await
+}
+
+/// The host to ask the last hop for, once the egress policy has seen where it leads.
+///
+/// A `socks5://` hop gets an address resolved here: the first the policy accepts, exactly
+/// as a direct dial would. Hops that resolve names themselves (HTTP, `socks5h://`) cannot be
+/// watched; when address rules exist, the name is resolved here as well and every address
+/// must pass, and a name that does not resolve here is refused, since where it leads cannot
+/// be known. The far resolver may still answer differently (split DNS, rebinding between
+/// the two lookups): the README says so.
+async fn destination(p: &Proxy, last: &Upstream, host: &str, port: u16) -> Result<String, Error> {
+    let policy = &p.cfg.policy;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        policy.check_address(host, port, ip).map_err(Error::Forbidden)?;
+        return Ok(host.to_string());
+    }
+    let here = last.kind == Kind::Socks5;
+    if !here && !policy.has_address_rules() {
+        return Ok(host.to_string());
+    }
+    let addrs = dial::resolve(host, port).await.map_err(|e| {
+        if here {
+            Error::upstream(format!("cannot resolve {host} for upstream {last}"), &e)
+        } else {
+            Error::Forbidden(format!(
+                "denied: the IP rules cannot be checked for {host}: {} here (upstream {last} \
+                 resolves it)",
+                describe(&e)
+            ))
+        }
+    })?;
+    let mut verdicts = addrs
+        .iter()
+        .map(|a| (a.ip(), policy.check_address(host, port, a.ip())));
+    if here {
+        let mut refused = None;
+        for (ip, verdict) in verdicts {
+            match verdict {
+                Ok(()) => return Ok(ip.to_string()),
+                Err(rule) => {
+                    refused.get_or_insert(rule);
+                }
+            }
+        }
+        return Err(Error::Forbidden(refused.unwrap_or_default()));
+    }
+    match verdicts.find_map(|(_, verdict)| verdict.err()) {
+        Some(rule) => Err(Error::Forbidden(rule)),
+        None => Ok(host.to_string()),
+    }
 }
 
 /// A stream to the last hop: dial the first, then each next one through the previous.

@@ -98,8 +98,13 @@ fn named_origin(bind: &str) -> Origin {
     })
 }
 
+/// Environment variables, then expected `route:` words for http and CONNECT.
+type EnvCase<'a> = (Vec<(&'a str, &'a str)>, [&'a str; 2], [&'a str; 2]);
+
 /// `CONNECT authority` through `proxy`: the tunnel on a 200, else the refusal (whose body
 /// has a Content-Length, as every error the proxy makes).
+// The error is the proxy's whole reply, which callers inspect; boxing it would only add noise.
+#[allow(clippy::result_large_err)]
 fn open_tunnel(proxy: SocketAddr, authority: &str) -> Result<Conn, Response> {
     let mut c = Conn::connect(proxy);
     c.write(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes());
@@ -539,7 +544,7 @@ fn environment_variables() {
     // (variables, which fake answers http and CONNECT, the variable `route` names for each)
     let (bu, cu) = (b.url(""), c.url(""));
     let (bu, cu) = (bu.as_str(), cu.as_str());
-    let table: Vec<(Vec<(&str, &str)>, [&str; 2], [&str; 2])> = vec![
+    let table: Vec<EnvCase> = vec![
         // Lowercase wins when both cases are set.
         (
             vec![("http_proxy", bu), ("HTTP_PROXY", cu)],

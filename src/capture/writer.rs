@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::{mpsc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
@@ -35,8 +35,8 @@ pub struct Capture {
     pub secrets: bool,
     /// Whole lines to the writer; bounded, so a slow disk slows traffic.
     tx: Sender<Vec<u8>>,
-    /// Disconnected when the writer thread has finished.
-    done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Set (and signalled) when the writer thread has written everything and ended.
+    done: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Capture {
@@ -44,15 +44,18 @@ impl Capture {
     pub fn open(path: &str, limit: usize, secrets: bool) -> io::Result<Capture> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = smol::channel::bounded(QUEUE);
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let path = path.to_string();
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let (path, ended) = (path.to_string(), done.clone());
         std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
                 write_lines(file, &path, rx);
-                drop(done_tx);
+                let (flag, signal) = &*ended;
+                if let Ok(mut flag) = flag.lock() {
+                    *flag = true;
+                }
+                signal.notify_all();
             })?;
-        let done = Mutex::new(Some(done_rx));
         Ok(Capture {
             limit,
             secrets,
@@ -70,9 +73,9 @@ impl Capture {
     /// Stops taking lines and waits (bounded) until the queued ones are written.
     pub fn finish(&self) {
         self.tx.close();
-        let done = self.done.lock().ok().and_then(|mut d| d.take());
-        if let Some(done) = done {
-            let _ = done.recv_timeout(FINISH_TIMEOUT);
+        let (flag, signal) = &*self.done;
+        if let Ok(ended) = flag.lock() {
+            let _ = signal.wait_timeout_while(ended, FINISH_TIMEOUT, |ended| !*ended);
         }
     }
 }

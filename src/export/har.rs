@@ -1,4 +1,4 @@
-//! HAR 1.2 from capture records (http://www.softwareishard.com/blog/har-12-spec/).
+//! HAR 1.2 from capture records (<http://www.softwareishard.com/blog/har-12-spec/>).
 //!
 //! Every required field is filled; what a capture does not know is `-1` where HAR allows it
 //! (`headersSize`, the `connect` timing of an answer the proxy gave itself). Our own fields
@@ -33,11 +33,22 @@ fn entry(r: &Json) -> Json {
     let mut out = if r["type"] == "tunnel" {
         let total = t["total_ms"].micros().unwrap_or(0);
         let receive = total.saturating_sub(connect.unwrap_or(0));
-        let status = r["status"].as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+        let status = r["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(0);
         let host = r["host"].as_str().unwrap_or("");
         let port = r["port"].as_u64().unwrap_or(0);
-        let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
-        let text = if status == 200 { "Connection established" } else { reason(status) };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let text = if status == 200 {
+            "Connection established"
+        } else {
+            reason(status)
+        };
         obj! {
             "startedDateTime" => &r["start"],
             "time" => Json::millis(connect.unwrap_or(0) + receive),
@@ -112,7 +123,7 @@ fn request(req: &Json) -> Json {
         "httpVersion" => req["http_version"].as_str().unwrap_or("HTTP/1.1"),
         "cookies" => cookies,
         "headers" => name_values(&headers),
-        "queryString" => pairs(query, false).map(|(n, v)| obj! { "name" => n, "value" => v }).collect::<Vec<_>>(),
+        "queryString" => pairs(query, false).map(name_value).collect::<Vec<_>>(),
         "headersSize" => -1i64,
         "bodySize" => body["size"].as_u64().unwrap_or(0),
     };
@@ -121,8 +132,10 @@ fn request(req: &Json) -> Json {
         let text = str_of(&body["text"]);
         let mut post = obj! { "mimeType" => mime };
         if is_form(mime) && body["encoding"] == "utf8" {
-            let params = pairs(&text, true).map(|(n, v)| obj! { "name" => n, "value" => v });
-            post.set("params", params.collect::<Vec<_>>());
+            post.set(
+                "params",
+                pairs(&text, true).map(name_value).collect::<Vec<_>>(),
+            );
         }
         post.set("text", text);
         if body["encoding"] == "base64" {
@@ -139,7 +152,8 @@ fn response(res: &Json) -> Json {
         // Nothing could be sent back (the client went away first): HAR's "no response".
         return obj! {
             "status" => 0u64, "statusText" => "", "httpVersion" => "", "cookies" => Vec::new(),
-            "headers" => Vec::new(), "content" => obj! { "size" => 0u64, "mimeType" => "x-unknown" },
+            "headers" => Vec::new(),
+            "content" => obj! { "size" => 0u64, "mimeType" => "x-unknown" },
             "redirectURL" => "", "headersSize" => -1i64, "bodySize" => -1i64,
         };
     }
@@ -163,7 +177,11 @@ fn response(res: &Json) -> Json {
         content.set("_truncated", &body["truncated"]);
     }
     // What the proxy answered itself was not captured byte for byte: size unknown.
-    let body_size = if res["source"] == "proxy" { -1 } else { i64::try_from(size).unwrap_or(-1) };
+    let body_size = if res["source"] == "proxy" {
+        -1
+    } else {
+        i64::try_from(size).unwrap_or(-1)
+    };
     obj! {
         "status" => &res["status"],
         "statusText" => &res["reason"],
@@ -180,7 +198,15 @@ fn response(res: &Json) -> Json {
 
 /// Header pairs as HAR `{name, value}` objects.
 fn name_values(headers: &[(String, String)]) -> Vec<Json> {
-    headers.iter().map(|(n, v)| obj! { "name" => n, "value" => v }).collect()
+    headers
+        .iter()
+        .map(|(n, v)| obj! { "name" => n, "value" => v })
+        .collect()
+}
+
+/// A decoded query or form pair as a HAR `{name, value}` object.
+fn name_value((name, value): (String, String)) -> Json {
+    obj! { "name" => name, "value" => value }
 }
 
 /// A HAR cookie from a Set-Cookie value (RFC 6265 §4.1): `name=value; Attr=...`.
@@ -215,11 +241,49 @@ mod tests {
         let h = har(&records, "demo");
         let entries = h["log"]["entries"].items();
         assert_eq!(entries.len(), records.len());
-        assert_eq!((h["log"]["version"].as_str(), h["log"]["comment"].as_str()), (Some("1.2"), Some("demo")));
+        assert_eq!(
+            (h["log"]["version"].as_str(), h["log"]["comment"].as_str()),
+            (Some("1.2"), Some("demo"))
+        );
         let required = [
-            ("", &["startedDateTime", "time", "request", "response", "cache", "timings"][..]),
-            ("request", &["method", "url", "httpVersion", "cookies", "headers", "queryString", "headersSize", "bodySize"]),
-            ("response", &["status", "statusText", "httpVersion", "cookies", "headers", "content", "redirectURL", "headersSize", "bodySize"]),
+            (
+                "",
+                &[
+                    "startedDateTime",
+                    "time",
+                    "request",
+                    "response",
+                    "cache",
+                    "timings",
+                ][..],
+            ),
+            (
+                "request",
+                &[
+                    "method",
+                    "url",
+                    "httpVersion",
+                    "cookies",
+                    "headers",
+                    "queryString",
+                    "headersSize",
+                    "bodySize",
+                ],
+            ),
+            (
+                "response",
+                &[
+                    "status",
+                    "statusText",
+                    "httpVersion",
+                    "cookies",
+                    "headers",
+                    "content",
+                    "redirectURL",
+                    "headersSize",
+                    "bodySize",
+                ],
+            ),
             ("timings", &["send", "wait", "receive"]),
         ];
         for e in entries {
@@ -230,7 +294,10 @@ mod tests {
                 }
             }
             let t = &e["timings"];
-            let sum: u64 = ["connect", "send", "wait", "receive"].iter().filter_map(|k| t[*k].micros()).sum();
+            let sum: u64 = ["connect", "send", "wait", "receive"]
+                .iter()
+                .filter_map(|k| t[*k].micros())
+                .sum();
             assert_eq!(Json::millis(sum), e["time"], "{}", e.text());
         }
     }
@@ -241,24 +308,52 @@ mod tests {
         let h = har(&records, "demo");
         let entries = h["log"]["entries"].items();
         let find = |method: &str, path: &str| {
-            let url = |e: &&Json| e["request"]["url"].as_str().is_some_and(|u| u.ends_with(path));
-            entries.iter().find(|e| e["request"]["method"] == method && url(e)).unwrap()
+            let url = |e: &&Json| {
+                e["request"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with(path))
+            };
+            entries
+                .iter()
+                .find(|e| e["request"]["method"] == method && url(e))
+                .unwrap()
         };
         let post = &find("POST", "/api/items")["request"]["postData"];
-        assert_eq!(post.text(), r#"{"mimeType":"application/json","text":"{\"name\":\"widget\",\"n\":3}","_truncated":false}"#);
+        assert_eq!(
+            post.text(),
+            concat!(
+                r#"{"mimeType":"application/json","text":"{\"name\":\"widget\",\"n\":3}","#,
+                r#""_truncated":false}"#
+            )
+        );
         let form = &find("POST", "/form")["request"]["postData"]["params"];
-        assert_eq!(form.text(), r#"[{"name":"name","value":"a b"},{"name":"x","value":"1"}]"#);
+        assert_eq!(
+            form.text(),
+            r#"[{"name":"name","value":"a b"},{"name":"x","value":"1"}]"#
+        );
         let binary = &find("PUT", "/upload")["request"]["postData"];
         assert!(binary["_encoding"] == "base64" && binary["_truncated"] == true);
         let get = find("GET", "/hello?a=1");
-        assert_eq!(get["request"]["queryString"].text(), r#"[{"name":"a","value":"1"}]"#);
-        assert_eq!(get["request"]["cookies"].text(), "[]", "redacted cookies are not parsed");
+        assert_eq!(
+            get["request"]["queryString"].text(),
+            r#"[{"name":"a","value":"1"}]"#
+        );
+        assert_eq!(
+            get["request"]["cookies"].text(),
+            "[]",
+            "redacted cookies are not parsed"
+        );
         assert_eq!(get["response"]["content"]["mimeType"], "application/json");
         let tunnel = find("CONNECT", "db.example.test:9000");
         assert_eq!(tunnel["_tunnel"]["bytesUp"].as_u64(), Some(4));
         assert_eq!(tunnel["response"]["statusText"], "Connection established");
         let denied = find("CONNECT", ":22");
-        assert!(denied["response"]["status"].as_u64() == Some(403) && denied["_decision"] == "deny");
-        assert_eq!(set_cookie("sid=1; Path=/; HttpOnly").unwrap().text(), r#"{"name":"sid","value":"1","path":"/","httpOnly":true}"#);
+        assert!(
+            denied["response"]["status"].as_u64() == Some(403) && denied["_decision"] == "deny"
+        );
+        assert_eq!(
+            set_cookie("sid=1; Path=/; HttpOnly").unwrap().text(),
+            r#"{"name":"sid","value":"1","path":"/","httpOnly":true}"#
+        );
     }
 }

@@ -36,7 +36,9 @@ const NOT_REPLAYED: [&str; 10] = [
 pub fn postman(records: &[Json], name: &str) -> Json {
     let mut folders: Vec<(String, Vec<Json>)> = Vec::new();
     for r in records.iter().filter(|r| r["type"] == "http") {
-        let Some(url) = r["request"]["url"].as_str().and_then(split_url) else { continue };
+        let Some(url) = r["request"]["url"].as_str().and_then(split_url) else {
+            continue;
+        };
         let host = url.authority.to_string();
         let item = item(r, &url);
         match folders.iter_mut().find(|(h, _)| *h == host) {
@@ -44,7 +46,9 @@ pub fn postman(records: &[Json], name: &str) -> Json {
             None => folders.push((host, vec![item])),
         }
     }
-    let folders = folders.into_iter().map(|(host, item)| obj! { "name" => host, "item" => item });
+    let folders = folders
+        .into_iter()
+        .map(|(host, item)| obj! { "name" => host, "item" => item });
     obj! {
         "info" => obj! {
             "name" => name,
@@ -65,7 +69,7 @@ fn item(r: &Json, url: &Url<'_>) -> Json {
     if !res.is_null() {
         let headers = fields(&res["headers"]);
         examples.push(obj! {
-            "name" => format!("{} {}", res["status"].as_u64().unwrap_or(0), str_of(&res["reason"])).trim_end(),
+            "name" => format!("{} {}", str_of(&res["status"]), str_of(&res["reason"])).trim_end(),
             "originalRequest" => &request,
             "status" => &res["reason"],
             "code" => &res["status"],
@@ -78,11 +82,15 @@ fn item(r: &Json, url: &Url<'_>) -> Json {
     let mut notes = Vec::new();
     for (side, body) in [("request", &req["body"]), ("response", &res["body"])] {
         if body["encoding"] == "base64" {
-            notes.push(format!("The {side} body was binary; it is shown base64-encoded."));
+            notes.push(format!(
+                "The {side} body was binary; it is shown base64-encoded."
+            ));
         }
         if body["truncated"] == true {
             let size = body["size"].as_u64().unwrap_or(0);
-            notes.push(format!("The {side} body was cut to the capture limit ({size} bytes in all)."));
+            notes.push(format!(
+                "The {side} body was cut to the capture limit ({size} bytes in all)."
+            ));
         }
     }
     let mut item = obj! {
@@ -114,7 +122,8 @@ fn request(req: &Json, url: &Url<'_>) -> Json {
     if !body.is_null() {
         let text = str_of(&body["text"]);
         let mime = header(&headers, "content-type");
-        let form = mime.is_some_and(is_form) && body["encoding"] == "utf8" && body["truncated"] == false;
+        let form =
+            mime.is_some_and(is_form) && body["encoding"] == "utf8" && body["truncated"] == false;
         let body = if form {
             let list = pairs(&text, true).map(|(k, v)| obj! { "key" => k, "value" => v });
             obj! { "mode" => "urlencoded", "urlencoded" => list.collect::<Vec<_>>() }
@@ -129,7 +138,10 @@ fn request(req: &Json, url: &Url<'_>) -> Json {
 
 /// A Postman URL object; `raw` is the URL as captured.
 fn postman_url(url: &Url<'_>) -> Json {
-    let split = url.authority.rsplit_once(':').filter(|(h, p)| !p.contains(']') && !h.is_empty());
+    let split = url
+        .authority
+        .rsplit_once(':')
+        .filter(|(h, p)| !p.contains(']') && !h.is_empty());
     let (host, port) = match split {
         Some((h, p)) => (h, Some(p)),
         None => (url.authority, None),
@@ -142,18 +154,26 @@ fn postman_url(url: &Url<'_>) -> Json {
     let path_only = url.path_and_query.split('?').next().unwrap_or("");
     let path: Vec<Json> = match path_only.strip_prefix('/') {
         _ if path_only.is_empty() => Vec::new(),
-        rest => rest.unwrap_or(path_only).split('/').map(Json::from).collect(),
+        rest => rest
+            .unwrap_or(path_only)
+            .split('/')
+            .map(Json::from)
+            .collect(),
     };
-    let mut out = obj! { "raw" => url.raw, "protocol" => url.scheme, "host" => host, "path" => path };
+    let mut out =
+        obj! { "raw" => url.raw, "protocol" => url.scheme, "host" => host, "path" => path };
     if let Some(port) = port {
         out.set("port", port);
     }
     if let Some(q) = url.query {
         // Kept encoded, as Postman does: it sends them as written.
-        let query = q.split('&').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
-            Some((k, v)) => obj! { "key" => k, "value" => v },
-            None => obj! { "key" => p, "value" => Json::Null },
-        });
+        let query = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => obj! { "key" => k, "value" => v },
+                None => obj! { "key" => p, "value" => Json::Null },
+            });
         out.set("query", query.collect::<Vec<_>>());
     }
     out
@@ -162,12 +182,18 @@ fn postman_url(url: &Url<'_>) -> Json {
 /// Postman's name for the syntax of a body, from its media type.
 fn language(mime: Option<&str>) -> &'static str {
     let m = mime.unwrap_or("").to_ascii_lowercase();
-    ["json", "xml", "html", "javascript"].into_iter().find(|l| m.contains(l)).unwrap_or("text")
+    ["json", "xml", "html", "javascript"]
+        .into_iter()
+        .find(|l| m.contains(l))
+        .unwrap_or("text")
 }
 
 /// Header pairs as Postman `{key, value}` objects.
 fn key_values(headers: &[(String, String)]) -> Vec<Json> {
-    headers.iter().map(|(k, v)| obj! { "key" => k, "value" => v }).collect()
+    headers
+        .iter()
+        .map(|(k, v)| obj! { "key" => k, "value" => v })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,9 +207,22 @@ mod tests {
     fn urls() {
         // (URL, Postman URL object without raw)
         for (raw, expected) in [
-            ("http://a.example:8080/x/y/?q=1&r", r#""protocol":"http","host":["a","example"],"path":["x","y",""],"port":"8080","query":[{"key":"q","value":"1"},{"key":"r","value":null}]}"#),
-            ("http://[::1]/", r#""protocol":"http","host":["[::1]"],"path":[""]}"#),
-            ("http://a.example", r#""protocol":"http","host":["a","example"],"path":[]}"#),
+            (
+                "http://a.example:8080/x/y/?q=1&r",
+                concat!(
+                    r#""protocol":"http","host":["a","example"],"path":["x","y",""],"#,
+                    r#""port":"8080","#,
+                    r#""query":[{"key":"q","value":"1"},{"key":"r","value":null}]}"#
+                ),
+            ),
+            (
+                "http://[::1]/",
+                r#""protocol":"http","host":["[::1]"],"path":[""]}"#,
+            ),
+            (
+                "http://a.example",
+                r#""protocol":"http","host":["a","example"],"path":[]}"#,
+            ),
         ] {
             let text = postman_url(&split_url(raw).unwrap()).text();
             assert_eq!(text, format!(r#"{{"raw":"{raw}",{expected}"#));
@@ -200,25 +239,45 @@ mod tests {
         assert_eq!(folders[0]["name"], "api.example.test:8080");
         let items = folders[0]["item"].items();
         let exchanges = records.iter().filter(|r| r["type"] == "http").count();
-        assert_eq!(items.len(), exchanges, "one item per exchange, tunnels left out");
+        assert_eq!(
+            items.len(),
+            exchanges,
+            "one item per exchange, tunnels left out"
+        );
         for item in items {
             let headers = item["request"]["header"].items();
-            assert!(headers.iter().all(|h| h["key"] != "Host" && h["key"] != "Proxy-Authorization"));
+            assert!(headers
+                .iter()
+                .all(|h| h["key"] != "Host" && h["key"] != "Proxy-Authorization"));
             for h in headers.iter().filter(|h| h["value"] == REDACTED) {
                 assert_eq!(h["disabled"], true);
             }
         }
         let by_name = |name: &str| items.iter().find(|i| i["name"] == name).unwrap();
         let form = &by_name("POST /form")["request"]["body"];
-        assert_eq!(form.text(), r#"{"mode":"urlencoded","urlencoded":[{"key":"name","value":"a b"},{"key":"x","value":"1"}]}"#);
+        assert_eq!(
+            form.text(),
+            concat!(
+                r#"{"mode":"urlencoded","urlencoded":[{"key":"name","value":"a b"},"#,
+                r#"{"key":"x","value":"1"}]}"#
+            )
+        );
         let post = by_name("POST /api/items");
-        assert_eq!(post["request"]["body"]["options"]["raw"]["language"], "json");
+        assert_eq!(
+            post["request"]["body"]["options"]["raw"]["language"],
+            "json"
+        );
         let example = &post["response"][0];
-        assert_eq!((example["code"].as_u64(), example["status"].as_str()), (Some(201), Some("Created")));
+        assert_eq!(
+            (example["code"].as_u64(), example["status"].as_str()),
+            (Some(201), Some("Created"))
+        );
         assert_eq!(example["body"], r#"{"name":"widget","n":3}"#);
         let upload = by_name("PUT /upload");
         assert!(upload["description"].as_str().unwrap().contains("binary"));
         // A 407 the proxy gave: still an item, its example the 407.
-        assert!(items.iter().any(|i| i["response"][0]["code"].as_u64() == Some(407)));
+        assert!(items
+            .iter()
+            .any(|i| i["response"][0]["code"].as_u64() == Some(407)));
     }
 }

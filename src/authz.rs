@@ -1,0 +1,552 @@
+//! The external authorization service (`--authz-url`, SPEC §6): asked about every request the
+//! local rules allowed, before any byte goes out to the destination.
+//!
+//! The question is Postman's runner authorization contract, so a service written for Postman's
+//! egress proxy works unchanged: `POST URL` with `Content-Type: application/json` and
+//! `{"url", "method", "headers", "queryParams", "body", "client", "user"}`, all strings:
+//! `headers` is the request's header fields as a JSON object serialized into a string
+//! (repeated fields joined with `, `, Proxy-Authorization left out), `queryParams` the raw
+//! query string after `?`, `body` always empty (request bodies are streamed, never held back
+//! for the service). CONNECT is asked about as `https://host:port`. A 2xx answer with
+//! `{"allowed": true}` allows; `{"allowed": false}` or a 403 denies; anything else (refused,
+//! timed out, 5xx, not JSON) is a failure that `--authz-fail` turns into 503 or a logged pass.
+//!
+//! Decisions are cached per (client, user, method, URL) for `--authz-cache`; identical
+//! questions asked while one is on its way wait for that one answer (single flight). Failures
+//! are shared with the questions waiting at that moment but never cached. With
+//! `--authz-cache 0` every request is asked on its own. The service is reached directly (no
+//! upstream, no egress rules: it is configuration, not a destination), one connection per
+//! question, with TLS for `https://` (system store plus `--ca-file`).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use futures_lite::{AsyncWriteExt, FutureExt};
+use smol::lock::OnceCell;
+
+use crate::body::{self, BodyError, Mode, Tap};
+use crate::dial;
+use crate::error::{describe, Error};
+use crate::head::{parse_response, Request};
+use crate::json::Json;
+use crate::log::Entry;
+use crate::obj;
+use crate::reader::{HeadError, Reader};
+use crate::server::Proxy;
+use crate::stream::Stream;
+use crate::target::{Scheme, Target};
+
+/// Largest answer body read from the service; `{"allowed": true}` is 17 bytes.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Most decisions kept. Each holds a URL (up to 8 KiB): 1024 bound the cache to a few MB at
+/// worst and far less in practice, which a router can afford.
+const MAX_DECISIONS: usize = 1024;
+
+/// What to do when the service cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fail {
+    /// Let the request through, with the reason in the access log.
+    Open,
+    /// Answer 503 (the default).
+    Closed,
+}
+
+/// The checked `--authz-*` flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The service's URL, http or https, path included.
+    pub url: Target,
+    /// Time the service has for one answer: connect, TLS, request and response.
+    pub timeout: Duration,
+    /// What a failure means for the request.
+    pub fail: Fail,
+    /// How long a decision is reused; zero asks every time.
+    pub cache: Duration,
+}
+
+impl Settings {
+    /// The settings in words, for `smolproxy route`.
+    pub fn describe(&self) -> String {
+        let fail = match self.fail {
+            Fail::Open => "open",
+            Fail::Closed => "closed",
+        };
+        format!(
+            "POST {} (--authz-timeout {:?}, --authz-fail {fail}, --authz-cache {:?})",
+            self.url, self.timeout, self.cache
+        )
+    }
+}
+
+/// Parses `--authz-url`: an `http://` or `https://` URL (path defaults to `/`).
+pub fn parse_url(s: &str) -> Result<Target, String> {
+    let expected = || {
+        format!(
+            "expected an http:// or https:// URL like http://127.0.0.1:8080/validate, got '{s}'"
+        )
+    };
+    let mut t = Target::parse_absolute(s).map_err(|_| expected())?;
+    if !matches!(t.scheme, Scheme::Http | Scheme::Https) {
+        return Err(expected());
+    }
+    if t.path.is_empty() {
+        t.path = "/".into();
+    }
+    Ok(t)
+}
+
+/// Parses `--authz-fail`: `open` or `closed`.
+pub fn parse_fail(s: &str) -> Result<Fail, String> {
+    match s {
+        "open" => Ok(Fail::Open),
+        "closed" => Ok(Fail::Closed),
+        _ => Err(format!("expected open or closed, got '{s}'")),
+    }
+}
+
+/// Parses `--authz-timeout`: a duration greater than zero.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match crate::config::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "expected a duration greater than 0 like 500ms or 2s, got '{s}'"
+        )),
+    }
+}
+
+/// What the service said, or why it could not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 2xx with `{"allowed": true}`.
+    Allowed,
+    /// `{"allowed": false}` or a 403; what the service answered.
+    Denied(String),
+    /// No usable answer; why.
+    Failed(String),
+}
+
+/// One request as the service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// `http://host/path?query` (normalized target), or `https://host:port` for CONNECT.
+    pub url: String,
+    /// The request method.
+    pub method: String,
+    /// The header fields as a JSON object, serialized.
+    pub headers: String,
+    /// The query string, without `?`.
+    pub query: String,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The authenticated user, or empty.
+    pub user: String,
+}
+
+impl Question {
+    /// The question about `req` from `client`, authenticated as `user`.
+    pub fn new(req: &Request, client: IpAddr, user: Option<&str>) -> Question {
+        let t = &req.target;
+        let url = match t.scheme {
+            Scheme::Connect => format!("https://{}", t.host_port()),
+            _ => t.to_string(),
+        };
+        // Repeated fields become one member, values joined as RFC 9110 §5.3 allows; the
+        // proxy's own credentials are not the service's business.
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for (name, value) in req.head.fields() {
+            if name.eq_ignore_ascii_case("proxy-authorization") {
+                continue;
+            }
+            let value = String::from_utf8_lossy(value);
+            match fields
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some((_, v)) => {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                }
+                None => fields.push((name.to_string(), value.into_owned())),
+            }
+        }
+        let headers = Json::Obj(fields.into_iter().map(|(n, v)| (n, Json::Str(v))).collect());
+        Question {
+            url,
+            method: req.method.clone(),
+            headers: headers.text(),
+            query: t.path.split_once('?').map_or("", |(_, q)| q).to_string(),
+            client,
+            user: user.unwrap_or_default().to_string(),
+        }
+    }
+
+    /// The JSON body POSTed to the service.
+    pub fn body(&self) -> String {
+        obj! {
+            "url" => self.url.as_str(),
+            "method" => self.method.as_str(),
+            "headers" => self.headers.as_str(),
+            "queryParams" => self.query.as_str(),
+            "body" => "",
+            "client" => self.client.to_string(),
+            "user" => self.user.as_str(),
+        }
+        .text()
+    }
+}
+
+/// Reads the service's answer: status and body (the body only matters for a 2xx).
+pub fn judge(status: u16, body: &[u8]) -> Answer {
+    match status {
+        403 => Answer::Denied("the service answered 403".into()),
+        200..=299 => {
+            let Ok(json) = std::str::from_utf8(body)
+                .map_err(drop)
+                .and_then(|t| Json::parse(t).map_err(drop))
+            else {
+                return Answer::Failed(format!(
+                    "the service answered {status} with a body that is not JSON"
+                ));
+            };
+            match json["allowed"] {
+                Json::Bool(true) => Answer::Allowed,
+                Json::Bool(false) => {
+                    Answer::Denied("the service answered {\"allowed\": false}".into())
+                }
+                _ => Answer::Failed(format!(
+                    "the service answered {status} without a boolean \"allowed\""
+                )),
+            }
+        }
+        _ => Answer::Failed(format!("the service answered {status}")),
+    }
+}
+
+/// A question's identity in the cache: client, user, method, URL.
+type Key = (IpAddr, String, String, String);
+
+/// The service client: settings, cached decisions and questions on their way.
+pub struct Authz {
+    /// The checked settings.
+    pub settings: Settings,
+    /// Decisions and flights, never locked across an await.
+    state: Mutex<State>,
+}
+
+/// The mutable part of [`Authz`].
+#[derive(Default)]
+struct State {
+    /// Decisions still valid, with when they expire.
+    decided: HashMap<Key, (Instant, Answer)>,
+    /// Questions on their way; identical ones wait for the same answer.
+    flights: HashMap<Key, Arc<OnceCell<Answer>>>,
+}
+
+impl Authz {
+    /// A client with an empty cache.
+    pub fn new(settings: Settings) -> Authz {
+        Authz {
+            settings,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The answer to `q`: from the cache, from the identical question on its way, or asked.
+    pub async fn ask(&self, p: &Proxy, q: &Question) -> Answer {
+        if self.settings.cache.is_zero() {
+            return self.call(p, &q.body()).await;
+        }
+        let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
+        let flight = {
+            let mut s = self.lock();
+            match s.decided.get(&key) {
+                Some((until, answer)) if *until > Instant::now() => return answer.clone(),
+                Some(_) => drop(s.decided.remove(&key)),
+                None => {}
+            }
+            s.flights.entry(key.clone()).or_default().clone()
+        };
+        // The first to get here asks; the others wait for its answer. Should the asker be
+        // dropped (its client gone), the next waiter asks instead.
+        let body = q.body();
+        let answer = flight.get_or_init(|| self.call(p, &body)).await.clone();
+        let mut s = self.lock();
+        // The first to come back files the decision and ends the flight.
+        if s.flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            s.flights.remove(&key);
+            if !matches!(answer, Answer::Failed(_)) {
+                s.file(key, Instant::now() + self.settings.cache, answer.clone());
+            }
+        }
+        answer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One question to the service, under `--authz-timeout`.
+    async fn call(&self, p: &Proxy, body: &str) -> Answer {
+        let limit = self.settings.timeout;
+        let asked = async {
+            match self.exchange(p, body).await {
+                Ok(answer) => answer,
+                Err(why) => Answer::Failed(why),
+            }
+        };
+        asked
+            .or(async {
+                Timer::after(limit).await;
+                Answer::Failed(format!("no answer within {limit:?}"))
+            })
+            .await
+    }
+
+    /// POSTs `body` and reads the answer; `Err` says why there is none.
+    async fn exchange(&self, p: &Proxy, body: &str) -> Result<Answer, String> {
+        let t = &self.settings.url;
+        // `call` bounds the whole exchange; these inner limits only keep each step finite and
+        // are longer, so that the reason given is the overall timeout.
+        let step = self.settings.timeout * 2;
+        let failed =
+            |what: &str, e: &io::Error| format!("{what} {}: {}", t.host_port(), describe(e));
+        let tcp = dial::connect(&t.host, t.port, step)
+            .await
+            .map_err(|e| failed("cannot connect to", &e))?;
+        let mut stream = Stream::Tcp(tcp);
+        if t.scheme == Scheme::Https {
+            stream = secure(p, &t.host, stream)
+                .await
+                .map_err(|e| failed("TLS with", &e))?;
+        }
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            t.path,
+            t.host_header(),
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| failed("sending to", &e))?;
+        stream.flush().await.map_err(|e| failed("sending to", &e))?;
+        let mut r = Reader::new(stream, step);
+        loop {
+            let n = r.read_head().await.map_err(|e| match e {
+                HeadError::Io(e) => failed("reading from", &e),
+                HeadError::Closed(_) => {
+                    format!("{} closed the connection without answering", t.host_port())
+                }
+                HeadError::TooLarge | HeadError::LineTooLong => {
+                    "the answer's head is too large".into()
+                }
+            })?;
+            let res = parse_response(&r.buffered()[..n], false)?;
+            r.consume(n);
+            // Interim answers (100 Continue) come before the real one.
+            if (100..200).contains(&res.code) && res.code != 101 {
+                continue;
+            }
+            if !(200..300).contains(&res.code) {
+                return Ok(judge(res.code, b""));
+            }
+            let mut tap = Tap::new(MAX_ANSWER);
+            let mut sink = futures_lite::io::sink();
+            body::relay_tap(
+                &mut r,
+                &mut sink,
+                res.framing,
+                Mode::Decode,
+                step,
+                Some(&mut tap),
+            )
+            .await
+            .map_err(|e| match e {
+                BodyError::Read(e) | BodyError::Write(e) => failed("reading from", &e),
+                BodyError::Malformed(why) => format!("the answer's body is malformed: {why}"),
+            })?;
+            if tap.truncated() {
+                return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+            }
+            return Ok(judge(res.code, &tap.kept));
+        }
+    }
+}
+
+impl State {
+    /// Keeps a decision until `until`, within [`MAX_DECISIONS`]: expired ones go first,
+    /// then the one closest to expiring.
+    fn file(&mut self, key: Key, until: Instant, answer: Answer) {
+        if self.decided.len() >= MAX_DECISIONS {
+            let now = Instant::now();
+            self.decided.retain(|_, (u, _)| *u > now);
+        }
+        if self.decided.len() >= MAX_DECISIONS {
+            if let Some(oldest) = self
+                .decided
+                .iter()
+                .min_by_key(|(_, (u, _))| *u)
+                .map(|(k, _)| k.clone())
+            {
+                self.decided.remove(&oldest);
+            }
+        }
+        self.decided.insert(key, (until, answer));
+    }
+}
+
+#[cfg(feature = "tls")]
+async fn secure(p: &Proxy, host: &str, stream: Stream) -> io::Result<Stream> {
+    p.cfg.trust.connect(host, stream).await
+}
+
+/// Without TLS an https:// service URL is refused at start; this keeps the call total.
+#[cfg(not(feature = "tls"))]
+async fn secure(_: &Proxy, _: &str, _: Stream) -> io::Result<Stream> {
+    Err(io::Error::other("this build has no TLS"))
+}
+
+/// Asks the service about `req` (if one is configured). `Err` is the reply: 403 when it
+/// denies, 503 when it cannot answer and `--authz-fail` is closed. With `open`, the failure
+/// is noted in the entry's rule and the request goes on.
+pub async fn check(p: &Proxy, req: &Request, entry: &mut Entry) -> Result<(), Error> {
+    let Some(authz) = &p.authz else { return Ok(()) };
+    let q = Question::new(req, entry.client.ip(), entry.user.as_deref());
+    match (authz.ask(p, &q).await, authz.settings.fail) {
+        (Answer::Allowed, _) => Ok(()),
+        (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
+        (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(
+            "authorization service unavailable: {why} (--authz-fail closed)"
+        ))),
+        (Answer::Failed(why), Fail::Open) => {
+            entry.rule = Some(format!(
+                "authorization service unavailable: {why}; allowed by --authz-fail open"
+            ));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::parse_request;
+
+    #[test]
+    fn questions() {
+        let req = parse_request(
+            b"POST http://API.example.com/v1/items?id=7&x=a%20b HTTP/1.1\r\nHost: api.example.com\r\n\
+              Proxy-Authorization: Basic dTpw\r\nAccept: text/plain\r\nX-Tag: a\r\nx-tag: b\r\n\
+              X-Quote: say \"hi\"\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap();
+        let q = Question::new(&req, "10.0.0.5".parse().unwrap(), Some("ann"));
+        assert_eq!(
+            q.body(),
+            concat!(
+                r#"{"url":"http://api.example.com/v1/items?id=7&x=a%20b","method":"POST","#,
+                r#""headers":"{\"Host\":\"api.example.com\",\"Accept\":\"text/plain\","#,
+                r#"\"X-Tag\":\"a, b\",\"X-Quote\":\"say \\\"hi\\\"\",\"Content-Length\":\"2\"}","#,
+                r#""queryParams":"id=7&x=a%20b","body":"","client":"10.0.0.5","user":"ann"}"#
+            )
+        );
+        // The headers string is itself a JSON object.
+        let headers = Json::parse(&q.headers).unwrap();
+        assert_eq!(headers["X-Quote"], "say \"hi\"");
+        let connect =
+            parse_request(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+                .unwrap();
+        let q = Question::new(&connect, "::1".parse().unwrap(), None);
+        let body = Json::parse(&q.body()).unwrap();
+        assert_eq!(body["url"], "https://db.example:5432");
+        assert_eq!(body["method"], "CONNECT");
+        assert!(body["queryParams"] == "" && body["body"] == "" && body["user"] == "");
+        assert_eq!(body["client"], "::1");
+    }
+
+    #[test]
+    fn answers() {
+        let failed = |a: Answer| matches!(a, Answer::Failed(_));
+        assert_eq!(judge(200, br#"{"allowed": true}"#), Answer::Allowed);
+        assert_eq!(
+            judge(204, br#" {"allowed":true,"reason":"ok"} "#),
+            Answer::Allowed
+        );
+        assert!(matches!(
+            judge(200, br#"{"allowed": false}"#),
+            Answer::Denied(_)
+        ));
+        assert!(matches!(
+            judge(403, br#"{"allowed": true}"#),
+            Answer::Denied(_)
+        ));
+        assert!(matches!(judge(403, b"nope"), Answer::Denied(_)));
+        assert!(failed(judge(200, b"yes")));
+        assert!(failed(judge(200, b"")));
+        assert!(failed(judge(200, br#"{"allowed": "true"}"#)));
+        assert!(failed(judge(200, br#"{"ok": true}"#)));
+        assert!(failed(judge(200, br#"[true]"#)));
+        assert!(failed(judge(500, br#"{"allowed": true}"#)));
+        assert!(failed(judge(400, br#"{"allowed": false}"#)));
+        assert!(failed(judge(401, b"")));
+        assert!(failed(judge(302, b"")));
+    }
+
+    #[test]
+    fn flags() {
+        let t = parse_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/")
+        );
+        assert_eq!(
+            parse_url("https://authz.example/validate").unwrap().port,
+            443
+        );
+        for bad in [
+            "ftp://a/",
+            "ws://a/",
+            "/validate",
+            "http://u:p@a/",
+            "a.example",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_fail("open"), Ok(Fail::Open));
+        assert!(parse_fail("maybe").is_err());
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0").is_err() && parse_timeout("x").is_err());
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut s = State::default();
+        let now = Instant::now();
+        for i in 0..MAX_DECISIONS + 10 {
+            let key = (
+                "::1".parse().unwrap(),
+                String::new(),
+                "GET".into(),
+                format!("http://a/{i}"),
+            );
+            s.file(
+                key,
+                now + Duration::from_secs(i as u64 + 1),
+                Answer::Allowed,
+            );
+        }
+        assert_eq!(s.decided.len(), MAX_DECISIONS);
+        // The ones closest to expiring went first.
+        assert!(!s.decided.keys().any(|k| k.3 == "http://a/0"));
+        assert!(s
+            .decided
+            .keys()
+            .any(|k| k.3 == format!("http://a/{}", MAX_DECISIONS + 9)));
+    }
+}

@@ -1,0 +1,271 @@
+//! Parsing JSON text (RFC 8259) into a [`Json`] tree: strict, and bounded in depth, so a
+//! corrupt or hostile capture file is an error naming the column, never a panic or a stack
+//! overflow. Numbers are checked against the grammar and kept as text.
+
+use super::Json;
+
+/// Deepest nesting accepted; capture records are 4 levels deep.
+const MAX_DEPTH: usize = 64;
+
+impl Json {
+    /// Parses one JSON text (surrounding whitespace allowed). The error says what and where.
+    pub fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value(0)?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(p.error("unexpected text after the value"));
+        }
+        Ok(v)
+    }
+}
+
+/// A recursive-descent parser over bytes.
+struct Parser<'a> {
+    /// The whole text.
+    s: &'a [u8],
+    /// The next byte to read.
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> String {
+        format!("{what} at column {}", self.i + 1)
+    }
+
+    fn ws(&mut self) {
+        while self
+            .s
+            .get(self.i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        self.ws();
+        let yes = self.s.get(self.i) == Some(&b);
+        self.i += usize::from(yes);
+        yes
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json, String> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
+        self.ws();
+        let word = |p: &mut Parser<'_>, w: &str, v: Json| {
+            if p.s[p.i..].starts_with(w.as_bytes()) {
+                p.i += w.len();
+                Ok(v)
+            } else {
+                Err(p.error("unexpected character"))
+            }
+        };
+        match self.s.get(self.i) {
+            None => Err(self.error("unexpected end")),
+            Some(b'n') => word(self, "null", Json::Null),
+            Some(b't') => word(self, "true", Json::Bool(true)),
+            Some(b'f') => word(self, "false", Json::Bool(false)),
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                if !self.eat(b']') {
+                    loop {
+                        items.push(self.value(depth + 1)?);
+                        if self.eat(b']') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return Err(self.error("expected , or ]"));
+                        }
+                    }
+                }
+                Ok(Json::Arr(items))
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let mut fields = Vec::new();
+                if !self.eat(b'}') {
+                    loop {
+                        self.ws();
+                        if self.s.get(self.i) != Some(&b'"') {
+                            return Err(self.error("expected a key"));
+                        }
+                        let key = self.string()?;
+                        if !self.eat(b':') {
+                            return Err(self.error("expected :"));
+                        }
+                        fields.push((key, self.value(depth + 1)?));
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return Err(self.error("expected , or }"));
+                        }
+                    }
+                }
+                Ok(Json::Obj(fields))
+            }
+            Some(_) => self.number(),
+        }
+    }
+
+    /// RFC 8259 §6: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.i;
+        let digits = |p: &mut Parser<'_>| {
+            let from = p.i;
+            while p.s.get(p.i).is_some_and(u8::is_ascii_digit) {
+                p.i += 1;
+            }
+            p.i > from
+        };
+        self.i += usize::from(self.s.get(self.i) == Some(&b'-'));
+        let leading_zero = self.s.get(self.i) == Some(&b'0');
+        if !digits(self)
+            || (leading_zero && self.i - start > 1 + usize::from(self.s[start] == b'-'))
+        {
+            self.i = start;
+            return Err(self.error("unexpected character"));
+        }
+        if self.s.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !digits(self) {
+                return Err(self.error("bad number"));
+            }
+        }
+        if matches!(self.s.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            self.i += usize::from(matches!(self.s.get(self.i), Some(b'+' | b'-')));
+            if !digits(self) {
+                return Err(self.error("bad number"));
+            }
+        }
+        // The bytes are ASCII digits and signs, so this cannot fail.
+        Ok(Json::Num(
+            String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
+        ))
+    }
+
+    /// A string literal, the opening quote at `self.i`.
+    fn string(&mut self) -> Result<String, String> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            let Some(&b) = self.s.get(self.i) else {
+                return Err(self.error("unterminated string"));
+            };
+            self.i += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    let esc = self.s.get(self.i).copied();
+                    self.i += 1;
+                    let c = match esc {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => self.unicode()?,
+                        _ => return Err(self.error("bad escape")),
+                    };
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                b if b < 0x20 => return Err(self.error("control character in string")),
+                b => out.push(b),
+            }
+        }
+        // The input is a &str, and escapes were added as UTF-8: this is valid.
+        String::from_utf8(out).map_err(|_| self.error("invalid UTF-8"))
+    }
+
+    /// The rest of a `\uXXXX` escape (and of its low surrogate, if it starts a pair).
+    fn unicode(&mut self) -> Result<char, String> {
+        let hex4 = |p: &mut Parser<'_>| {
+            let h =
+                p.s.get(p.i..p.i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+            let n = h
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .filter(|_| h.is_some_and(|h| !h.starts_with('+')));
+            p.i += 4;
+            n.ok_or_else(|| p.error("bad \\u escape"))
+        };
+        let hi = hex4(self)?;
+        let code = if (0xd800..0xdc00).contains(&hi) {
+            if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
+                return Err(self.error("lone surrogate"));
+            }
+            self.i += 2;
+            let lo = hex4(self)?;
+            if !(0xdc00..0xe000).contains(&lo) {
+                return Err(self.error("lone surrogate"));
+            }
+            0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+        } else {
+            hi
+        };
+        char::from_u32(code).ok_or_else(|| self.error("lone surrogate"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! cases {
+        (round_trip: $($text:expr),*) => {$(
+            assert_eq!(Json::parse($text).unwrap().text(), $text, "{}", $text);
+        )*};
+        (reject: $($bad:expr),*) => {$(
+            assert!(Json::parse($bad).is_err(), "{:?}", $bad);
+        )*};
+    }
+
+    #[test]
+    fn round_trips() {
+        cases! { round_trip:
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"e"},"z":-0.5e+3}"#, "[]", "{}",
+            r#""\"\\\n\r\t\u0001 é ☃ 😀""#, r#"[{"k":[]},{}]"#, "-0", "0.25E-2"
+        }
+        // Escapes written the long way come back short.
+        let long = Json::parse(r#""\/\b\u00e9\ud83d\ude00""#).unwrap();
+        assert_eq!(long, Json::Str("/\u{8}é😀".into()));
+    }
+
+    #[test]
+    fn rejects() {
+        cases! { reject:
+            "", "{", "[1,]", "{\"a\"}", "{\"a\":1,}", "01", "-01", "-", "1.", "1e", ".5", "+1",
+            "nul", "\"abc", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\u12\"", "\"\\u+123\"",
+            "\"a\u{1}\"", "1 2", "{\"a\":1}x", "[-]", "NaN", "{1:2}"
+        }
+        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
+        assert!(Json::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn mangled_records_never_panic() {
+        let sample = include_str!("../../tests/fixtures/capture/sample.ndjson");
+        let line = sample.lines().nth(1).unwrap().as_bytes();
+        // Every cut, and every byte replaced by each JSON-significant character.
+        for i in 0..line.len() {
+            let _ = Json::parse(&String::from_utf8_lossy(&line[..i]));
+            for b in *b"{}[]\",:0-e.\\u" {
+                let mut m = line.to_vec();
+                m[i] = b;
+                let _ = Json::parse(&String::from_utf8_lossy(&m));
+            }
+        }
+    }
+}
