@@ -68,7 +68,10 @@ fn main() -> ExitCode {
             number(count, "count").map(|n| n.min(100_000) as usize),
             seconds(secs),
         ),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "usage: see the top of examples/bench.rs")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "usage: see the top of examples/bench.rs",
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,7 +87,8 @@ fn bad(what: String) -> io::Error {
 }
 
 fn number(s: &str, what: &str) -> io::Result<u64> {
-    s.parse().map_err(|_| bad(format!("{what}: expected a number, got '{s}'")))
+    s.parse()
+        .map_err(|_| bad(format!("{what}: expected a number, got '{s}'")))
 }
 
 fn seconds(s: &str) -> io::Result<Duration> {
@@ -93,7 +97,9 @@ fn seconds(s: &str) -> io::Result<Duration> {
 
 /// Parses a loopback address; anything else is refused, this tool only measures this machine.
 fn addr(s: &str) -> io::Result<SocketAddr> {
-    let a: SocketAddr = s.parse().map_err(|_| bad(format!("expected 127.0.0.1:PORT, got '{s}'")))?;
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| bad(format!("expected 127.0.0.1:PORT, got '{s}'")))?;
     if !a.ip().is_loopback() {
         return Err(bad(format!("{a}: only loopback addresses are measured")));
     }
@@ -129,23 +135,27 @@ fn sink(port: u16) -> io::Result<()> {
     for _ in 0..SINK_WORKERS {
         let listener = listener.try_clone()?;
         let held = held.clone();
-        workers.push(thread::Builder::new().stack_size(SINK_STACK).spawn(move || loop {
-            // Each worker accepts and serves one connection at a time; the kernel hands a new
-            // connection to whichever worker is waiting.
-            match listener.accept() {
-                Ok((s, _)) => {
-                    if let Err(e) = serve(s, &held) {
-                        if e.kind() != io::ErrorKind::UnexpectedEof {
-                            eprintln!("sink: {e}");
+        workers.push(
+            thread::Builder::new()
+                .stack_size(SINK_STACK)
+                .spawn(move || loop {
+                    // Each worker accepts and serves one connection at a time; the kernel hands a new
+                    // connection to whichever worker is waiting.
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            if let Err(e) = serve(s, &held) {
+                                if e.kind() != io::ErrorKind::UnexpectedEof {
+                                    eprintln!("sink: {e}");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("sink: accept: {e}");
+                            thread::sleep(Duration::from_millis(10));
                         }
                     }
-                }
-                Err(e) => {
-                    eprintln!("sink: accept: {e}");
-                    thread::sleep(Duration::from_millis(10));
-                }
-            }
-        })?);
+                })?,
+        );
     }
     // Drops held connections whose client has gone, so one sink serves many runs.
     loop {
@@ -168,9 +178,13 @@ fn serve(mut s: TcpStream, held: &Held) -> io::Result<()> {
     match cmd[0] {
         b'B' => {
             let w = s.try_clone()?;
-            let writer = thread::Builder::new().stack_size(SINK_STACK).spawn(move || send(w, n))?;
+            let writer = thread::Builder::new()
+                .stack_size(SINK_STACK)
+                .spawn(move || send(w, n))?;
             receive(&mut s, n)?;
-            writer.join().map_err(|_| bad("sink writer panicked".into()))??;
+            writer
+                .join()
+                .map_err(|_| bad("sink writer panicked".into()))??;
             // Wait for the client's close so the client, not the sink, closes first.
             let _ = s.read(&mut [0u8; 1]);
         }
@@ -239,14 +253,20 @@ fn open(proxy: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> 
             }
             let k = s.read(&mut buf)?;
             if k == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "proxy closed during CONNECT"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "proxy closed during CONNECT",
+                ));
             }
             head.extend_from_slice(&buf[..k]);
         }
         let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
         if !status.starts_with(b"2") {
             let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            return Err(bad(format!("CONNECT refused: {}", String::from_utf8_lossy(line))));
+            return Err(bad(format!(
+                "CONNECT refused: {}",
+                String::from_utf8_lossy(line)
+            )));
         }
     }
     Ok(s)
@@ -260,7 +280,11 @@ fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
     s.write_all(&msg)
 }
 
-fn bulk(proxy: io::Result<Option<SocketAddr>>, target: io::Result<SocketAddr>, bytes: io::Result<u64>) -> io::Result<()> {
+fn bulk(
+    proxy: io::Result<Option<SocketAddr>>,
+    target: io::Result<SocketAddr>,
+    bytes: io::Result<u64>,
+) -> io::Result<()> {
     let (proxy, target, n) = (proxy?, target?, bytes?);
     let mut s = open(proxy, target)?;
     let start = Instant::now();
@@ -270,7 +294,10 @@ fn bulk(proxy: io::Result<Option<SocketAddr>>, target: io::Result<SocketAddr>, b
     receive(&mut s, n)?;
     writer.join().map_err(|_| bad("writer panicked".into()))??;
     let secs = start.elapsed().as_secs_f64();
-    println!("bulk bytes={n} secs={secs:.3} mbps={:.1}", n as f64 / secs / 1e6);
+    println!(
+        "bulk bytes={n} secs={secs:.3} mbps={:.1}",
+        n as f64 / secs / 1e6
+    );
     Ok(())
 }
 
@@ -312,7 +339,9 @@ fn setups(
                         Ok(())
                     });
                     match round {
-                        Ok(()) => t.micros.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Ok(()) => t
+                            .micros
+                            .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32),
                         Err(e) => {
                             t.errors += 1;
                             t.first_error.get_or_insert_with(|| e.to_string());

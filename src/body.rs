@@ -54,7 +54,11 @@ pub struct Tap {
 impl Tap {
     /// An empty tap keeping up to `limit` bytes; nothing is allocated until data arrives.
     pub fn new(limit: usize) -> Tap {
-        Tap { limit, kept: Vec::new(), total: 0 }
+        Tap {
+            limit,
+            kept: Vec::new(),
+            total: 0,
+        }
     }
 
     /// Takes note of `data`: counts it, and keeps what fits under the limit.
@@ -98,7 +102,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut out = Writer { dst, timeout, written: 0, tap };
+    let mut out = Writer {
+        dst,
+        timeout,
+        written: 0,
+        tap,
+    };
     match framing {
         Framing::Empty => {}
         Framing::Length(n) => copy_exact(src, &mut out, n).await?,
@@ -116,7 +125,11 @@ where
     Ok(out.written)
 }
 
-async fn relay_chunked<R, W>(src: &mut Reader<R>, out: &mut Writer<'_, W>, mode: Mode) -> Result<(), BodyError>
+async fn relay_chunked<R, W>(
+    src: &mut Reader<R>,
+    out: &mut Writer<'_, W>,
+    mode: Mode,
+) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -171,12 +184,18 @@ where
 
 /// A trailer field line: token ":" value CRLF, no bare CR, no NUL.
 fn valid_trailer(line: &[u8]) -> bool {
-    let Some(body) = line.strip_suffix(b"\r\n") else { return false };
-    let Some(colon) = body.iter().position(|&b| b == b':') else { return false };
+    let Some(body) = line.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let Some(colon) = body.iter().position(|&b| b == b':') else {
+        return false;
+    };
     let (name, value) = body.split_at(colon);
     !name.is_empty()
         && name.iter().all(|&b| is_tchar(b))
-        && value[1..].iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        && value[1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// RFC 9110 §5.6.2 tchar.
@@ -186,7 +205,9 @@ pub fn is_tchar(b: u8) -> bool {
 
 /// Parses a chunk-size line (`HEX [; ext] CRLF`), RFC 9112 §7.1.
 pub fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let line = line.strip_suffix(b"\r\n").ok_or(BodyError::Malformed("chunk size line without CRLF"))?;
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or(BodyError::Malformed("chunk size line without CRLF"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(BodyError::Malformed("invalid chunk size"));
@@ -196,11 +217,18 @@ pub fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
     if significant > 15 {
         return Err(BodyError::Malformed("chunk size overflows"));
     }
-    let size = line[..digits].iter().fold(0u64, |n, &b| n * 16 + u64::from(hex(b)));
+    let size = line[..digits]
+        .iter()
+        .fold(0u64, |n, &b| n * 16 + u64::from(hex(b)));
     let rest = &line[digits..];
-    let ws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let ws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
     let ext = &rest[ws..];
-    if !ext.is_empty() && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)) {
+    if !ext.is_empty()
+        && (ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f))
+    {
         return Err(BodyError::Malformed("invalid chunk extension"));
     }
     if ext.is_empty() && !rest.is_empty() {
@@ -218,7 +246,10 @@ fn hex(b: u8) -> u8 {
 }
 
 /// Ensures a whole line (ending in LF) is buffered; returns its length.
-async fn read_line<R: AsyncRead + Unpin>(src: &mut Reader<R>, limit: usize) -> Result<usize, BodyError> {
+async fn read_line<R: AsyncRead + Unpin>(
+    src: &mut Reader<R>,
+    limit: usize,
+) -> Result<usize, BodyError> {
     let mut scanned = 0;
     loop {
         if let Some(i) = src.buffered()[scanned..].iter().position(|&b| b == b'\n') {
@@ -235,7 +266,11 @@ async fn read_line<R: AsyncRead + Unpin>(src: &mut Reader<R>, limit: usize) -> R
 }
 
 /// Copies exactly `n` bytes.
-async fn copy_exact<R, W>(src: &mut Reader<R>, out: &mut Writer<'_, W>, mut n: u64) -> Result<(), BodyError>
+async fn copy_exact<R, W>(
+    src: &mut Reader<R>,
+    out: &mut Writer<'_, W>,
+    mut n: u64,
+) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -244,7 +279,10 @@ where
         if src.buffered().is_empty() && fill(src).await? == 0 {
             return Err(BodyError::Read(io::ErrorKind::UnexpectedEof.into()));
         }
-        let take = src.buffered().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        let take = src
+            .buffered()
+            .len()
+            .min(usize::try_from(n).unwrap_or(usize::MAX));
         out.write_data(&src.buffered()[..take]).await?;
         src.consume(take);
         n -= take as u64;
@@ -304,9 +342,15 @@ mod tests {
     fn run(input: &[u8], framing: Framing, mode: Mode) -> Result<Vec<u8>, String> {
         let mut src = Reader::new(input, Duration::from_secs(1));
         let mut out = Vec::new();
-        block_on(relay(&mut src, &mut out, framing, mode, Duration::from_secs(1)))
-            .map(|_| out)
-            .map_err(|e| format!("{e:?}"))
+        block_on(relay(
+            &mut src,
+            &mut out,
+            framing,
+            mode,
+            Duration::from_secs(1),
+        ))
+        .map(|_| out)
+        .map_err(|e| format!("{e:?}"))
     }
 
     macro_rules! chunked {
@@ -343,7 +387,15 @@ mod tests {
         let mut tap = Tap::new(limit);
         let timeout = Duration::from_secs(1);
         let mut out = Vec::new();
-        block_on(relay_tap(&mut src, &mut out, framing, mode, timeout, Some(&mut tap))).unwrap();
+        block_on(relay_tap(
+            &mut src,
+            &mut out,
+            framing,
+            mode,
+            timeout,
+            Some(&mut tap),
+        ))
+        .unwrap();
         tap
     }
 
@@ -352,25 +404,63 @@ mod tests {
         let chunked = b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
         // (input, framing, mode, limit) => (kept, total)
         for (input, framing, mode, limit, kept, total) in [
-            (&chunked[..], Framing::Chunked, Mode::Pass, 100, &b"hello world"[..], 11),
-            (&chunked[..], Framing::Chunked, Mode::Decode, 100, b"hello world", 11),
-            (&chunked[..], Framing::Chunked, Mode::Pass, 7, b"hello w", 11),
+            (
+                &chunked[..],
+                Framing::Chunked,
+                Mode::Pass,
+                100,
+                &b"hello world"[..],
+                11,
+            ),
+            (
+                &chunked[..],
+                Framing::Chunked,
+                Mode::Decode,
+                100,
+                b"hello world",
+                11,
+            ),
+            (
+                &chunked[..],
+                Framing::Chunked,
+                Mode::Pass,
+                7,
+                b"hello w",
+                11,
+            ),
             (&chunked[..], Framing::Chunked, Mode::Pass, 0, b"", 11),
             (b"hello world", Framing::Length(5), Mode::Pass, 3, b"hel", 5),
-            (b"all of it", Framing::Close, Mode::Pass, 64, b"all of it", 9),
+            (
+                b"all of it",
+                Framing::Close,
+                Mode::Pass,
+                64,
+                b"all of it",
+                9,
+            ),
             (b"", Framing::Empty, Mode::Pass, 64, b"", 0),
         ] {
             let tap = tapped(input, framing, mode, limit);
-            assert_eq!((tap.kept.as_slice(), tap.total), (kept, total), "{framing:?} {limit}");
+            assert_eq!(
+                (tap.kept.as_slice(), tap.total),
+                (kept, total),
+                "{framing:?} {limit}"
+            );
             assert_eq!(tap.truncated(), (kept.len() as u64) < total);
         }
     }
 
     #[test]
     fn length_and_close() {
-        assert_eq!(run(b"hello world", Framing::Length(5), Mode::Pass).unwrap(), b"hello");
+        assert_eq!(
+            run(b"hello world", Framing::Length(5), Mode::Pass).unwrap(),
+            b"hello"
+        );
         assert!(run(b"hel", Framing::Length(5), Mode::Pass).is_err());
-        assert_eq!(run(b"all of it", Framing::Close, Mode::Pass).unwrap(), b"all of it");
+        assert_eq!(
+            run(b"all of it", Framing::Close, Mode::Pass).unwrap(),
+            b"all of it"
+        );
         assert_eq!(run(b"ignored", Framing::Empty, Mode::Pass).unwrap(), b"");
     }
 }

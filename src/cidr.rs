@@ -19,12 +19,17 @@ pub struct Cidr {
 impl Cidr {
     /// Parses `ADDR/LEN` or a bare address; IPv6 may be written in brackets.
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let bad = || format!("expected an IP address or CIDR block like 10.0.0.0/8 or fd00::/8, got '{s}'");
+        let bad = || {
+            format!("expected an IP address or CIDR block like 10.0.0.0/8 or fd00::/8, got '{s}'")
+        };
         let (addr, len) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
+        let addr = addr
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr);
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match len {
@@ -34,7 +39,10 @@ impl Cidr {
             }
             Some(_) => return Err(bad()),
         };
-        Ok(Cidr { addr: mask(addr, prefix), prefix })
+        Ok(Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        })
     }
 
     /// Whether `ip` is inside this network.
@@ -58,12 +66,20 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -106,7 +122,16 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/", "10.0.0.0/-1", "host", "1.2.3.4/8/8"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "host",
+            "1.2.3.4/8/8",
+        ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_list("10.0.0.0/8, ::1").unwrap().len(), 2);

@@ -43,16 +43,28 @@ pub struct Flags {
 
     /// time a client has to send a whole request head, like 500ms, 10s or 5m; 408 after it
     /// (default 10s)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
     pub header_timeout: Duration,
 
     /// time to reach an origin or upstream; 504 after it (default 10s)
-    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
     pub connect_timeout: Duration,
 
     /// idle keep-alive connections and tunnels are closed after this, and a peer that sends
     /// nothing for this long is given up on (default 5m)
-    #[argh(option, default = "Duration::from_secs(300)", from_str_fn(parse_duration))]
+    #[argh(
+        option,
+        default = "Duration::from_secs(300)",
+        from_str_fn(parse_duration)
+    )]
     pub idle_timeout: Duration,
 
     /// executor threads (default 1)
@@ -60,7 +72,11 @@ pub struct Flags {
     pub threads: usize,
 
     /// pseudonym in the Via header, also used to detect loops (default smolproxy)
-    #[argh(option, default = "String::from(\"smolproxy\")", from_str_fn(parse_via))]
+    #[argh(
+        option,
+        default = "String::from(\"smolproxy\")",
+        from_str_fn(parse_via)
+    )]
     pub via: String,
 
     /// add no Via header (loops can then not be detected)
@@ -91,7 +107,11 @@ pub struct Flags {
     pub auth_file: Option<PathBuf>,
 
     /// realm named in Proxy-Authenticate when credentials are asked for (default smolproxy)
-    #[argh(option, default = "auth::DEFAULT_REALM.into()", from_str_fn(auth::parse_realm))]
+    #[argh(
+        option,
+        default = "auth::DEFAULT_REALM.into()",
+        from_str_fn(auth::parse_realm)
+    )]
     pub realm: String,
 
     /// clients from these networks need no credentials: CIDRs like 10.0.0.0/8,fd00::/8 or
@@ -111,7 +131,12 @@ pub struct Flags {
 
     /// bytes of each request and response body kept in the capture; 0 keeps headers only
     /// (default 65536)
-    #[argh(option, arg_name = "BYTES", default = "65536", from_str_fn(parse_body_limit))]
+    #[argh(
+        option,
+        arg_name = "BYTES",
+        default = "65536",
+        from_str_fn(parse_body_limit)
+    )]
     pub capture_body_limit: usize,
 
     /// keep Authorization, Cookie and Set-Cookie values in the capture (they are replaced by
@@ -128,7 +153,12 @@ pub struct Flags {
 
     /// request schemes that use --upstream: http, https or http,https; CONNECT counts as
     /// https (default http,https)
-    #[argh(option, arg_name = "SCHEMES", default = "UpstreamFor::default()", from_str_fn(UpstreamFor::parse))]
+    #[argh(
+        option,
+        arg_name = "SCHEMES",
+        default = "UpstreamFor::default()",
+        from_str_fn(UpstreamFor::parse)
+    )]
     pub upstream_for: UpstreamFor,
 
     /// destinations that skip --upstream and go direct: *, <local>, example.com (and names
@@ -165,17 +195,32 @@ pub struct Flags {
     pub authz_url: Option<Target>,
 
     /// time the authorization service has to answer, like 500ms or 2s (default 2s)
-    #[argh(option, arg_name = "DUR", default = "Duration::from_secs(2)", from_str_fn(authz::parse_timeout))]
+    #[argh(
+        option,
+        arg_name = "DUR",
+        default = "Duration::from_secs(2)",
+        from_str_fn(authz::parse_timeout)
+    )]
     pub authz_timeout: Duration,
 
     /// what to do when the authorization service cannot answer: closed (503) or open (allow,
     /// and log why) (default closed)
-    #[argh(option, arg_name = "open|closed", default = "Fail::Closed", from_str_fn(authz::parse_fail))]
+    #[argh(
+        option,
+        arg_name = "open|closed",
+        default = "Fail::Closed",
+        from_str_fn(authz::parse_fail)
+    )]
     pub authz_fail: Fail,
 
     /// how long one authorization decision is reused for the same client, user, method and
     /// URL; 0 asks every time (default 10s)
-    #[argh(option, arg_name = "DUR", default = "Duration::from_secs(10)", from_str_fn(parse_duration))]
+    #[argh(
+        option,
+        arg_name = "DUR",
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
     pub authz_cache: Duration,
 
     /// extra trusted CA certificates for https upstreams and https:// requests, one or many
@@ -336,16 +381,20 @@ impl Config {
             // files; elsewhere (or beyond the size cap, on a router with a full routing
             // table) the listen addresses and the address classes still apply.
             let read = |path: &str| {
-                let text = read_limited(std::path::Path::new(path), MAX_PROC_FILE).unwrap_or_default();
+                let text =
+                    read_limited(std::path::Path::new(path), MAX_PROC_FILE).unwrap_or_default();
                 String::from_utf8_lossy(&text).into_owned()
             };
-            self.policy.add_own(policy::parse_fib_trie(&read("/proc/net/fib_trie")));
-            self.policy.add_own(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
+            self.policy
+                .add_own(policy::parse_fib_trie(&read("/proc/net/fib_trie")));
+            self.policy
+                .add_own(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
         }
         #[cfg(feature = "tls")]
         {
-            self.trust = crate::tls::Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
-                .map_err(|(status, message)| Refused { status, message })?;
+            self.trust =
+                crate::tls::Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
+                    .map_err(|(status, message)| Refused { status, message })?;
         }
         Ok(())
     }
@@ -399,9 +448,15 @@ impl Flags {
         if !cfg!(feature = "tls") && !self.ca_file.is_empty() {
             return Err("--ca-file: this build has no TLS (the tls feature is off)".into());
         }
-        if let Some(url) = self.authz_url.as_ref().filter(|u| u.scheme == Scheme::Https) {
+        if let Some(url) = self
+            .authz_url
+            .as_ref()
+            .filter(|u| u.scheme == Scheme::Https)
+        {
             if !cfg!(feature = "tls") {
-                return Err(format!("--authz-url {url}: this build has no TLS (the tls feature is off)"));
+                return Err(format!(
+                    "--authz-url {url}: this build has no TLS (the tls feature is off)"
+                ));
             }
         }
         let policy = Policy::new(self.allow, self.deny, self.block_private, &listen);
@@ -491,7 +546,8 @@ pub fn parse_ports(s: &str) -> Result<Ports, String> {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| format!("expected IP:PORT like 127.0.0.1:3128 or [::1]:3128, got '{s}'"))
+    s.parse()
+        .map_err(|_| format!("expected IP:PORT like 127.0.0.1:3128 or [::1]:3128, got '{s}'"))
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {
@@ -512,7 +568,9 @@ fn parse_via(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.bytes().all(crate::body::is_tchar) {
         Ok(s.to_string())
     } else {
-        Err(format!("expected a token (letters, digits, -._~), got '{s}'"))
+        Err(format!(
+            "expected a token (letters, digits, -._~), got '{s}'"
+        ))
     }
 }
 
@@ -520,7 +578,9 @@ fn parse_body_limit(s: &str) -> Result<usize, String> {
     s.parse::<usize>()
         .ok()
         .filter(|&n| n <= MAX_CAPTURE_BODY)
-        .ok_or_else(|| format!("expected a number of bytes from 0 to {MAX_CAPTURE_BODY}, got '{s}'"))
+        .ok_or_else(|| {
+            format!("expected a number of bytes from 0 to {MAX_CAPTURE_BODY}, got '{s}'")
+        })
 }
 
 fn parse_export_format(s: &str) -> Result<ExportFormat, String> {
@@ -551,7 +611,16 @@ mod tests {
         ok("5m", 300_000);
         ok("1h", 3_600_000);
         ok("0", 0);
-        for bad in ["", "10", "s", "1.5s", "-1s", "10x", "99999999999999999999s", "5 m"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10x",
+            "99999999999999999999s",
+            "5 m",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -559,7 +628,13 @@ mod tests {
     #[test]
     fn ports() {
         let p = parse_ports("443,8443,9000-9100").unwrap();
-        for (port, inside) in [(443, true), (8443, true), (9050, true), (9101, false), (80, false)] {
+        for (port, inside) in [
+            (443, true),
+            (8443, true),
+            (9050, true),
+            (9101, false),
+            (80, false),
+        ] {
             assert_eq!(p.contains(port), inside, "{port}");
         }
         assert_eq!(parse_ports("ANY"), Ok(Ports::Any));

@@ -81,8 +81,12 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
                 let err = match e {
                     HeadError::TooLarge => Error::HeadTooLarge,
                     HeadError::LineTooLong => Error::UriTooLong,
-                    HeadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => Error::HeadTimeout,
-                    HeadError::Closed(true) => Error::BadRequest("connection closed in the middle of a request head".into()),
+                    HeadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        Error::HeadTimeout
+                    }
+                    HeadError::Closed(true) => Error::BadRequest(
+                        "connection closed in the middle of a request head".into(),
+                    ),
                     HeadError::Io(_) | HeadError::Closed(false) => return,
                 };
                 entry.up = reader.buffered().len() as u64;
@@ -128,7 +132,11 @@ async fn handle(
 ) -> bool {
     // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
     // kept-alive connection open so the client can retry on it with credentials.
-    match p.cfg.access.authenticate(entry.client.ip(), req.head.all("proxy-authorization")) {
+    match p
+        .cfg
+        .access
+        .authenticate(entry.client.ip(), req.head.all("proxy-authorization"))
+    {
         Ok(user) => entry.user = user,
         Err(denial) => {
             entry.rule = Some(denial.to_string());
@@ -144,7 +152,9 @@ async fn handle(
         Ok(Decision::Answer(bytes, status)) => {
             entry.status = status;
             entry.down = bytes.len() as u64;
-            let sent = write_with_timeout(&mut client.clone(), &bytes, p).await.is_ok();
+            let sent = write_with_timeout(&mut client.clone(), &bytes, p)
+                .await
+                .is_ok();
             return sent && req.keep_alive();
         }
         Err(err) => {
@@ -158,14 +168,21 @@ async fn handle(
         return reply(p, client, &err, req, entry).await;
     }
     // SPEC §4: the custom chain, the system proxy or direct, named in the log either way.
-    let route = route::decide(&p.cfg.routing, req.target.scheme, &req.target.host, req.target.port);
+    let route = route::decide(
+        &p.cfg.routing,
+        req.target.scheme,
+        &req.target.host,
+        req.target.port,
+    );
     entry.route = route.label();
     if req.target.scheme == Scheme::Connect {
         connect(p, reader, client, req, entry, trace, route.hops()).await;
         return false;
     }
     if req.target.scheme == Scheme::Https && !cfg!(feature = "tls") {
-        let err = Error::NotImplemented("https:// in absolute-form needs a TLS build; use CONNECT".into());
+        let err = Error::NotImplemented(
+            "https:// in absolute-form needs a TLS build; use CONNECT".into(),
+        );
         return reply(p, client, &err, req, entry).await;
     }
     let mut reused_failed = false;
@@ -184,8 +201,15 @@ async fn handle(
                     let counts = Counts::default();
                     let early = reader.buffered().to_vec();
                     reader.consume(early.len());
-                    tunnel::relay(client.clone(), &early, origin.io.clone(), origin.buffered(), p.cfg.idle_timeout, &counts)
-                        .await;
+                    tunnel::relay(
+                        client.clone(),
+                        &early,
+                        origin.io.clone(),
+                        origin.buffered(),
+                        p.cfg.idle_timeout,
+                        &counts,
+                    )
+                    .await;
                     entry.up += counts.up.into_inner();
                     entry.down += counts.down.into_inner();
                     return false;
@@ -222,7 +246,9 @@ enum Decision {
 fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     if let Some(name) = &p.cfg.via {
         if req.passed_through(name) {
-            return Err(Error::Loop(format!("request already passed through {name} (Via)")));
+            return Err(Error::Loop(format!(
+                "request already passed through {name} (Via)"
+            )));
         }
     }
     // RFC 9110 §7.6.2: at Max-Forwards 0 the proxy is the final recipient.
@@ -238,13 +264,20 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     // SPEC §4: the egress rules on what the client named; the addresses a name resolves to
     // are judged as they are dialled (crate::upstream).
     let t = &req.target;
-    p.cfg.policy.check(&t.host, t.port).map_err(Error::Forbidden)?;
+    p.cfg
+        .policy
+        .permits(&t.host, t.port)
+        .map_err(Error::Forbidden)?;
     Ok(Decision::Forward)
 }
 
 /// The proxy's own answer to OPTIONS or TRACE with Max-Forwards: 0.
 fn answer_here(req: &Request) -> Vec<u8> {
-    let keep = if req.keep_alive() { "keep-alive" } else { "close" };
+    let keep = if req.keep_alive() {
+        "keep-alive"
+    } else {
+        "close"
+    };
     if req.method == "OPTIONS" {
         return format!(
             "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n\
@@ -255,7 +288,10 @@ fn answer_here(req: &Request) -> Vec<u8> {
     // TRACE echoes the request as received, minus credentials (RFC 9110 §9.3.8).
     let mut body = format!("{} {} HTTP/1.{}\r\n", req.method, req.uri, req.minor).into_bytes();
     for (name, value) in req.head.fields() {
-        if ["proxy-authorization", "authorization", "cookie"].iter().any(|s| name.eq_ignore_ascii_case(s)) {
+        if ["proxy-authorization", "authorization", "cookie"]
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s))
+        {
             continue;
         }
         body.extend_from_slice(name.as_bytes());
@@ -294,7 +330,10 @@ async fn connect(
     };
     trace.ready = Some(Instant::now());
     let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
-    if write_with_timeout(&mut client.clone(), ok, p).await.is_err() {
+    if write_with_timeout(&mut client.clone(), ok, p)
+        .await
+        .is_err()
+    {
         return;
     }
     entry.status = 200;
@@ -303,7 +342,15 @@ async fn connect(
     reader.consume(early.len());
     reader.release();
     let counts = Counts::default();
-    tunnel::relay(client.clone(), &early, origin, &[], p.cfg.idle_timeout, &counts).await;
+    tunnel::relay(
+        client.clone(),
+        &early,
+        origin,
+        &[],
+        p.cfg.idle_timeout,
+        &counts,
+    )
+    .await;
     let (up, down) = (counts.up.into_inner(), counts.down.into_inner());
     trace.tunnel = Some((up, down));
     entry.up += up;
@@ -313,7 +360,10 @@ async fn connect(
 /// Sends an error reply for a parsed request; returns whether the connection stays usable.
 async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
     // A request body that was not read is still on the wire: the connection must close.
-    let keep = err.keeps_connection() && req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping();
+    let keep = err.keeps_connection()
+        && req.keep_alive()
+        && req.framing == crate::head::Framing::Empty
+        && !p.stopping();
     if let Error::Forbidden(rule) = err {
         // Also a denial found while dialling: an address the egress policy refused.
         entry.rule = Some(rule.clone());
@@ -325,11 +375,20 @@ async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut 
     let bytes = err.reply(&extra, !keep);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
-    write_with_timeout(&mut client.clone(), &bytes, p).await.is_ok() && keep
+    write_with_timeout(&mut client.clone(), &bytes, p)
+        .await
+        .is_ok()
+        && keep
 }
 
 /// Answers a request that could not be read or parsed, logs it, and lets the caller close.
-async fn finish_with_error(p: &Proxy, client: &Tcp, err: &Error, entry: &mut Entry, started: Instant) {
+async fn finish_with_error(
+    p: &Proxy,
+    client: &Tcp,
+    err: &Error,
+    entry: &mut Entry,
+    started: Instant,
+) {
     let bytes = err.reply("", true);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
@@ -395,9 +454,19 @@ fn request_line(head: &[u8]) -> (String, String) {
         let word = words.next().unwrap_or(b"-");
         let text: String = String::from_utf8_lossy(&word[..word.len().min(MAX_FIELD)])
             .chars()
-            .map(|c| if c.is_control() || c.is_whitespace() { '?' } else { c })
+            .map(|c| {
+                if c.is_control() || c.is_whitespace() {
+                    '?'
+                } else {
+                    c
+                }
+            })
             .collect();
-        if text.is_empty() { "-".to_string() } else { text }
+        if text.is_empty() {
+            "-".to_string()
+        } else {
+            text
+        }
     };
     (field(), field())
 }

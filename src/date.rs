@@ -18,7 +18,10 @@ struct Civil {
 }
 
 fn civil(t: SystemTime) -> Civil {
-    let total = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let total = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (total / 86_400) as i64;
     // Howard Hinnant's days_from_civil inverse.
     let z = days + 719_468;
@@ -30,14 +33,21 @@ fn civil(t: SystemTime) -> Civil {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
-    Civil { year, month, day, secs: total % 86_400, weekday: ((days + 4).rem_euclid(7)) as usize }
+    Civil {
+        year,
+        month,
+        day,
+        secs: total % 86_400,
+        weekday: ((days + 4).rem_euclid(7)) as usize,
+    }
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`
 pub fn http_date(t: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let c = civil(t);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
@@ -54,7 +64,10 @@ pub fn http_date(t: SystemTime) -> String {
 /// `2026-11-26T11:52:37.123Z`
 pub fn rfc3339(t: SystemTime) -> String {
     let c = civil(t);
-    let ms = t.duration_since(UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or(0);
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
     format!(
         "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         c.year,

@@ -32,7 +32,10 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     let _slot = LOOKUPS.acquire().await;
     let addrs = smol::net::resolve((host, port)).await?;
     if addrs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "name does not resolve"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "name does not resolve",
+        ));
     }
     Ok(interleave(addrs))
 }
@@ -164,14 +167,20 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         let got: Vec<String> = interleave(a).iter().map(|s| s.to_string()).collect();
-        assert_eq!(got, ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "[::3]:1"]);
+        assert_eq!(
+            got,
+            ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "[::3]:1"]
+        );
     }
 
     #[test]
     fn refused_then_next_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let good = listener.local_addr().unwrap();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let got = future::block_on(race(&[closed, good])).unwrap();
         assert_eq!(got.get_ref().peer_addr().unwrap(), good);
         let err = future::block_on(race(&[closed])).unwrap_err();

@@ -135,7 +135,10 @@ pub fn describe(err: &io::Error) -> String {
                 None => s,
             };
             // getaddrinfo errors arrive as "failed to lookup address information: ...".
-            let s = s.replace("failed to lookup address information: ", "name does not resolve: ");
+            let s = s.replace(
+                "failed to lookup address information: ",
+                "name does not resolve: ",
+            );
             return s.to_lowercase();
         }
     };

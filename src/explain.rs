@@ -225,7 +225,14 @@ mod tests {
                 vec!["how: tunnel to a.test:443 through http://127.0.0.1:3129, TLS by the proxy"],
             ),
             (
-                vec!["--allow", "a.test", "--deny", "admin.a.test", "route", "http://admin.a.test/"],
+                vec![
+                    "--allow",
+                    "a.test",
+                    "--deny",
+                    "admin.a.test",
+                    "route",
+                    "http://admin.a.test/",
+                ],
                 vec!["policy: denied by --deny admin.a.test", "route: none"],
             ),
             (
@@ -233,11 +240,23 @@ mod tests {
                 vec!["policy: denied: b.test:80 is not in --allow", "route: none"],
             ),
             (
-                vec!["--block-private", "--deny", "10.0.0.0/8", "route", "http://10.1.2.3/"],
+                vec![
+                    "--block-private",
+                    "--deny",
+                    "10.0.0.0/8",
+                    "route",
+                    "http://10.1.2.3/",
+                ],
                 vec!["policy: denied by --deny 10.0.0.0/8 (10.1.2.3)"],
             ),
             (
-                vec!["--block-private", "--allow", "a.test", "route", "http://www.a.test/x"],
+                vec![
+                    "--block-private",
+                    "--allow",
+                    "a.test",
+                    "route",
+                    "http://www.a.test/x",
+                ],
                 vec![
                     "policy: allowed by --allow a.test",
                     "after dns: --block-private (checked on the addresses www.a.test resolves \

@@ -91,7 +91,10 @@ pub async fn exchange(
     let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
     if let Err(e) = write_with_timeout(&mut origin.io, &head, p).await {
-        return Err(Failure::Reply(Error::upstream(format!("cannot send to {name}"), &e)));
+        return Err(Failure::Reply(Error::upstream(
+            format!("cannot send to {name}"),
+            &e,
+        )));
     }
 
     let (up_result, down_result) = {
@@ -108,7 +111,15 @@ pub async fn exchange(
             }
         });
         let next_hop = (name.as_str(), via_proxy);
-        let mut down = pin!(respond(p, &mut origin, client_w, req, next_hop, answer, keep_head));
+        let mut down = pin!(respond(
+            p,
+            &mut origin,
+            client_w,
+            req,
+            next_hop,
+            answer,
+            keep_head
+        ));
         enum First<U, D> {
             Up(U),
             Down(D),
@@ -197,20 +208,30 @@ async fn respond(
             Ok(n) => n,
             Err(e) => {
                 let err = match e {
-                    HeadError::Closed(_) => Error::BadGateway(format!("{hop_name} closed the connection without a response")),
-                    HeadError::TooLarge | HeadError::LineTooLong => {
-                        Error::BadGateway(format!("invalid response from {hop_name}: head too large"))
-                    }
+                    HeadError::Closed(_) => Error::BadGateway(format!(
+                        "{hop_name} closed the connection without a response"
+                    )),
+                    HeadError::TooLarge | HeadError::LineTooLong => Error::BadGateway(format!(
+                        "invalid response from {hop_name}: head too large"
+                    )),
                     HeadError::Io(e) => Error::upstream(format!("no response from {hop_name}"), &e),
                 };
-                return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+                return Err(if written == 0 {
+                    Failure::Reply(err)
+                } else {
+                    Failure::Broken(0, written)
+                });
             }
         };
         let res = match parse_response(&origin.buffered()[..n], req.method == "HEAD") {
             Ok(r) => r,
             Err(why) => {
                 let err = Error::BadGateway(format!("invalid response from {hop_name}: {why}"));
-                return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+                return Err(if written == 0 {
+                    Failure::Reply(err)
+                } else {
+                    Failure::Broken(0, written)
+                });
             }
         };
         origin.consume(n);
@@ -218,7 +239,11 @@ async fn respond(
             // SPEC §4: an upstream that wants credentials is the proxy's problem, not the
             // client's; its challenge must not reach the client as if it were ours.
             let err = Error::BadGateway(format!("{hop_name} asks for proxy credentials (407)"));
-            return Err(if written == 0 { Failure::Reply(err) } else { Failure::Broken(0, written) });
+            return Err(if written == 0 {
+                Failure::Reply(err)
+            } else {
+                Failure::Broken(0, written)
+            });
         }
         // The final response (a 101 only where an upgrade was asked for) is the captured one.
         if res.code >= 200 || (res.code == 101 && req.is_upgrade()) {
@@ -227,20 +252,32 @@ async fn respond(
         }
         if res.code == 101 {
             if !req.is_upgrade() {
-                let err = Error::BadGateway(format!("invalid response from {hop_name}: 101 without upgrade"));
+                let err = Error::BadGateway(format!(
+                    "invalid response from {hop_name}: 101 without upgrade"
+                ));
                 return Err(Failure::Reply(err));
             }
             let head = response_head(p, req, &res, Framing::Empty, true, true);
-            write_with_timeout(&mut client, &head, p).await.map_err(|_| Failure::Broken(101, written))?;
+            write_with_timeout(&mut client, &head, p)
+                .await
+                .map_err(|_| Failure::Broken(101, written))?;
             written += head.len() as u64;
             answer.done = answer.at;
-            return Ok(Down { status: 101, written, origin_reusable: false, client_reusable: false, upgraded: true });
+            return Ok(Down {
+                status: 101,
+                written,
+                origin_reusable: false,
+                client_reusable: false,
+                upgraded: true,
+            });
         }
         if res.code < 200 {
             // RFC 9110 §15.2: forward 1xx, but never to an HTTP/1.0 client.
             if req.minor == 1 {
                 let head = response_head(p, req, &res, Framing::Empty, true, false);
-                write_with_timeout(&mut client, &head, p).await.map_err(|_| Failure::Broken(0, written))?;
+                write_with_timeout(&mut client, &head, p)
+                    .await
+                    .map_err(|_| Failure::Broken(0, written))?;
                 written += head.len() as u64;
             }
             continue;
@@ -312,11 +349,19 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop) -> Vec<u8> {
     }
     if max_forwards {
         if let Some(n) = max_forwards_value(req) {
-            push_field(&mut out, "Max-Forwards", n.saturating_sub(1).to_string().as_bytes());
+            push_field(
+                &mut out,
+                "Max-Forwards",
+                n.saturating_sub(1).to_string().as_bytes(),
+            );
         }
     }
     if let Some(name) = &p.cfg.via {
-        push_field(&mut out, "Via", format!("1.{} {name}", req.minor).as_bytes());
+        push_field(
+            &mut out,
+            "Via",
+            format!("1.{} {name}", req.minor).as_bytes(),
+        );
     }
     out.extend_from_slice(hop.extra.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -325,7 +370,14 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop) -> Vec<u8> {
 
 /// Builds the head sent to the client. `framing` is the framing as sent; `keep_alive` says
 /// whether the connection stays open; `interim` marks 1xx heads (101 included).
-fn response_head(p: &Proxy, req: &Request, res: &Response, framing: Framing, keep_alive: bool, interim: bool) -> Vec<u8> {
+fn response_head(
+    p: &Proxy,
+    req: &Request,
+    res: &Response,
+    framing: Framing,
+    keep_alive: bool,
+    interim: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(res.head.raw().len() + 128);
     out.extend_from_slice(format!("HTTP/1.1 {} ", res.code).as_bytes());
     out.extend_from_slice(res.reason.as_bytes());
@@ -343,14 +395,21 @@ fn response_head(p: &Proxy, req: &Request, res: &Response, framing: Framing, kee
         has_date |= lower == "date";
         // RFC 9112 §5.2: obs-fold is replaced by spaces when forwarding.
         if value.iter().any(|&b| b == b'\r' || b == b'\n') {
-            let unfolded: Vec<u8> = value.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect();
+            let unfolded: Vec<u8> = value
+                .iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+                .collect();
             push_field(&mut out, name, &unfolded);
         } else {
             push_field(&mut out, name, value);
         }
     }
     if let Some(name) = &p.cfg.via {
-        push_field(&mut out, "Via", format!("1.{} {name}", res.minor).as_bytes());
+        push_field(
+            &mut out,
+            "Via",
+            format!("1.{} {name}", res.minor).as_bytes(),
+        );
     }
     if !has_date && !interim {
         // RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one.
@@ -389,7 +448,11 @@ pub fn max_forwards_value(req: &Request) -> Option<u64> {
 }
 
 /// Writes all of `data` or fails after the idle timeout.
-pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(w: &mut W, data: &[u8], p: &Proxy) -> io::Result<()> {
+pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(
+    w: &mut W,
+    data: &[u8],
+    p: &Proxy,
+) -> io::Result<()> {
     let timeout = p.cfg.idle_timeout;
     w.write_all(data)
         .or(async {

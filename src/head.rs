@@ -35,7 +35,10 @@ impl Head {
         };
         Head {
             raw: buf.to_vec(),
-            fields: headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect(),
+            fields: headers
+                .iter()
+                .map(|h| (range(h.name.as_bytes()), range(h.value)))
+                .collect(),
         }
     }
 
@@ -43,13 +46,18 @@ impl Head {
     pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.fields.iter().map(|(n, v)| {
             // Names were validated as tokens by httparse, so they are ASCII.
-            (std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""), &self.raw[v.clone()])
+            (
+                std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""),
+                &self.raw[v.clone()],
+            )
         })
     }
 
     /// Values of every field called `name` (case-insensitive).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// The first value of `name`.
@@ -61,7 +69,11 @@ impl Head {
     pub fn tokens(&self, name: &str) -> Vec<String> {
         self.all(name)
             .flat_map(|v| v.split(|&b| b == b','))
-            .map(|t| String::from_utf8_lossy(t).trim_matches([' ', '\t']).to_ascii_lowercase())
+            .map(|t| {
+                String::from_utf8_lossy(t)
+                    .trim_matches([' ', '\t'])
+                    .to_ascii_lowercase()
+            })
             .filter(|t| !t.is_empty())
             .collect()
     }
@@ -124,14 +136,21 @@ impl Request {
 
     /// Whether the client waits for `100 Continue` before sending the body (RFC 9110 §10.1.1).
     pub fn expects_continue(&self) -> bool {
-        self.minor == 1 && self.head.tokens("expect").iter().any(|t| t == "100-continue")
+        self.minor == 1
+            && self
+                .head
+                .tokens("expect")
+                .iter()
+                .any(|t| t == "100-continue")
     }
 
     /// Whether a Via field already names `name` as a recipient: the request is looping.
     pub fn passed_through(&self, name: &str) -> bool {
         self.head.tokens("via").iter().any(|hop| {
             // Each element is `protocol received-by [comment]`.
-            hop.split_whitespace().nth(1).is_some_and(|by| by.eq_ignore_ascii_case(name))
+            hop.split_whitespace()
+                .nth(1)
+                .is_some_and(|by| by.eq_ignore_ascii_case(name))
         })
     }
 }
@@ -158,7 +177,11 @@ impl Response {
     pub fn keep_alive(&self) -> bool {
         let has = |t: &str| self.connection.iter().any(|c| c == t);
         self.framing != Framing::Close
-            && if self.minor == 0 { has("keep-alive") } else { !has("close") }
+            && if self.minor == 0 {
+                has("keep-alive")
+            } else {
+                !has("close")
+            }
     }
 }
 
@@ -204,7 +227,15 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
         return Err(bad("CONNECT with a body"));
     }
     let connection = head.tokens("connection");
-    Ok(Request { method, target, uri, minor, head, framing, connection })
+    Ok(Request {
+        method,
+        target,
+        uri,
+        minor,
+        head,
+        framing,
+        connection,
+    })
 }
 
 /// RFC 9112 §6.1–§6.3 for requests.
@@ -226,7 +257,9 @@ fn request_framing(head: &Head, minor: u8) -> Result<Framing, Error> {
     }
     match codings.iter().position(|c| c == "chunked") {
         Some(i) if i + 1 == codings.len() => Ok(Framing::Chunked),
-        Some(_) => Err(bad("chunked must be the final transfer coding, applied once")),
+        Some(_) => Err(bad(
+            "chunked must be the final transfer coding, applied once",
+        )),
         None => Err(Error::NotImplemented(format!(
             "transfer coding '{}' is not supported",
             codings.last().map(String::as_str).unwrap_or("")
@@ -245,7 +278,9 @@ fn content_length(head: &Head) -> Result<Option<u64>, &'static str> {
             if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
                 return Err("invalid content-length");
             }
-            let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let n = digits
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             if length.is_some_and(|l| l != n) {
                 return Err("differing content-length values");
             }
@@ -305,7 +340,14 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Result<Response, String
         }
     };
     let connection = head.tokens("connection");
-    Ok(Response { code, reason, minor, head, framing, connection })
+    Ok(Response {
+        code,
+        reason,
+        minor,
+        head,
+        framing,
+        connection,
+    })
 }
 
 fn bad(why: &str) -> Error {
@@ -313,8 +355,14 @@ fn bad(why: &str) -> Error {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -403,8 +451,14 @@ mod tests {
 
     #[test]
     fn long_uri_is_414() {
-        let raw = format!("GET http://a/{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(MAX_URI));
-        assert_eq!(parse_request(raw.as_bytes()).unwrap_err(), Error::UriTooLong);
+        let raw = format!(
+            "GET http://a/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "x".repeat(MAX_URI)
+        );
+        assert_eq!(
+            parse_request(raw.as_bytes()).unwrap_err(),
+            Error::UriTooLong
+        );
     }
 
     #[test]

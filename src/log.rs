@@ -60,7 +60,9 @@ impl Log {
         let out = match path {
             None => None,
             Some("-") => Some(Mutex::new(Sink::Stderr)),
-            Some(p) => Some(Mutex::new(Sink::File(OpenOptions::new().create(true).append(true).open(p)?))),
+            Some(p) => Some(Mutex::new(Sink::File(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            ))),
         };
         Ok(Log { out, format })
     }
@@ -94,7 +96,10 @@ fn text(e: &Entry) -> String {
         e.down,
         e.duration.as_millis(),
         e.route,
-        e.rule.as_deref().map(|r| format!("{r:?}")).unwrap_or_else(|| "-".into())
+        e.rule
+            .as_deref()
+            .map(|r| format!("{r:?}"))
+            .unwrap_or_else(|| "-".into())
     )
 }
 
@@ -106,7 +111,10 @@ fn json(e: &Entry) -> String {
          \"bytes_up\":{},\"bytes_down\":{},\"duration_ms\":{},\"route\":{},\"rule\":{}}}",
         quote(&rfc3339(e.time)),
         quote(&e.client.to_string()),
-        e.user.as_deref().map(quote).unwrap_or_else(|| "null".into()),
+        e.user
+            .as_deref()
+            .map(quote)
+            .unwrap_or_else(|| "null".into()),
         quote(&e.method),
         quote(&e.target),
         e.status,
@@ -114,7 +122,10 @@ fn json(e: &Entry) -> String {
         e.down,
         e.duration.as_millis(),
         quote(&e.route),
-        e.rule.as_deref().map(quote).unwrap_or_else(|| "null".into()),
+        e.rule
+            .as_deref()
+            .map(quote)
+            .unwrap_or_else(|| "null".into()),
     );
     s
 }

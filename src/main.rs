@@ -7,7 +7,9 @@ use smolproxy::config::{Command, Flags};
 use smolproxy::server::Server;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let flags = match Flags::from_args(&["smolproxy"], &strs[1..]) {
         Ok(f) => f,
@@ -17,7 +19,10 @@ fn main() -> ExitCode {
         }
         Err(exit) => {
             // argh's first line names the flag and the value; ours says what was expected.
-            eprintln!("smolproxy: {}", exit.output.lines().next().unwrap_or("bad arguments"));
+            eprintln!(
+                "smolproxy: {}",
+                exit.output.lines().next().unwrap_or("bad arguments")
+            );
             return ExitCode::from(2);
         }
     };

@@ -30,6 +30,10 @@ pub struct Policy {
     block_private: bool,
     /// Addresses of this host (listen addresses, interfaces), denied by `--block-private`.
     own: Vec<IpAddr>,
+    /// Whether `--allow` has address entries, which can admit a name by where it resolves.
+    allow_nets: bool,
+    /// Whether any rule looks at addresses (see [`Policy::has_address_rules`]).
+    address_rules: bool,
 }
 
 /// Why [`Policy::check`] let a destination through, for `smolproxy route`.
@@ -63,12 +67,21 @@ impl Policy {
             .map(|a| a.ip().to_canonical())
             .filter(|ip| !ip.is_unspecified())
             .collect();
+        // `--allow` given with only empty entries still means "allow nothing else".
+        let allow = (!allow.is_empty()).then(|| join(allow));
+        let deny = join(deny);
+        let allow_nets = allow
+            .iter()
+            .flat_map(PatternList::iter)
+            .any(matches_addresses);
+        let address_rules = block_private || allow_nets || deny.iter().any(matches_addresses);
         Policy {
-            // `--allow` given with only empty entries still means "allow nothing else".
-            allow: (!allow.is_empty()).then(|| join(allow)),
-            deny: join(deny),
+            allow,
+            deny,
             block_private,
             own,
+            allow_nets,
+            address_rules,
         }
     }
 
@@ -88,92 +101,96 @@ impl Policy {
 
     /// Whether any rule looks at addresses, so that a name must be resolved to be judged.
     pub fn has_address_rules(&self) -> bool {
-        self.block_private
-            || self.deny.iter().any(matches_addresses)
-            || self
-                .allow
-                .iter()
-                .flat_map(PatternList::iter)
-                .any(matches_addresses)
+        self.address_rules
     }
 
-    /// Judges a destination by what the client named (a name or an IP literal), before DNS.
-    /// An IP literal gets every rule here; a name gets its IP rules in
-    /// [`Policy::check_address`], listed in [`Verdict::after_dns`].
-    pub fn check(&self, host: &str, port: u16) -> Result<Verdict, String> {
+    /// Whether no rule is configured at all.
+    fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty() && !self.block_private
+    }
+
+    /// Judges a destination by what the client named (a name or an IP literal), before DNS:
+    /// `Err` names the rule. An IP literal meets every rule here; a name meets its IP rules in
+    /// [`Policy::check_address`], as it is dialled. The request path calls this; it builds no
+    /// text unless it denies.
+    pub fn permits(&self, host: &str, port: u16) -> Result<(), String> {
+        if self.is_open() {
+            return Ok(());
+        }
         if let Some(ip) = literal(host) {
             self.check_address(host, port, ip)?;
-            let reason = match self.allow.as_ref().and_then(|a| a.matches_ip(ip, port)) {
-                Some(p) => format!("allowed by --allow {p}"),
-                None => self.no_rule(),
-            };
-            return Ok(Verdict {
-                reason,
-                after_dns: Vec::new(),
-            });
         }
+        // Name entries, also those written for literals (`10.*`).
         if let Some(p) = self.deny.matches(host, port) {
             return Err(format!("denied by --deny {p}"));
         }
-        let mut after_dns: Vec<String> = self
-            .deny
-            .iter()
-            .filter(|p| matches_addresses(p))
-            .map(|p| format!("--deny {p}"))
-            .collect();
-        if self.block_private {
-            after_dns.push("--block-private".into());
+        match &self.allow {
+            // Only an address entry could still let the name in, by where it resolves.
+            Some(allow) if !self.allow_nets && allow.matches(host, port).is_none() => {
+                Err(format!("denied: {host}:{port} is not in --allow"))
+            }
+            _ => Ok(()),
         }
-        let reason = match &self.allow {
-            None => self.no_rule(),
-            Some(allow) => match allow.matches(host, port) {
-                Some(p) => format!("allowed by --allow {p}"),
-                None => {
-                    // Only an address entry can still let the name in, by what it resolves to.
-                    let nets: Vec<String> = allow
-                        .iter()
-                        .filter(|p| matches_addresses(p))
-                        .map(|p| format!("--allow {p}"))
-                        .collect();
-                    if nets.is_empty() {
-                        return Err(format!("denied: {host}:{port} is not in --allow"));
-                    }
-                    after_dns.extend(nets);
-                    format!("allowed only if {host} resolves into an --allow network")
-                }
-            },
+    }
+
+    /// [`Policy::permits`], explained: the deciding rule and the IP rules still to come.
+    pub fn check(&self, host: &str, port: u16) -> Result<Verdict, String> {
+        self.permits(host, port)?;
+        let ip = literal(host);
+        let allowed_by = self.allow.as_ref().and_then(|a| a.matches(host, port));
+        let reason = match (&self.allow, allowed_by) {
+            (_, Some(p)) => format!("allowed by --allow {p}"),
+            (Some(_), None) => format!("allowed only if {host} resolves into an --allow network"),
+            (None, None) if self.is_open() => "allowed (no egress policy configured)".into(),
+            (None, None) => "allowed (no rule denies it)".into(),
         };
+        let mut after_dns = Vec::new();
+        if ip.is_none() {
+            let nets = |list: &PatternList, flag: &str| -> Vec<String> {
+                let nets = list.iter().filter(|p| matches_addresses(p));
+                nets.map(|p| format!("{flag} {p}")).collect()
+            };
+            after_dns.extend(nets(&self.deny, "--deny"));
+            if self.block_private {
+                after_dns.push("--block-private".into());
+            }
+            if let (Some(allow), None) = (&self.allow, allowed_by) {
+                after_dns.extend(nets(allow, "--allow"));
+            }
+        }
         Ok(Verdict { reason, after_dns })
     }
 
     /// Judges one address the proxy is about to connect to for `host` (the name the client
     /// used, or the same address as a literal). `Err` names the rule.
     pub fn check_address(&self, host: &str, port: u16, ip: IpAddr) -> Result<(), String> {
+        if self.is_open() {
+            return Ok(());
+        }
         // `::ffff:10.1.2.3` reaches 10.1.2.3: judge it as that.
         let ip = ip.to_canonical();
         let named = literal(host).is_none();
-        let what = if named {
-            format!("{host} resolves to {ip}")
-        } else {
-            ip.to_string()
+        let what = || {
+            if named {
+                format!("{host} resolves to {ip}")
+            } else {
+                ip.to_string()
+            }
         };
         if let Some(p) = self.deny.matches_ip(ip, port) {
-            return Err(format!("denied by --deny {p} ({what})"));
+            return Err(format!("denied by --deny {p} ({})", what()));
         }
         if self.block_private {
-            let class = class(ip).or_else(|| {
-                self.own
-                    .contains(&ip)
-                    .then_some("an address of this host")
-            });
+            let class =
+                class(ip).or_else(|| self.own.contains(&ip).then_some("an address of this host"));
             if let Some(class) = class {
-                return Err(format!("denied by --block-private ({what}: {class})"));
+                return Err(format!("denied by --block-private ({}: {class})", what()));
             }
         }
         if let Some(allow) = &self.allow {
-            // A name entry decides for the name whatever it resolves to; otherwise the
-            // address itself must be in an --allow network.
-            let by_name = named && allow.matches(host, port).is_some();
+            // An entry matching what the client wrote decides (for a name, wherever it
+            // resolves); otherwise the address itself must be in an --allow network.
+            let by_name = allow.matches(host, port).is_some();
             if !by_name && allow.matches_ip(ip, port).is_none() {
                 return Err(if named {
                     format!("denied: {host} resolves to {ip}, which is not in --allow")
@@ -183,15 +200,6 @@ impl Policy {
             }
         }
         Ok(())
-    }
-
-    /// The reason given when no entry decided.
-    fn no_rule(&self) -> String {
-        if self.allow.is_none() && self.deny.is_empty() && !self.block_private {
-            "allowed (no egress policy configured)".into()
-        } else {
-            "allowed (no rule denies it)".into()
-        }
     }
 }
 
@@ -343,26 +351,42 @@ mod tests {
             None, "*.bad.test", false, "x.bad.test", 80 => Err("denied by --deny *.bad.test");
             None, "*.bad.test", false, "good.test", 80 => Ok("allowed (no rule denies it)");
             // Once --allow is given, what it does not name is denied.
-            Some("example.com"), "", false, "api.example.com", 443 => Ok("allowed by --allow example.com");
-            Some("example.com"), "", false, "example.org", 443 => Err("denied: example.org:443 is not in --allow");
+            Some("example.com"), "", false, "api.example.com", 443 =>
+                Ok("allowed by --allow example.com");
+            Some("example.com"), "", false, "example.org", 443 =>
+                Err("denied: example.org:443 is not in --allow");
             // Deny wins over allow, whatever the order of the flags or the entries.
-            Some("example.com"), "admin.example.com", false, "admin.example.com", 80 => Err("denied by --deny admin.example.com");
-            Some("*"), "example.com:25", false, "mail.example.com", 25 => Err("denied by --deny example.com:25");
-            Some("*"), "example.com:25", false, "mail.example.com", 587 => Ok("allowed by --allow *");
+            Some("example.com"), "admin.example.com", false, "admin.example.com", 80 =>
+                Err("denied by --deny admin.example.com");
+            Some("*"), "example.com:25", false, "mail.example.com", 25 =>
+                Err("denied by --deny example.com:25");
+            Some("*"), "example.com:25", false, "mail.example.com", 587 =>
+                Ok("allowed by --allow *");
             // Ports limit entries on either side.
-            Some("example.com:443"), "", false, "example.com", 80 => Err("denied: example.com:80 is not in --allow");
+            Some("example.com:443"), "", false, "example.com", 80 =>
+                Err("denied: example.com:80 is not in --allow");
             // IP literals meet every rule at once, v4 and v6, mapped forms included.
             Some("10.0.0.0/8"), "", false, "10.1.2.3", 80 => Ok("allowed by --allow 10.0.0.0/8");
-            Some("10.0.0.0/8"), "", false, "11.1.2.3", 80 => Err("denied: 11.1.2.3:80 is not in --allow");
-            None, "10.0.0.0/8", false, "::ffff:10.9.9.9", 80 => Err("denied by --deny 10.0.0.0/8 (10.9.9.9)");
-            Some("10.0.0.0/8"), "10.66.0.0/16", false, "10.66.1.1", 80 => Err("denied by --deny 10.66.0.0/16 (10.66.1.1)");
-            None, "", true, "127.0.0.1", 80 => Err("denied by --block-private (127.0.0.1: loopback)");
+            Some("10.0.0.0/8"), "", false, "11.1.2.3", 80 =>
+                Err("denied: 11.1.2.3:80 is not in --allow");
+            None, "10.0.0.0/8", false, "::ffff:10.9.9.9", 80 =>
+                Err("denied by --deny 10.0.0.0/8 (10.9.9.9)");
+            Some("10.0.0.0/8"), "10.66.0.0/16", false, "10.66.1.1", 80 =>
+                Err("denied by --deny 10.66.0.0/16 (10.66.1.1)");
+            None, "", true, "127.0.0.1", 80 =>
+                Err("denied by --block-private (127.0.0.1: loopback)");
             None, "", true, "[::1]", 80 => Err("denied by --block-private (::1: loopback)");
             None, "", true, "8.8.8.8", 53 => Ok("allowed (no rule denies it)");
             // --block-private is a deny: an --allow entry does not lift it.
-            Some("192.168.0.0/16"), "", true, "192.168.1.1", 80 => Err("denied by --block-private (192.168.1.1: private (RFC 1918))");
+            Some("192.168.0.0/16"), "", true, "192.168.1.1", 80 =>
+                Err("denied by --block-private (192.168.1.1: private (RFC 1918))");
+            // Name globs written for literals apply to literals (and only to them).
+            None, "10.*", false, "10.1.2.3", 80 => Err("denied by --deny 10.*");
+            Some("10.*"), "", false, "10.1.2.3", 80 => Ok("allowed by --allow 10.*");
+            Some("10.*"), "", false, "11.1.2.3", 80 => Err("denied: 11.1.2.3:80 is not in --allow");
             // A name with address rules pending: judged again after DNS.
-            Some("10.0.0.0/8"), "", false, "intranet.test", 80 => Ok("allowed only if intranet.test resolves into an --allow network");
+            Some("10.0.0.0/8"), "", false, "intranet.test", 80 =>
+                Ok("allowed only if intranet.test resolves into an --allow network");
             None, "", true, "localhost", 80 => Ok("allowed (no rule denies it)");
             // Name entries never match addresses, address entries never match names.
             None, "localhost", false, "127.0.0.1", 80 => Ok("allowed (no rule denies it)");
@@ -385,22 +409,33 @@ mod tests {
     #[test]
     fn after_dns() {
         addresses! {
-            None, "127.0.0.0/8", false, "localhost", "127.0.0.1" => Err("denied by --deny 127.0.0.0/8 (localhost resolves to 127.0.0.1)");
-            None, "", true, "localhost", "127.0.0.1" => Err("denied by --block-private (localhost resolves to 127.0.0.1: loopback)");
-            None, "", true, "localhost", "::1" => Err("denied by --block-private (localhost resolves to ::1: loopback)");
-            None, "", true, "rebind.test", "::ffff:169.254.169.254" => Err("denied by --block-private (rebind.test resolves to 169.254.169.254: link-local)");
+            None, "127.0.0.0/8", false, "localhost", "127.0.0.1" =>
+                Err("denied by --deny 127.0.0.0/8 (localhost resolves to 127.0.0.1)");
+            None, "", true, "localhost", "127.0.0.1" =>
+                Err("denied by --block-private (localhost resolves to 127.0.0.1: loopback)");
+            None, "", true, "localhost", "::1" =>
+                Err("denied by --block-private (localhost resolves to ::1: loopback)");
+            None, "", true, "r.test", "::ffff:169.254.169.254" =>
+                Err("denied by --block-private (r.test resolves to 169.254.169.254: link-local)");
             None, "", true, "public.test", "93.184.216.34" => Ok(());
             // This host's own addresses: listen addresses and interfaces.
-            None, "", true, "me.test", "203.0.113.7" => Err("denied by --block-private (me.test resolves to 203.0.113.7: an address of this host)");
-            None, "", true, "me.test", "198.51.100.9" => Err("denied by --block-private (me.test resolves to 198.51.100.9: an address of this host)");
+            None, "", true, "me", "203.0.113.7" =>
+                Err(concat!("denied by --block-private (me resolves to 203.0.113.7: ",
+                    "an address of this host)"));
+            None, "", true, "me", "198.51.100.9" =>
+                Err(concat!("denied by --block-private (me resolves to 198.51.100.9: ",
+                    "an address of this host)"));
             // Allowed by name: the name decides, wherever it points (unless a deny says no).
-            Some("example.com"), "", false, "example.com", "10.0.0.1" => Ok(());
-            Some("example.com"), "", true, "example.com", "10.0.0.1" => Err("denied by --block-private (example.com resolves to 10.0.0.1: private (RFC 1918))");
+            Some("a.test"), "", false, "a.test", "10.0.0.1" => Ok(());
+            Some("a.test"), "", true, "a.test", "10.0.0.1" =>
+                Err("denied by --block-private (a.test resolves to 10.0.0.1: private (RFC 1918))");
             // Allowed by network: the address decides.
             Some("10.0.0.0/8"), "", false, "intranet.test", "10.2.3.4" => Ok(());
-            Some("10.0.0.0/8"), "", false, "intranet.test", "192.0.2.1" => Err("denied: intranet.test resolves to 192.0.2.1, which is not in --allow");
+            Some("10.0.0.0/8"), "", false, "intranet.test", "192.0.2.1" =>
+                Err("denied: intranet.test resolves to 192.0.2.1, which is not in --allow");
             // `<local>` denies loopback addresses however they were named.
-            None, "<local>", false, "sneaky.test", "127.0.0.2" => Err("denied by --deny <local> (sneaky.test resolves to 127.0.0.2)");
+            None, "<local>", false, "sneaky.test", "127.0.0.2" =>
+                Err("denied by --deny <local> (sneaky.test resolves to 127.0.0.2)");
         }
     }
 
@@ -500,7 +535,8 @@ mod tests {
     #[test]
     fn host_addresses() {
         let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
-                    \x20    +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.0\n              /8 host LOCAL\n\
+                    \x20    +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.0\n\
+                    \x20             /8 host LOCAL\n\
                     \x20          |-- 127.0.0.1\n              /32 host LOCAL\n\
                     \x20       |-- 127.255.255.255\n           /32 link BROADCAST\n\
                     \x20          |-- 192.0.2.2\n              /32 host LOCAL\n\

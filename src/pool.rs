@@ -57,7 +57,9 @@ impl Pool {
 
     /// Parks a connection that is ready for another request.
     pub fn put(&self, key: Key, conn: Tcp) {
-        let Ok(mut idle) = self.idle.lock() else { return };
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
         let total = prune(&mut idle);
         let list = idle.entry(key).or_default();
         if list.len() >= PER_DESTINATION || total >= TOTAL {

@@ -46,7 +46,13 @@ pub struct Reader<S> {
 impl<S: AsyncRead + Unpin> Reader<S> {
     /// A reader with an idle timeout per read.
     pub fn new(io: S, timeout: Duration) -> Reader<S> {
-        Reader { io, buf: Vec::new(), start: 0, end: 0, timeout }
+        Reader {
+            io,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            timeout,
+        }
     }
 
     /// The bytes buffered and not yet consumed.
@@ -107,7 +113,11 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         let mut scanned = 0;
         loop {
             // Skip CRLFs left over between messages.
-            let blank = self.buffered().iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let blank = self
+                .buffered()
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
             if blank > 0 {
                 self.consume(blank);
                 scanned = 0;
@@ -153,7 +163,10 @@ mod tests {
 
     #[test]
     fn head_end() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 0), Some(24));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 0),
+            Some(24)
+        );
         assert_eq!(find_head_end(b"GET / HTTP/1.1\nA: b\n\nbody", 0), Some(21));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r", 0), None);

@@ -7,7 +7,6 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,12 +82,20 @@ pub struct Server {
 impl Server {
     /// Opens the log and binds every listen address. Errors are one line for the user.
     pub fn bind(cfg: Config) -> Result<Server, String> {
-        let log = Log::open(cfg.access_log.as_deref(), cfg.log_format)
-            .map_err(|e| format!("cannot open access log {}: {}", cfg.access_log.as_deref().unwrap_or("-"), crate::error::describe(&e)))?;
+        let log = Log::open(cfg.access_log.as_deref(), cfg.log_format).map_err(|e| {
+            format!(
+                "cannot open access log {}: {}",
+                cfg.access_log.as_deref().unwrap_or("-"),
+                crate::error::describe(&e)
+            )
+        })?;
         let capture = match &cfg.capture {
             Some(path) => Some(
                 Capture::open(path, cfg.capture_body_limit, cfg.capture_secrets).map_err(|e| {
-                    format!("cannot open capture file {path}: {}", crate::error::describe(&e))
+                    format!(
+                        "cannot open capture file {path}: {}",
+                        crate::error::describe(&e)
+                    )
                 })?,
             ),
             None => None,
@@ -116,12 +123,19 @@ impl Server {
             stopping: AtomicBool::new(false),
             stop_rx,
         });
-        Ok(Server { proxy, listeners, stop_tx })
+        Ok(Server {
+            proxy,
+            listeners,
+            stop_tx,
+        })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.get_ref().local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.get_ref().local_addr().ok())
+            .collect()
     }
 
     /// Serves until SIGINT or SIGTERM, then drains and returns.
@@ -132,7 +146,11 @@ impl Server {
             let ex = ex.clone();
             std::thread::spawn(move || future::block_on(ex.run(future::pending::<()>())));
         }
-        let Server { proxy, listeners, stop_tx } = self;
+        let Server {
+            proxy,
+            listeners,
+            stop_tx,
+        } = self;
         future::block_on(ex.run(async {
             for l in listeners {
                 ex.spawn(accept(proxy.clone(), l, ex.clone())).detach();
@@ -178,7 +196,10 @@ async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'s
                 // EMFILE, ENFILE, ENOMEM and friends: the pending connection stays queued in
                 // the kernel; wait for descriptors or memory to free up and try again.
                 if !warned {
-                    eprintln!("warning: accept failed: {}; backing off", crate::error::describe(&e));
+                    eprintln!(
+                        "warning: accept failed: {}; backing off",
+                        crate::error::describe(&e)
+                    );
                     warned = true;
                 }
                 Timer::after(ACCEPT_BACKOFF).await;
@@ -198,12 +219,7 @@ async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'s
         let p2 = p.clone();
         ex.spawn(async move {
             let _guard = Active(p2.clone());
-            // A bug must cost one connection, never the whole proxy: a panic is caught here,
-            // reported, and the connection dropped (release builds unwind for this reason).
-            let served = AssertUnwindSafe(connection::serve(p2, Tcp::new(stream), peer));
-            if served.catch_unwind().await.is_err() {
-                eprintln!("error: internal error while serving {peer}; connection closed");
-            }
+            connection::serve(p2, Tcp::new(stream), peer).await;
         })
         .detach();
     }

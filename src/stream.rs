@@ -36,7 +36,10 @@ impl Tcp {
     /// Makes the next close a reset (SO_LINGER 0): the only way to tell a client that reads
     /// until close that its response was cut short, rather than complete.
     pub fn abort_on_close(&self) {
-        let _ = rustix::net::sockopt::set_socket_linger(self.0.get_ref(), Some(std::time::Duration::ZERO));
+        let _ = rustix::net::sockopt::set_socket_linger(
+            self.0.get_ref(),
+            Some(std::time::Duration::ZERO),
+        );
     }
 
     /// Whether the peer has closed or sent something unexpected: used before reusing an idle
@@ -48,13 +51,21 @@ impl Tcp {
 }
 
 impl AsyncRead for Tcp {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut &*self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Tcp {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut &*self.0).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -94,7 +105,10 @@ impl Stream {
 
 /// Runs `f` on the locked inner stream. A poisoned lock only means another poll panicked,
 /// which we never do on purpose; the stream is then reported as broken.
-fn with<R>(m: &Mutex<Box<dyn Io>>, f: impl FnOnce(Pin<&mut Box<dyn Io>>) -> Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+fn with<R>(
+    m: &Mutex<Box<dyn Io>>,
+    f: impl FnOnce(Pin<&mut Box<dyn Io>>) -> Poll<io::Result<R>>,
+) -> Poll<io::Result<R>> {
     match m.lock() {
         Ok(mut guard) => f(Pin::new(&mut *guard)),
         Err(_) => Poll::Ready(Err(io::Error::other("stream lock poisoned"))),
@@ -102,7 +116,11 @@ fn with<R>(m: &Mutex<Box<dyn Io>>, f: impl FnOnce(Pin<&mut Box<dyn Io>>) -> Poll
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(t) => Pin::new(t).poll_read(cx, buf),
             Stream::Shared(m) => with(m, |s| s.poll_read(cx, buf)),
@@ -111,7 +129,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(t) => Pin::new(t).poll_write(cx, buf),
             Stream::Shared(m) => with(m, |s| s.poll_write(cx, buf)),

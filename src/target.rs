@@ -69,7 +69,9 @@ impl Target {
         if uri.starts_with('/') || uri == "*" {
             return Err(TargetError::NotProxy);
         }
-        let (scheme, rest) = uri.split_once("://").ok_or(TargetError::Invalid("not a URI"))?;
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or(TargetError::Invalid("not a URI"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
@@ -83,14 +85,28 @@ impl Target {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(end);
         let (host, port) = parse_authority(authority, Some(scheme.default_port()))?;
-        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
-        Ok(Target { scheme, host, port, path })
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            path,
+        })
     }
 
     /// Parses the authority-form target of CONNECT (`host:port`, port required).
     pub fn parse_authority(authority: &str) -> Result<Target, TargetError> {
         let (host, port) = parse_authority(authority, None)?;
-        Ok(Target { scheme: Scheme::Connect, host, port, path: String::new() })
+        Ok(Target {
+            scheme: Scheme::Connect,
+            host,
+            port,
+            path: String::new(),
+        })
     }
 
     /// The host as it appears in a URI or Host header: IPv6 literals in brackets.
@@ -135,23 +151,33 @@ fn is_scheme(s: &str) -> bool {
 
 /// Splits `host[:port]` into a lowercased host and a port. `default` is used when the port is
 /// absent or empty; `None` makes the port required.
-pub fn parse_authority(authority: &str, default: Option<u16>) -> Result<(String, u16), TargetError> {
+pub fn parse_authority(
+    authority: &str,
+    default: Option<u16>,
+) -> Result<(String, u16), TargetError> {
     if authority.contains('@') {
         return Err(TargetError::Invalid("userinfo in request target"));
     }
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or(TargetError::Invalid("unclosed '['"))?;
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or(TargetError::Invalid("unclosed '['"))?;
         if v6.parse::<Ipv6Addr>().is_err() {
             return Err(TargetError::Invalid("bad IPv6 address"));
         }
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or(TargetError::Invalid("junk after ']'"))?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or(TargetError::Invalid("junk after ']'"))?,
+            ),
         };
         (v6.to_ascii_lowercase(), port)
     } else {
         match authority.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => return Err(TargetError::Invalid("IPv6 address without brackets")),
+            Some((h, _)) if h.contains(':') => {
+                return Err(TargetError::Invalid("IPv6 address without brackets"))
+            }
             Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
             None => (authority.to_ascii_lowercase(), None),
         }
@@ -182,7 +208,9 @@ fn parse_port(p: &str) -> Option<u16> {
 /// Narrowed to what DNS can carry: letters, digits, `-`, `.`, `_`.
 fn is_reg_name(host: &str) -> bool {
     host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         && !host.starts_with('.')
         && !host.contains("..")
 }
@@ -241,7 +269,15 @@ mod tests {
         let t = Target::parse_authority("[2001:db8::1]:8443").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("2001:db8::1", 8443));
         assert_eq!(t.host_port(), "[2001:db8::1]:8443");
-        for bad in ["example.com", "example.com:", ":443", "[::1]", "a:b:443", "h:70000", "h:-1"] {
+        for bad in [
+            "example.com",
+            "example.com:",
+            ":443",
+            "[::1]",
+            "a:b:443",
+            "h:70000",
+            "h:-1",
+        ] {
             assert!(Target::parse_authority(bad).is_err(), "{bad}");
         }
     }

@@ -38,7 +38,8 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How long until the tunnel counts as idle, or `None` if it already is.
@@ -51,15 +52,30 @@ impl Activity {
 
 /// Relays between `client` and `origin` until both sides are closed, one fails, or the
 /// tunnel is idle. `early_up`/`early_down` are bytes already read from either side.
-pub async fn relay(client: Tcp, early_up: &[u8], origin: Stream, early_down: &[u8], idle: Duration, counts: &Counts) {
+pub async fn relay(
+    client: Tcp,
+    early_up: &[u8],
+    origin: Stream,
+    early_down: &[u8],
+    idle: Duration,
+    counts: &Counts,
+) {
     let mut origin_w = origin.clone();
     let mut client_w = client.clone();
-    if origin_w.write_all(early_up).await.is_err() || client_w.write_all(early_down).await.is_err() {
+    if origin_w.write_all(early_up).await.is_err() || client_w.write_all(early_down).await.is_err()
+    {
         return;
     }
-    counts.up.fetch_add(early_up.len() as u64, Ordering::Relaxed);
-    counts.down.fetch_add(early_down.len() as u64, Ordering::Relaxed);
-    let activity = Activity { start: Instant::now(), last: AtomicU64::new(0) };
+    counts
+        .up
+        .fetch_add(early_up.len() as u64, Ordering::Relaxed);
+    counts
+        .down
+        .fetch_add(early_down.len() as u64, Ordering::Relaxed);
+    let activity = Activity {
+        start: Instant::now(),
+        last: AtomicU64::new(0),
+    };
     let result = match origin {
         Stream::Tcp(o) => {
             future::try_zip(
@@ -95,14 +111,23 @@ async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
             Ok(false)
         };
         // The other direction may have been busy meanwhile: re-check before giving up.
-        if async { ready.as_mut().await.map(|_| true) }.or(timed_out).await? {
+        if async { ready.as_mut().await.map(|_| true) }
+            .or(timed_out)
+            .await?
+        {
             return Ok(());
         }
     }
 }
 
 /// One direction between two TCP sockets, holding a buffer only while data flows.
-async fn pump_tcp(src: &Tcp, dst: &Tcp, activity: &Activity, idle: Duration, count: &AtomicU64) -> io::Result<()> {
+async fn pump_tcp(
+    src: &Tcp,
+    dst: &Tcp,
+    activity: &Activity,
+    idle: Duration,
+    count: &AtomicU64,
+) -> io::Result<()> {
     loop {
         wait_active(src.0.readable(), activity, idle).await?;
         let mut buf = vec![0u8; BUFFER_SIZE];
@@ -114,7 +139,10 @@ async fn pump_tcp(src: &Tcp, dst: &Tcp, activity: &Activity, idle: Duration, cou
                 }
                 Ok(n) => {
                     activity.touch();
-                    (&*dst.0).write_all(&buf[..n]).or(write_deadline(idle)).await?;
+                    (&*dst.0)
+                        .write_all(&buf[..n])
+                        .or(write_deadline(idle))
+                        .await?;
                     count.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -126,7 +154,13 @@ async fn pump_tcp(src: &Tcp, dst: &Tcp, activity: &Activity, idle: Duration, cou
 }
 
 /// One direction between any two streams (TLS, proxied hops).
-async fn pump<R, W>(mut src: R, mut dst: W, activity: &Activity, idle: Duration, count: &AtomicU64) -> io::Result<()>
+async fn pump<R, W>(
+    mut src: R,
+    mut dst: W,
+    activity: &Activity,
+    idle: Duration,
+    count: &AtomicU64,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

@@ -104,7 +104,9 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
             Ok(tcp) => Ok(Stream::Tcp(tcp)),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
-            Err(DialError::Io(e)) => Err(Error::upstream(format!("cannot connect to {target}"), &e)),
+            Err(DialError::Io(e)) => {
+                Err(Error::upstream(format!("cannot connect to {target}"), &e))
+            }
         };
     };
     let what = format!(
@@ -130,7 +132,9 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
 async fn destination(p: &Proxy, last: &Upstream, host: &str, port: u16) -> Result<String, Error> {
     let policy = &p.cfg.policy;
     if let Ok(ip) = host.parse::<IpAddr>() {
-        policy.check_address(host, port, ip).map_err(Error::Forbidden)?;
+        policy
+            .check_address(host, port, ip)
+            .map_err(Error::Forbidden)?;
         return Ok(host.to_string());
     }
     let here = last.kind == Kind::Socks5;

@@ -1219,7 +1219,9 @@ fn a_truncated_origin_response_is_shown_by_closing_the_client_connection() {
             Err(e) => assert!(
                 matches!(
                     e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::ConnectionReset
                 ),
                 "{path}: the client was left waiting instead of being closed: {e}"
             ),

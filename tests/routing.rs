@@ -12,8 +12,11 @@ mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+#[cfg(feature = "tls")]
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -239,6 +242,7 @@ fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
 
 /// stunnel on a free port, terminating TLS with the test server certificate and forwarding
 /// the plain bytes to 127.0.0.1:`to`.
+#[cfg(feature = "tls")]
 fn stunnel(dir: &Path, pki: &Pki, to: u16) -> Peer {
     let port = free_port();
     let conf = dir.join(format!("stunnel-{port}.conf"));
@@ -254,6 +258,7 @@ fn stunnel(dir: &Path, pki: &Pki, to: u16) -> Peer {
 }
 
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1.
+#[cfg(feature = "tls")]
 struct Pki {
     /// The CA certificate (what `--ca-file` gets).
     ca: PathBuf,
@@ -264,6 +269,7 @@ struct Pki {
 }
 
 /// Makes the test PKI once per test run with the openssl command (P-256 keys: fast).
+#[cfg(feature = "tls")]
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
