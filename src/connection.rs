@@ -163,9 +163,12 @@ async fn handle(
         }
     }
     // SPEC §6: the authorization service has its say before any byte goes out.
-    if let Err(err) = authz::check(p, req, entry).await {
-        entry.rule = Some(err.to_string());
-        return reply(p, client, &err, req, entry).await;
+    // (Boxed so that the connection's future does not carry its state; skipped when unset.)
+    if p.authz.is_some() {
+        if let Err(err) = Box::pin(authz::check(p, req, entry)).await {
+            entry.rule = Some(err.to_string());
+            return reply(p, client, &err, req, entry).await;
+        }
     }
     // SPEC §4: the custom chain, the system proxy or direct, named in the log either way.
     let route = route::decide(
@@ -176,7 +179,9 @@ async fn handle(
     );
     entry.route = route.label();
     if req.target.scheme == Scheme::Connect {
-        connect(p, reader, client, req, entry, trace, route.hops()).await;
+        // Boxed, like the other long-lived branches below: the connection's future is then
+        // as small as its largest *short* step, and an idle tunnel holds only what relaying needs.
+        Box::pin(connect(p, reader, client, req, entry, trace, route.hops())).await;
         return false;
     }
     if req.target.scheme == Scheme::Https && !cfg!(feature = "tls") {
@@ -187,12 +192,12 @@ async fn handle(
     }
     let mut reused_failed = false;
     loop {
-        let hop = match upstream::open(p, route.hops(), req, reused_failed).await {
+        let hop = match Box::pin(upstream::open(p, route.hops(), req, reused_failed)).await {
             Ok(h) => h,
             Err(err) => return reply(p, client, &err, req, entry).await,
         };
         let reused = hop.reused;
-        match forward::exchange(p, reader, req, hop, trace).await {
+        match Box::pin(forward::exchange(p, reader, req, hop, trace)).await {
             Ok(out) => {
                 entry.status = out.status;
                 entry.up += out.up;
@@ -321,7 +326,7 @@ async fn connect(
     hops: &[route::Upstream],
 ) {
     let t = &req.target;
-    let origin = match upstream::tunnel(p, hops, &t.host, t.port).await {
+    let origin = match Box::pin(upstream::tunnel(p, hops, &t.host, t.port)).await {
         Ok(stream) => stream,
         Err(err) => {
             reply(p, client, &err, req, entry).await;

@@ -1,4 +1,4 @@
-//! Destination patterns: one matcher for `--bypass`, `NO_PROXY` and (later) `--allow`/`--deny`.
+//! Destination patterns: one matcher for `--bypass`, `NO_PROXY`, `--allow` and `--deny`.
 //!
 //! Pure parsing and matching (SPEC §4), no I/O and no name resolution. An entry is one of:
 //! `*` (everything); `<local>` (names without a dot, and loopback addresses); a domain such as

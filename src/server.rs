@@ -144,14 +144,17 @@ impl Server {
         let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
         for _ in 1..self.proxy.cfg.threads {
             let ex = ex.clone();
-            std::thread::spawn(move || future::block_on(ex.run(future::pending::<()>())));
+            std::thread::spawn(move || async_io::block_on(ex.run(future::pending::<()>())));
         }
         let Server {
             proxy,
             listeners,
             stop_tx,
         } = self;
-        future::block_on(ex.run(async {
+        // async_io's block_on polls the reactor on this thread while the executor is idle;
+        // futures_lite's would leave it to a helper thread and pay two context switches for
+        // every socket event.
+        async_io::block_on(ex.run(async {
             for l in listeners {
                 ex.spawn(accept(proxy.clone(), l, ex.clone())).detach();
             }
