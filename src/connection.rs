@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use futures_lite::{AsyncReadExt, FutureExt};
@@ -61,19 +61,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
                 Err(HeadError::Io(std::io::ErrorKind::TimedOut.into()))
             })
             .await;
-        let mut entry = Entry {
-            time: SystemTime::now(),
-            client: peer,
-            user: None,
-            method: "-".into(),
-            target: "-".into(),
-            status: 0,
-            up: 0,
-            down: 0,
-            duration: Default::default(),
-            route: "-".into(),
-            rule: None,
-        };
+        let mut entry = Entry::new(peer);
         let len = match head {
             Ok(n) => n,
             Err(HeadError::Closed(false)) => return,
@@ -409,19 +397,8 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Turns away a client outside `--allow-client`: a complete 403, one log line, then close.
 async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
-    let mut entry = Entry {
-        time: SystemTime::now(),
-        client: peer,
-        user: None,
-        method: "-".into(),
-        target: "-".into(),
-        status: 0,
-        up: 0,
-        down: 0,
-        duration: Duration::ZERO,
-        route: "-".into(),
-        rule: Some(err.to_string()),
-    };
+    let mut entry = Entry::new(peer);
+    entry.rule = Some(err.to_string());
     finish_with_error(p, client, err, &mut entry, Instant::now()).await;
     linger(client).await;
 }

@@ -180,7 +180,7 @@ impl Json {
 }
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7).
-fn quote(out: &mut String, s: &str) {
+pub fn quote(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -41,6 +41,25 @@ pub struct Entry {
     pub rule: Option<String>,
 }
 
+impl Entry {
+    /// An entry for a request from `client` about which nothing is known yet.
+    pub fn new(client: SocketAddr) -> Entry {
+        Entry {
+            time: SystemTime::now(),
+            client,
+            user: None,
+            method: "-".into(),
+            target: "-".into(),
+            status: 0,
+            up: 0,
+            down: 0,
+            duration: Duration::ZERO,
+            route: "-".into(),
+            rule: None,
+        }
+    }
+}
+
 /// Where log lines go.
 pub struct Log {
     /// The destination, or `None` when quiet.
@@ -133,21 +152,7 @@ fn json(e: &Entry) -> String {
 /// A JSON string literal (RFC 8259 §7).
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::json::quote(&mut out, s);
     out
 }
 
