@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use futures_lite::{AsyncReadExt, FutureExt};
 
+use crate::alarm::Alarm;
 use crate::capture::Trace;
 use crate::error::Error;
 use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
@@ -34,13 +35,16 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
     }
     let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
     let mut first = true;
+    // One timer each for the idle wait and the head timeout, kept across requests (see alarm.rs).
+    let (mut idle_alarm, mut head_alarm) = (Alarm::default(), Alarm::default());
     loop {
         if !first && reader.buffered().is_empty() {
             // Idle between requests: no buffer held, woken by data, the idle timer or shutdown.
             reader.release();
             let readable = async { client.0.readable().await.is_ok() };
+            let idle_since = Instant::now();
             let idle = async {
-                Timer::after(p.cfg.idle_timeout).await;
+                idle_alarm.wait(|| idle_since + p.cfg.idle_timeout).await;
                 false
             };
             let stop = async {
@@ -57,7 +61,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         let head = reader
             .read_head()
             .or(async {
-                Timer::after(header_timeout).await;
+                head_alarm.wait(|| started + header_timeout).await;
                 Err(HeadError::Io(std::io::ErrorKind::TimedOut.into()))
             })
             .await;

@@ -130,7 +130,10 @@ async fn race(addrs: &[SocketAddr]) -> io::Result<Async<TcpStream>> {
             }
             pending.push(Box::pin(Async::<TcpStream>::connect(addrs[next])));
             next += 1;
-            delay.set_after(ATTEMPT_DELAY);
+            if next < addrs.len() {
+                // Only worth a timer when there is another address to try.
+                delay.set_after(ATTEMPT_DELAY);
+            }
         }
         let mut i = 0;
         while i < pending.len() {

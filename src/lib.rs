@@ -13,6 +13,7 @@
 //!
 //! The runtime is smol; there is no unsafe code.
 
+pub mod alarm;
 pub mod auth;
 pub mod authz;
 pub mod body;

@@ -6,11 +6,11 @@
 //! holds no buffer. Every read is bounded by a timeout.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
 
+use crate::alarm::Alarm;
 use crate::head::{MAX_HEAD, MAX_URI};
 
 /// Size of the read buffer: large enough for most heads and efficient body copies.
@@ -41,6 +41,10 @@ pub struct Reader<S> {
     end: usize,
     /// Longest wait for one read before it fails with `TimedOut`.
     pub timeout: Duration,
+    /// When the current read started; a read must complete `timeout` after it.
+    since: Instant,
+    /// The one timer behind every read's timeout.
+    alarm: Alarm,
 }
 
 impl<S: AsyncRead + Unpin> Reader<S> {
@@ -52,6 +56,8 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             start: 0,
             end: 0,
             timeout,
+            since: Instant::now(),
+            alarm: Alarm::default(),
         }
     }
 
@@ -94,12 +100,14 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                 self.buf.resize(len * 2, 0);
             }
         }
-        let timeout = self.timeout;
+        self.since = Instant::now();
+        let (since, timeout) = (self.since, self.timeout);
+        let alarm = &mut self.alarm;
         let n = self
             .io
             .read(&mut self.buf[self.end..])
             .or(async {
-                Timer::after(timeout).await;
+                alarm.wait(|| since + timeout).await;
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await?;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
+use crate::alarm::Alarm;
 use crate::stream::{Stream, Tcp};
 
 /// Copy buffer per busy direction. 64 KiB lets one read drain a full socket buffer burst,
@@ -68,11 +69,9 @@ impl Activity {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// How long until the tunnel counts as idle, or `None` if it already is.
-    fn remaining(&self, idle: Duration) -> Option<Duration> {
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        let since = self.start.elapsed().saturating_sub(last);
-        idle.checked_sub(since).filter(|d| !d.is_zero())
+    /// When the tunnel counts as idle unless something moves before then.
+    fn due(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle
     }
 }
 
@@ -121,29 +120,20 @@ pub async fn relay(
     drop(result);
 }
 
-/// Waits until `ready` completes or the whole tunnel has been idle for `idle`.
+/// Waits until `ready` completes or the whole tunnel has been idle for `idle`: the other
+/// direction being busy keeps this one alive too.
 async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
     ready: F,
     activity: &Activity,
     idle: Duration,
+    alarm: &mut Alarm,
 ) -> io::Result<()> {
-    let mut ready = std::pin::pin!(ready);
-    loop {
-        let Some(left) = activity.remaining(idle) else {
-            return Err(io::ErrorKind::TimedOut.into());
-        };
-        let timed_out = async {
-            Timer::after(left).await;
-            Ok(false)
-        };
-        // The other direction may have been busy meanwhile: re-check before giving up.
-        if async { ready.as_mut().await.map(|_| true) }
-            .or(timed_out)
-            .await?
-        {
-            return Ok(());
-        }
-    }
+    ready
+        .or(async {
+            alarm.wait(|| activity.due(idle)).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
 }
 
 /// One direction between two TCP sockets, holding a buffer only while data flows.
@@ -154,8 +144,9 @@ async fn pump_tcp(
     idle: Duration,
     count: &AtomicU64,
 ) -> io::Result<()> {
+    let mut alarm = Alarm::default();
     loop {
-        wait_active(src.0.readable(), activity, idle).await?;
+        wait_active(src.0.readable(), activity, idle, &mut alarm).await?;
         let mut buf = Lease::take();
         loop {
             match src.0.get_ref().read(&mut buf.0) {
@@ -192,6 +183,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut alarm = Alarm::default();
     loop {
         let mut n = 0;
         wait_active(
@@ -201,6 +193,7 @@ where
             },
             activity,
             idle,
+            &mut alarm,
         )
         .await?;
         if n == 0 {
