@@ -36,6 +36,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Largest body sent in the same write as its head when it arrived with it.
+const COALESCE_MAX: u64 = 16 * 1024;
+
 /// How a forwarded exchange ended.
 pub struct Outcome {
     /// Final status sent to the client.
@@ -287,18 +290,32 @@ async fn respond(
         let decode = req.minor == 0 && res.framing == Framing::Chunked;
         let out_framing = if decode { Framing::Close } else { res.framing };
         let client_reusable = req.keep_alive() && out_framing != Framing::Close && !p.stopping();
-        let head = response_head(p, req, &res, out_framing, client_reusable, false);
+        let mut head = response_head(p, req, &res, out_framing, client_reusable, false);
+        // A small body that already arrived with the head goes out with it: one write, one
+        // packet, the common case of an API or keep-alive response.
+        let whole = match res.framing {
+            Framing::Length(n) if n <= COALESCE_MAX => usize::try_from(n).ok(),
+            _ => None,
+        }
+        .filter(|&n| origin.buffered().len() >= n);
+        if let Some(n) = whole {
+            head.extend_from_slice(&origin.buffered()[..n]);
+            answer.body.take(&origin.buffered()[..n]);
+            origin.consume(n);
+        }
         if let Err(_e) = write_with_timeout(&mut client, &head, p).await {
             return Err(Failure::Broken(res.code, written));
         }
         written += head.len() as u64;
-        let mode = if decode { Mode::Decode } else { Mode::Pass };
-        let timeout = p.cfg.idle_timeout;
-        let tap = Some(&mut answer.body);
-        match body::relay_tap(origin, &mut client, res.framing, mode, timeout, tap).await {
-            Ok(n) => written += n,
-            // Truncation is shown to the client by closing its connection mid-body.
-            Err(_) => return Err(Failure::Broken(res.code, written)),
+        if whole.is_none() {
+            let mode = if decode { Mode::Decode } else { Mode::Pass };
+            let timeout = p.cfg.idle_timeout;
+            let tap = Some(&mut answer.body);
+            match body::relay_tap(origin, &mut client, res.framing, mode, timeout, tap).await {
+                Ok(n) => written += n,
+                // Truncation is shown to the client by closing its connection mid-body.
+                Err(_) => return Err(Failure::Broken(res.code, written)),
+            }
         }
         answer.done = Some(Instant::now());
         return Ok(Down {
