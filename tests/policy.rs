@@ -544,7 +544,7 @@ fn decisions_are_cached_and_shared() {
 mod https {
     use super::*;
     use std::net::TcpListener;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Child, Command, Stdio};
 
     /// A process killed when dropped.
@@ -555,86 +555,6 @@ mod https {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-
-    /// Runs openssl in `dir`, panicking with its stderr on failure.
-    fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A test CA and a certificate it signed for 127.0.0.1 (P-256: fast); (ca, cert, key).
-    fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec![
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=smolproxy policy test CA",
-        ];
-        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-        ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-        ca.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        ca.extend(ec);
-        openssl(dir, &ca);
-        let mut csr = vec![
-            "req",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ];
-        csr.extend(ec);
-        openssl(dir, &csr);
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-                "-out",
-                "server.pem",
-            ],
-        );
-        (
-            dir.join("ca.pem"),
-            dir.join("server.pem"),
-            dir.join("server.key"),
-        )
     }
 
     /// stunnel terminating TLS on a free port and passing the bytes to 127.0.0.1:`to`.
@@ -675,9 +595,9 @@ mod https {
             return;
         }
         let dir = temp_dir("authz-https");
-        let (ca, cert, key) = test_pki(&dir);
+        let Pki { ca, cert, key } = pki();
         let service = reference_service(Duration::ZERO);
-        let (_tls, port) = stunnel(&dir, &cert, &key, service.port());
+        let (_tls, port) = stunnel(&dir, cert, key, service.port());
         let origin = Origin::echo();
         let url = format!("https://127.0.0.1:{port}/validate");
         let ca = ca.to_str().unwrap();
