@@ -30,7 +30,7 @@ use crate::{authz, route, upstream};
 pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
     // Clients outside --allow-client are turned away before a byte is read from them.
     if let Err(err) = p.cfg.access.admit(peer.ip()) {
-        refuse(&p, &client, peer, &err).await;
+        Box::pin(refuse(&p, &client, peer, &err)).await;
         return;
     }
     let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
@@ -82,7 +82,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
                     HeadError::Io(_) | HeadError::Closed(false) => return,
                 };
                 entry.up = reader.buffered().len() as u64;
-                finish_with_error(&p, &client, &err, &mut entry, started).await;
+                Box::pin(finish_with_error(&p, &client, &err, &mut entry, started)).await;
                 return;
             }
         };
@@ -91,7 +91,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
             Ok(r) => r,
             Err(err) => {
                 (entry.method, entry.target) = request_line(&reader.buffered()[..len]);
-                finish_with_error(&p, &client, &err, &mut entry, started).await;
+                Box::pin(finish_with_error(&p, &client, &err, &mut entry, started)).await;
                 return;
             }
         };
@@ -100,12 +100,20 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         entry.target = req.uri.clone();
 
         let mut trace = Trace::new(p.capture.as_ref());
-        let keep_alive = handle(&p, &mut reader, &client, &req, &mut entry, &mut trace).await;
+        let keep_alive = Box::pin(handle(
+            &p,
+            &mut reader,
+            &client,
+            &req,
+            &mut entry,
+            &mut trace,
+        ))
+        .await;
         entry.duration = started.elapsed();
         p.log.write(&entry);
         if let Some(capture) = &p.capture {
             // Waits while the capture queue is full: a slow disk slows this client down.
-            capture.write(&entry, &req, &trace).await;
+            Box::pin(capture.write(&entry, &req, &trace)).await;
         }
         if !keep_alive || p.stopping() {
             return;
@@ -198,14 +206,14 @@ async fn handle(
                     let counts = Counts::default();
                     let early = reader.buffered().to_vec();
                     reader.consume(early.len());
-                    tunnel::relay(
+                    Box::pin(tunnel::relay(
                         client.clone(),
                         &early,
                         origin.io.clone(),
                         origin.buffered(),
                         p.cfg.idle_timeout,
                         &counts,
-                    )
+                    ))
                     .await;
                     entry.up += counts.up.into_inner();
                     entry.down += counts.down.into_inner();
