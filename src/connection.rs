@@ -21,17 +21,17 @@ use crate::head::{parse_request, Request};
 use crate::log::Entry;
 use crate::reader::{HeadError, Reader};
 use crate::server::Proxy;
-use crate::stream::Tcp;
+use crate::stream::{Stream, Tcp};
 use crate::target::Scheme;
 use crate::tunnel::{self, Counts};
 use crate::{authz, route, upstream};
 
 /// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
-pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
+pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunnel> {
     // Clients outside --allow-client are turned away before a byte is read from them.
     if let Err(err) = p.cfg.access.admit(peer.ip()) {
         Box::pin(refuse(&p, &client, peer, &err)).await;
-        return;
+        return None;
     }
     let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
     let mut first = true;
@@ -52,7 +52,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
                 false
             };
             if !readable.or(idle).or(stop).await {
-                return;
+                return None;
             }
         }
         first = false;
@@ -68,7 +68,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         let mut entry = Entry::new(peer);
         let len = match head {
             Ok(n) => n,
-            Err(HeadError::Closed(false)) => return,
+            Err(HeadError::Closed(false)) => return None,
             Err(e) => {
                 let err = match e {
                     HeadError::TooLarge => Error::HeadTooLarge,
@@ -79,11 +79,11 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
                     HeadError::Closed(true) => Error::BadRequest(
                         "connection closed in the middle of a request head".into(),
                     ),
-                    HeadError::Io(_) | HeadError::Closed(false) => return,
+                    HeadError::Io(_) | HeadError::Closed(false) => return None,
                 };
                 entry.up = reader.buffered().len() as u64;
                 Box::pin(finish_with_error(&p, &client, &err, &mut entry, started)).await;
-                return;
+                return None;
             }
         };
         entry.up = len as u64;
@@ -92,7 +92,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
             Err(err) => {
                 (entry.method, entry.target) = request_line(&reader.buffered()[..len]);
                 Box::pin(finish_with_error(&p, &client, &err, &mut entry, started)).await;
-                return;
+                return None;
             }
         };
         reader.consume(len);
@@ -100,6 +100,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
         entry.target = req.uri.clone();
 
         let mut trace = Trace::new(p.capture.as_ref());
+        let mut opened = None;
         let keep_alive = Box::pin(handle(
             &p,
             &mut reader,
@@ -107,8 +108,20 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
             &req,
             &mut entry,
             &mut trace,
+            &mut opened,
         ))
         .await;
+        if let Some((origin, early)) = opened {
+            // An open tunnel outlives everything this connection held for reading requests:
+            // it goes on as a future of its own, so an idle tunnel costs only its relay.
+            let done = Done {
+                entry,
+                req,
+                trace,
+                started,
+            };
+            return Some(Box::pin(run_tunnel(p, client, origin, early, done)));
+        }
         entry.duration = started.elapsed();
         p.log.write(&entry);
         if let Some(capture) = &p.capture {
@@ -116,7 +129,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) {
             Box::pin(capture.write(&entry, &req, &trace)).await;
         }
         if !keep_alive || p.stopping() {
-            return;
+            return None;
         }
     }
 }
@@ -129,6 +142,7 @@ async fn handle(
     req: &Request,
     entry: &mut Entry,
     trace: &mut Trace,
+    opened: &mut Option<(Stream, Vec<u8>)>,
 ) -> bool {
     // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
     // kept-alive connection open so the client can retry on it with credentials.
@@ -181,7 +195,7 @@ async fn handle(
     if req.target.scheme == Scheme::Connect {
         // Boxed, like the other long-lived branches below: the connection's future is then
         // as small as its largest *short* step, and an idle tunnel holds only what relaying needs.
-        Box::pin(connect(p, reader, client, req, entry, trace, route.hops())).await;
+        *opened = Box::pin(connect(p, reader, client, req, entry, trace, route.hops())).await;
         return false;
     }
     if req.target.scheme == Scheme::Https && !cfg!(feature = "tls") {
@@ -324,13 +338,13 @@ async fn connect(
     entry: &mut Entry,
     trace: &mut Trace,
     hops: &[route::Upstream],
-) {
+) -> Option<(Stream, Vec<u8>)> {
     let t = &req.target;
     let origin = match Box::pin(upstream::tunnel(p, hops, &t.host, t.port)).await {
         Ok(stream) => stream,
         Err(err) => {
             reply(p, client, &err, req, entry).await;
-            return;
+            return None;
         }
     };
     trace.ready = Some(Instant::now());
@@ -339,27 +353,51 @@ async fn connect(
         .await
         .is_err()
     {
-        return;
+        return None;
     }
     entry.status = 200;
+    entry.down = ok.len() as u64;
     // Bytes the client sent right after the CONNECT head belong to the tunnel.
     let early = reader.buffered().to_vec();
     reader.consume(early.len());
     reader.release();
+    Some((origin, early))
+}
+
+/// A relaying tunnel, detached from the connection that opened it.
+pub type Tunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What a tunnel's log line and capture record need once it ends.
+struct Done {
+    /// The access-log entry, status and bytes so far.
+    entry: Entry,
+    /// The CONNECT request.
+    req: Request,
+    /// Timings for the capture.
+    trace: Trace,
+    /// When the CONNECT head was complete.
+    started: Instant,
+}
+
+/// Relays an open tunnel until it ends, then logs and records it.
+async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, done: Done) {
+    let Done {
+        mut entry,
+        req,
+        mut trace,
+        started,
+    } = done;
     let counts = Counts::default();
-    tunnel::relay(
-        client.clone(),
-        &early,
-        origin,
-        &[],
-        p.cfg.idle_timeout,
-        &counts,
-    )
-    .await;
+    tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout, &counts).await;
     let (up, down) = (counts.up.into_inner(), counts.down.into_inner());
     trace.tunnel = Some((up, down));
     entry.up += up;
-    entry.down = ok.len() as u64 + down;
+    entry.down += down;
+    entry.duration = started.elapsed();
+    p.log.write(&entry);
+    if let Some(capture) = &p.capture {
+        Box::pin(capture.write(&entry, &req, &trace)).await;
+    }
 }
 
 /// Sends an error reply for a parsed request; returns whether the connection stays usable.

@@ -222,7 +222,11 @@ async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'s
         let p2 = p.clone();
         ex.spawn(async move {
             let _guard = Active(p2.clone());
-            connection::serve(p2, Tcp::new(stream), peer).await;
+            // Boxed so that the connection's state is freed when it hands over a tunnel.
+            let tunnel = Box::pin(connection::serve(p2, Tcp::new(stream), peer)).await;
+            if let Some(tunnel) = tunnel {
+                tunnel.await;
+            }
         })
         .detach();
     }
