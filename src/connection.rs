@@ -154,11 +154,7 @@ async fn handle(
         Ok(user) => entry.user = user,
         Err(denial) => {
             entry.rule = Some(denial.to_string());
-            let keep = reply(p, client, &Error::AuthRequired, req, entry).await;
-            if !keep {
-                linger(client).await;
-            }
-            return keep;
+            return reply(p, client, &Error::AuthRequired, req, entry).await;
         }
     }
     match decide(p, req) {
@@ -171,10 +167,7 @@ async fn handle(
                 .is_ok();
             return sent && req.keep_alive();
         }
-        Err(err) => {
-            entry.rule = matches!(err, Error::Forbidden(_)).then(|| err.to_string());
-            return reply(p, client, &err, req, entry).await;
-        }
+        Err(err) => return reply(p, client, &err, req, entry).await,
     }
     // SPEC §6: the authorization service has its say before any byte goes out.
     // (Boxed so that the connection's future does not carry its state; skipped when unset.)
@@ -418,10 +411,13 @@ async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut 
     let bytes = err.reply(&extra, !keep);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
-    write_with_timeout(&mut client.clone(), &bytes, p)
+    let sent = write_with_timeout(&mut client.clone(), &bytes, p)
         .await
-        .is_ok()
-        && keep
+        .is_ok();
+    if sent && !keep {
+        linger(client).await;
+    }
+    sent && keep
 }
 
 /// Answers a request that could not be read or parsed, logs it, and lets the caller close.
@@ -435,9 +431,14 @@ async fn finish_with_error(
     let bytes = err.reply("", true);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
-    let _ = write_with_timeout(&mut client.clone(), &bytes, p).await;
+    let sent = write_with_timeout(&mut client.clone(), &bytes, p)
+        .await
+        .is_ok();
     entry.duration = started.elapsed();
     p.log.write(entry);
+    if sent {
+        linger(client).await;
+    }
 }
 
 /// How long a refused client may go on sending before the connection is dropped.
@@ -450,7 +451,6 @@ async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
     let mut entry = Entry::new(peer);
     entry.rule = Some(err.to_string());
     finish_with_error(p, client, err, &mut entry, Instant::now()).await;
-    linger(client).await;
 }
 
 /// Closes a connection whose client may still be sending without destroying the reply just

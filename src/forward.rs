@@ -74,6 +74,8 @@ pub struct Hop {
     pub extra: String,
     /// How to name the next hop in error messages.
     pub name: String,
+    /// Where the connection is parked in the idle pool after a reusable exchange.
+    pub key: String,
 }
 
 /// Sends `req` over `hop` and relays the response to `client`, noting in `trace` what the
@@ -89,7 +91,7 @@ pub async fn exchange(
     let keep_head = trace.on;
     let (up_tap, answer) = (&mut trace.request_body, &mut trace.answer);
     let head = request_head(p, req, &hop);
-    let key = pool_key(req, &hop);
+    let key = hop.key;
     let name = hop.name;
     let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
@@ -169,15 +171,6 @@ pub async fn exchange(
         keep_alive: body_done && down.client_reusable,
         upgraded,
     })
-}
-
-/// The pool key for the connection an exchange used.
-pub fn pool_key(req: &Request, hop: &Hop) -> String {
-    if hop.absolute {
-        hop.name.clone()
-    } else {
-        format!("{}://{}", req.target.scheme.name(), req.target.host_port())
-    }
 }
 
 /// What the response side reports.

@@ -48,6 +48,7 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
                     reused: true,
                     absolute: true,
                     extra,
+                    key: name.clone(),
                     name,
                 });
             }
@@ -58,12 +59,13 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
             reused: false,
             absolute: true,
             extra,
+            key: name.clone(),
             name,
         });
     }
     let name = t.host_port();
-    // Same key as `forward::pool_key`; the route of a destination never changes while the
-    // proxy runs, so a key by destination is a key by route too.
+    // The route of a destination never changes while the proxy runs, so a key by
+    // destination is a key by route too.
     let key = format!("{}://{}", t.scheme.name(), name);
     if plain && !fresh {
         if let Some(tcp) = p.pool.take(&key) {
@@ -72,6 +74,7 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
                 reused: true,
                 absolute: false,
                 extra: String::new(),
+                key,
                 name,
             });
         }
@@ -91,6 +94,7 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
         reused: false,
         absolute: false,
         extra: String::new(),
+        key,
         name,
     })
 }
