@@ -77,10 +77,11 @@ impl Pattern {
         Ok(Pattern { text, host, port })
     }
 
-    /// Whether the entry matches a destination given by name or IP literal.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
-        let host = normalize(host);
-        self.matches_host(&host, host.parse().ok(), port)
+    /// Whether the entry can match a resolved address (an address or network, `*`, or the
+    /// loopback half of `<local>`); name entries (`example.com`, `10.*`) match only what the
+    /// client wrote.
+    pub fn matches_addresses(&self) -> bool {
+        !matches!(self.host, HostRule::Name(..))
     }
 
     /// Whether the entry matches a resolved address: only address rules (addresses, networks,
@@ -164,6 +165,9 @@ impl PatternList {
     /// The first entry matching a destination given by name or IP literal (IPv6 with or
     /// without brackets).
     pub fn matches(&self, host: &str, port: u16) -> Option<&Pattern> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let host = normalize(host);
         let ip = host.parse().ok();
         self.entries
@@ -273,12 +277,7 @@ fn normalize(host: &str) -> String {
 
 /// Loopback, including IPv4 loopback written as an IPv4-mapped IPv6 address.
 fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
+    ip.to_canonical().is_loopback()
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of bytes (possibly empty).

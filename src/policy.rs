@@ -15,6 +15,7 @@
 //! a socket or reads a file; the external authorization service is [`crate::authz`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::LazyLock;
 
 use crate::cidr::Cidr;
 use crate::pattern::{Pattern, PatternList};
@@ -73,8 +74,9 @@ impl Policy {
         let allow_nets = allow
             .iter()
             .flat_map(PatternList::iter)
-            .any(matches_addresses);
-        let address_rules = block_private || allow_nets || deny.iter().any(matches_addresses);
+            .any(Pattern::matches_addresses);
+        let address_rules =
+            block_private || allow_nets || deny.iter().any(Pattern::matches_addresses);
         Policy {
             allow,
             deny,
@@ -147,7 +149,7 @@ impl Policy {
         let mut after_dns = Vec::new();
         if ip.is_none() {
             let nets = |list: &PatternList, flag: &str| -> Vec<String> {
-                let nets = list.iter().filter(|p| matches_addresses(p));
+                let nets = list.iter().filter(|p| p.matches_addresses());
                 nets.map(|p| format!("{flag} {p}")).collect()
             };
             after_dns.extend(nets(&self.deny, "--deny"));
@@ -212,32 +214,34 @@ fn literal(host: &str) -> Option<IpAddr> {
     h.parse().ok()
 }
 
-/// Whether an entry can match an address: an address or network, `*`, or `<local>` (its
-/// loopback half). Name entries (`example.com`, `10.*`) match only what the client wrote.
-fn matches_addresses(p: &Pattern) -> bool {
-    let text = p.to_string();
-    // Brackets or more than one colon: an IPv6 address or network.
-    if text.starts_with('[') || text.matches(':').count() > 1 {
-        return true;
-    }
-    let host = text.split(':').next().unwrap_or_default();
-    host == "*" || host == "<local>" || host.contains('/') || host.parse::<IpAddr>().is_ok()
-}
-
 /// The `--block-private` class an address belongs to, if any. IPv4-mapped (`::ffff:0:0/96`)
 /// and NAT64 (`64:ff9b::/96`, RFC 6052) addresses are judged by the IPv4 address they carry.
 pub fn class(ip: IpAddr) -> Option<&'static str> {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => class_v4(v4),
-        IpAddr::V6(v6) => {
-            if inside("64:ff9b::/96", IpAddr::V6(v6)) {
-                let [.., a, b, c, d] = v6.octets();
-                return class_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            class_v6(v6)
+    let ip = match ip.to_canonical() {
+        IpAddr::V6(v6) if NAT64.contains(IpAddr::V6(v6)) => {
+            let [.., a, b, c, d] = v6.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
         }
-    }
+        ip => ip,
+    };
+    PRIVATE
+        .iter()
+        .find(|(net, _)| net.contains(ip))
+        .map(|(_, what)| *what)
 }
+
+/// The tables below, parsed once: this runs for every address about to be dialled.
+static PRIVATE: LazyLock<Vec<(Cidr, &'static str)>> = LazyLock::new(|| {
+    PRIVATE_V4
+        .iter()
+        .chain(&PRIVATE_V6)
+        .map(|&(net, what)| (Cidr::parse(net).expect("a valid constant network"), what))
+        .collect()
+});
+
+/// The NAT64 well-known prefix (RFC 6052).
+static NAT64: LazyLock<Cidr> =
+    LazyLock::new(|| Cidr::parse("64:ff9b::/96").expect("a valid constant network"));
 
 /// IPv4 networks `--block-private` denies, with what each is.
 const PRIVATE_V4: [(&str, &str); 10] = [
@@ -262,26 +266,6 @@ const PRIVATE_V6: [(&str, &str); 6] = [
     ("fec0::/10", "site-local (deprecated)"),
     ("ff00::/8", "multicast"),
 ];
-
-fn class_v4(v4: Ipv4Addr) -> Option<&'static str> {
-    find(&PRIVATE_V4, IpAddr::V4(v4))
-}
-
-fn class_v6(v6: Ipv6Addr) -> Option<&'static str> {
-    find(&PRIVATE_V6, IpAddr::V6(v6))
-}
-
-fn find(table: &[(&str, &'static str)], ip: IpAddr) -> Option<&'static str> {
-    table
-        .iter()
-        .find(|(net, _)| inside(net, ip))
-        .map(|(_, what)| *what)
-}
-
-/// Whether `ip` is in the network written `net` (a constant of this file).
-fn inside(net: &str, ip: IpAddr) -> bool {
-    Cidr::parse(net).is_ok_and(|n| n.contains(ip))
-}
 
 /// The local IPv4 addresses in the text of `/proc/net/fib_trie`: each `|-- ADDR` line
 /// followed by a `/32 host LOCAL` line.
@@ -528,7 +512,7 @@ mod tests {
             ("*.example.com", false),
         ] {
             let p = Pattern::parse(entry).unwrap();
-            assert_eq!(matches_addresses(&p), address, "{entry}");
+            assert_eq!(p.matches_addresses(), address, "{entry}");
         }
     }
 

@@ -42,7 +42,12 @@ pub struct Capture {
 impl Capture {
     /// Opens (creates or appends to) `path` and starts the writer thread.
     pub fn open(path: &str, limit: usize, secrets: bool) -> io::Result<Capture> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        drop_partial_line(&mut file)?;
         let (tx, rx) = smol::channel::bounded(QUEUE);
         let done = Arc::new((Mutex::new(false), Condvar::new()));
         let (path, ended) = (path.to_string(), done.clone());
@@ -104,10 +109,38 @@ fn write_lines(mut file: File, path: &str, rx: Receiver<Vec<u8>>) {
     }
 }
 
+/// Cuts a file that ends in the middle of a line (a process killed while writing) back to its
+/// last whole line, so that new records are not glued onto the broken one.
+fn drop_partial_line(file: &mut File) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(());
+    }
+    // Scan backwards in blocks for the last newline; a file with none is cut to empty.
+    let mut end = meta.len();
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < meta.len() {
+                file.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    file.set_len(0)
+}
+
 /// Writes whole lines; on failure cuts the file back so no partial line stays in the middle.
 fn append(file: &mut File, data: &[u8]) -> io::Result<()> {
     let before = file.metadata().map(|m| m.len());
-    let result = file.write_all(data).and_then(|()| file.flush());
+    let result = file.write_all(data);
     if result.is_err() {
         if let Ok(len) = before {
             let _ = file.set_len(len);
@@ -120,6 +153,27 @@ fn append(file: &mut File, data: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
     use futures_lite::future::block_on;
+
+    #[test]
+    fn a_broken_last_line_is_cut_before_appending() {
+        let path = std::env::temp_dir().join(format!("smolproxy-cut-{}", std::process::id()));
+        for (before, after) in [
+            (&b"{\"a\":1}\n{\"b\":"[..], &b"{\"a\":1}\n"[..]),
+            (b"{\"a\":1}\n", b"{\"a\":1}\n"),
+            (b"{\"cut", b""),
+            (b"", b""),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            drop_partial_line(&mut file).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), after);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn lines_from_many_threads_stay_whole() {
