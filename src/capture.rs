@@ -61,11 +61,12 @@ pub struct Answer {
 
 impl Trace {
     /// A fresh trace for a request whose head just arrived; `capture` is the proxy's, if on.
-    pub fn new(capture: Option<&Capture>) -> Trace {
+    /// A trace for a request whose head was complete at `started`.
+    pub fn new(capture: Option<&Capture>, started: Instant) -> Trace {
         let limit = capture.map_or(0, |c| c.limit);
         Trace {
             on: capture.is_some(),
-            started: Instant::now(),
+            started,
             ready: None,
             request_body: Tap::new(limit),
             answer: Answer {
@@ -76,6 +77,11 @@ impl Trace {
             },
             tunnel: None,
         }
+    }
+
+    /// The time now when capturing, for the record's timings; nothing otherwise.
+    pub fn stamp(&self) -> Option<Instant> {
+        self.on.then(Instant::now)
     }
 }
 
@@ -325,7 +331,7 @@ mod tests {
              Proxy-Authorization: Basic eDp5\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 2\r\n\r\n",
         );
         let res = b"HTTP/1.1 201 Created\r\nSet-Cookie: s=2\r\nContent-Length: 2\r\n\r\n";
-        let mut trace = Trace::new(None);
+        let mut trace = Trace::new(None, Instant::now());
         let t0 = trace.started;
         trace.ready = Some(ms_after(t0, 2));
         trace.request_body = tap(b"{}", 10);
@@ -364,7 +370,7 @@ mod tests {
     #[test]
     fn answers_from_the_proxy() {
         let req = request("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n");
-        let trace = Trace::new(None);
+        let trace = Trace::new(None, Instant::now());
         let at = |status, rule| record(&entry(status, rule), &req, &trace, trace.started, false);
         // Denied here: no origin response; the status and the rule are recorded.
         let rec = at(403, Some("denied by --deny"));
@@ -391,7 +397,7 @@ mod tests {
     #[test]
     fn tunnel_record() {
         let req = request("CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n");
-        let mut trace = Trace::new(None);
+        let mut trace = Trace::new(None, Instant::now());
         trace.ready = Some(ms_after(trace.started, 1));
         trace.tunnel = Some((10, 20));
         let end = ms_after(trace.started, 9);

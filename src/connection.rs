@@ -99,7 +99,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
         entry.method = req.method.clone();
         entry.target = req.uri.clone();
 
-        let mut trace = Trace::new(p.capture.as_ref());
+        let mut trace = Trace::new(p.capture.as_ref(), started);
         let mut opened = None;
         let keep_alive = Box::pin(handle(
             &p,
@@ -114,12 +114,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
         if let Some((origin, early)) = opened {
             // An open tunnel outlives everything this connection held for reading requests:
             // it goes on as a future of its own, so an idle tunnel costs only its relay.
-            let done = Done {
-                entry,
-                req,
-                trace,
-                started,
-            };
+            let done = Done { entry, req, trace };
             return Some(Box::pin(run_tunnel(p, client, origin, early, done)));
         }
         entry.duration = started.elapsed();
@@ -340,7 +335,7 @@ async fn connect(
             return None;
         }
     };
-    trace.ready = Some(Instant::now());
+    trace.ready = trace.stamp();
     let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
     if write_with_timeout(&mut client.clone(), ok, p)
         .await
@@ -366,10 +361,8 @@ struct Done {
     entry: Entry,
     /// The CONNECT request.
     req: Request,
-    /// Timings for the capture.
+    /// Timings for the capture, from when the CONNECT head was complete.
     trace: Trace,
-    /// When the CONNECT head was complete.
-    started: Instant,
 }
 
 /// Relays an open tunnel until it ends, then logs and records it.
@@ -378,7 +371,6 @@ async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, 
         mut entry,
         req,
         mut trace,
-        started,
     } = done;
     let counts = Counts::default();
     tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout, &counts).await;
@@ -386,7 +378,7 @@ async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, 
     trace.tunnel = Some((up, down));
     entry.up += up;
     entry.down += down;
-    entry.duration = started.elapsed();
+    entry.duration = trace.started.elapsed();
     p.log.write(&entry);
     if let Some(capture) = &p.capture {
         Box::pin(capture.write(&entry, &req, &trace)).await;

@@ -87,7 +87,7 @@ pub async fn exchange(
     hop: Hop,
     trace: &mut Trace,
 ) -> Result<Outcome, Failure> {
-    trace.ready = Some(Instant::now());
+    trace.ready = trace.stamp();
     let keep_head = trace.on;
     let (up_tap, answer) = (&mut trace.request_body, &mut trace.answer);
     let head = request_head(p, req, &hop);
@@ -110,7 +110,7 @@ pub async fn exchange(
                 Framing::Empty => Ok(0),
                 framing => {
                     let timeout = p.cfg.idle_timeout;
-                    let tap = Some(up_tap);
+                    let tap = keep_head.then_some(up_tap);
                     body::relay_tap(client, &mut writer, framing, Mode::Pass, timeout, tap).await
                 }
             }
@@ -243,7 +243,7 @@ async fn respond(
         }
         // The final response (a 101 only where an upgrade was asked for) is the captured one.
         if res.code >= 200 || (res.code == 101 && req.is_upgrade()) {
-            answer.at = Some(Instant::now());
+            answer.at = keep_head.then(Instant::now);
             answer.head = keep_head.then(|| res.clone());
         }
         if res.code == 101 {
@@ -293,7 +293,9 @@ async fn respond(
         .filter(|&n| origin.buffered().len() >= n);
         if let Some(n) = whole {
             head.extend_from_slice(&origin.buffered()[..n]);
-            answer.body.take(&origin.buffered()[..n]);
+            if keep_head {
+                answer.body.take(&origin.buffered()[..n]);
+            }
             origin.consume(n);
         }
         if let Err(_e) = write_with_timeout(&mut client, &head, p).await {
@@ -303,14 +305,14 @@ async fn respond(
         if whole.is_none() {
             let mode = if decode { Mode::Decode } else { Mode::Pass };
             let timeout = p.cfg.idle_timeout;
-            let tap = Some(&mut answer.body);
+            let tap = keep_head.then_some(&mut answer.body);
             match body::relay_tap(origin, &mut client, res.framing, mode, timeout, tap).await {
                 Ok(n) => written += n,
                 // Truncation is shown to the client by closing its connection mid-body.
                 Err(_) => return Err(Failure::Broken(res.code, written)),
             }
         }
-        answer.done = Some(Instant::now());
+        answer.done = keep_head.then(Instant::now);
         return Ok(Down {
             status: res.code,
             written,
