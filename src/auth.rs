@@ -121,6 +121,24 @@ impl Access {
         )))
     }
 
+    /// What `smolproxy route` says about credentials for `client` and `user` (no password is
+    /// known there, so it says what would be asked, not whether a password is right).
+    pub fn describe(&self, client: Option<IpAddr>, user: Option<&str>) -> String {
+        if self.users.is_empty() {
+            return "none needed (no users configured)".into();
+        }
+        if client.is_some_and(|ip| self.exempt.iter().any(|net| net.contains(ip))) {
+            return "none needed (client in --auth-exempt)".into();
+        }
+        match user {
+            Some(name) if self.users.iter().any(|u| u.name == name) => {
+                format!("Basic credentials required; {name} is a configured user")
+            }
+            Some(name) => format!("Basic credentials required; {name} is not a configured user"),
+            None => "Basic credentials required (407 without them)".into(),
+        }
+    }
+
     /// Checks one request's `Proxy-Authorization` values; returns the user to log, if any.
     ///
     /// Without configured users everything passes anonymously. A client in `--auth-exempt`

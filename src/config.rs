@@ -290,6 +290,18 @@ impl Ports {
             Ports::List(ranges) => ranges.iter().any(|r| r.contains(&port)),
         }
     }
+
+    /// Whether CONNECT may reach `port`; the refusal names the rule (the proxy's 403 and
+    /// `smolproxy route` both say it this way).
+    pub fn permits(&self, port: u16) -> Result<(), String> {
+        if self.contains(port) {
+            Ok(())
+        } else {
+            Err(format!(
+                "CONNECT to port {port} is not allowed (--connect-ports)"
+            ))
+        }
+    }
 }
 
 /// Access log line format.
@@ -558,10 +570,10 @@ fn parse_count(s: &str) -> Result<usize, String> {
 }
 
 fn parse_threads(s: &str) -> Result<usize, String> {
-    parse_count(s)?
-        .le(&MAX_THREADS)
-        .then(|| s.parse().unwrap_or(1))
-        .ok_or_else(|| format!("expected 1 to {MAX_THREADS} threads, got '{s}'"))
+    match s.parse::<usize>() {
+        Ok(n @ 1..=MAX_THREADS) => Ok(n),
+        _ => Err(format!("expected 1 to {MAX_THREADS} threads, got '{s}'")),
+    }
 }
 
 fn parse_via(s: &str) -> Result<String, String> {
@@ -569,7 +581,7 @@ fn parse_via(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "expected a token (letters, digits, -._~), got '{s}'"
+            "expected a token (letters, digits and !#$%&'*+-.^_`|~), got '{s}'"
         ))
     }
 }

@@ -262,11 +262,11 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     if matches!(req.method.as_str(), "OPTIONS" | "TRACE") && max_forwards_value(req) == Some(0) {
         return Ok(Decision::Answer(answer_here(req), 200));
     }
-    if req.target.scheme == Scheme::Connect && !p.cfg.connect_ports.contains(req.target.port) {
-        return Err(Error::Forbidden(format!(
-            "CONNECT to port {} is not allowed (--connect-ports)",
-            req.target.port
-        )));
+    if req.target.scheme == Scheme::Connect {
+        p.cfg
+            .connect_ports
+            .permits(req.target.port)
+            .map_err(Error::Forbidden)?;
     }
     // SPEC §4: the egress rules on what the client named; the addresses a name resolves to
     // are judged as they are dialled (crate::upstream).

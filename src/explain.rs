@@ -24,11 +24,13 @@ pub struct RouteArgs {
     #[argh(option, default = "String::from(\"GET\")")]
     pub method: String,
 
-    /// client address the request would come from (default none)
+    /// client address the request would come from, checked against --allow-client and
+    /// --auth-exempt (default none)
     #[argh(option)]
     pub client: Option<IpAddr>,
 
-    /// user the request would be authenticated as (default none)
+    /// user the request would be authenticated as: says whether it is a configured user
+    /// (default none)
     #[argh(option)]
     pub user: Option<String>,
 }
@@ -70,11 +72,19 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
         "client: {client}, user {}\n",
         args.user.as_deref().unwrap_or("-")
     );
-    if connect && !cfg.connect_ports.contains(t.port) {
-        text += &format!(
-            "policy: denied: CONNECT to port {} is not allowed (--connect-ports)\nroute: none\n",
-            t.port
-        );
+    text += &format!(
+        "auth: {}\n",
+        cfg.access.describe(args.client, args.user.as_deref())
+    );
+    if let Some(Err(err)) = args.client.map(|ip| cfg.access.admit(ip)) {
+        text += &format!("policy: denied: {err}\nroute: none\n");
+        return Ok(Explanation {
+            text,
+            allowed: false,
+        });
+    }
+    if let Some(Err(rule)) = connect.then(|| cfg.connect_ports.permits(t.port)) {
+        text += &format!("policy: denied: {rule}\nroute: none\n");
         return Ok(Explanation {
             text,
             allowed: false,
@@ -175,6 +185,42 @@ mod tests {
                     "request: GET http://a.test/x",
                     "route: direct",
                     "how: origin-form request to a.test:80",
+                ],
+            ),
+            (
+                vec![
+                    "--allow-client",
+                    "10.0.0.0/8",
+                    "--auth",
+                    "ann:pw",
+                    "--auth-exempt",
+                    "10.1.0.0/16",
+                    "route",
+                    "--client",
+                    "127.0.0.1",
+                    "--user",
+                    "bob",
+                    "http://a.test/x",
+                ],
+                vec![
+                    "auth: Basic credentials required; bob is not a configured user",
+                    "policy: denied: client 127.0.0.1 is not in --allow-client",
+                ],
+            ),
+            (
+                vec![
+                    "--auth",
+                    "ann:pw",
+                    "--auth-exempt",
+                    "10.1.0.0/16",
+                    "route",
+                    "--client",
+                    "10.1.2.3",
+                    "http://a.test/x",
+                ],
+                vec![
+                    "auth: none needed (client in --auth-exempt)",
+                    "route: direct",
                 ],
             ),
             (

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let flags = match Flags::from_args(&["smolproxy"], &strs[1..]) {
+    let flags = match Flags::from_args(&["smolproxy"], strs.get(1..).unwrap_or_default()) {
         Ok(f) => f,
         Err(exit) if exit.status.is_ok() => {
             println!("{}", exit.output);
