@@ -165,7 +165,13 @@ impl Authz {
             s.flights.entry(key.clone()).or_default().clone()
         };
         // The first to get here asks; the others wait for its answer. Should the asker be
-        // dropped (its client gone), the next waiter asks instead.
+        // dropped (its client gone), the next waiter asks instead; should every waiter go,
+        // the flight is ended so abandoned questions do not pile up.
+        let _waiting = Waiting {
+            authz: self,
+            key: &key,
+            flight: &flight,
+        };
         let body = q.body();
         let answer = flight.get_or_init(|| self.call(p, &body)).await.clone();
         let mut s = self.lock();
@@ -173,7 +179,11 @@ impl Authz {
         if s.flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             s.flights.remove(&key);
             if !matches!(answer, Answer::Failed(_)) {
-                s.file(key, Instant::now() + self.settings.cache, answer.clone());
+                s.file(
+                    key.clone(),
+                    Instant::now() + self.settings.cache,
+                    answer.clone(),
+                );
             }
         }
         answer
@@ -269,6 +279,31 @@ impl Authz {
                 return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
             }
             return Ok(judge(res.code, &tap.kept));
+        }
+    }
+}
+
+/// One waiter on a flight; the last one to leave without an answer ends the flight.
+struct Waiting<'a> {
+    /// Whose flights.
+    authz: &'a Authz,
+    /// The question.
+    key: &'a Key,
+    /// The flight waited on.
+    flight: &'a Arc<OnceCell<Answer>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.authz.lock();
+        // Two references left: the map's and this waiter's. (After an answer the flight is
+        // already gone from the map and this does nothing.)
+        let ours = s
+            .flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight));
+        if ours && Arc::strong_count(self.flight) <= 2 {
+            s.flights.remove(self.key);
         }
     }
 }

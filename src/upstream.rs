@@ -5,8 +5,9 @@
 //! the stream in TLS after every `https://` hop. At the end of the chain, a plain http request
 //! to an HTTP upstream is sent to it in absolute-form (RFC 9112 §3.2.2); everything else
 //! (CONNECT, https, and any request through SOCKS5) tunnels to the origin through the last
-//! hop. The whole walk runs under `--connect-timeout`. Each hop's credentials go only to that
-//! hop. A refusal anywhere is a 502 naming the hop. Which route to take is decided in
+//! hop. The walk through the hops runs under `--connect-timeout`, and so do, each on its own, the
+//! look at a name's addresses before it and a TLS handshake with the origin after it. Each
+//! hop's credentials go only to that hop. A refusal anywhere is a 502 naming the hop. Which route to take is decided in
 //! [`crate::route`], not here.
 
 use std::future::Future;
@@ -21,7 +22,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use crate::dial::{self, DialError};
 use crate::error::{describe, Error};
 use crate::forward::Hop;
-use crate::head::{Request, MAX_HEADERS};
+use crate::head::{parse_response, Request};
 use crate::reader::{HeadError, Reader};
 use crate::route::{chain, Kind, Upstream};
 use crate::server::Proxy;
@@ -259,15 +260,12 @@ async fn http_connect(
             "upstream {via} sent an oversized answer to CONNECT"
         )),
     })?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let (code, reason) = match res.parse(&r.buffered()[..n]) {
-        Ok(httparse::Status::Complete(_)) => {
-            (res.code.unwrap_or(0), res.reason.unwrap_or("").to_string())
-        }
-        _ => {
+    // A 2xx answer to CONNECT has no body (RFC 9110 §9.3.6): parsed like one to HEAD.
+    let (code, reason) = match parse_response(&r.buffered()[..n], true) {
+        Ok(res) => (res.code, res.reason),
+        Err(why) => {
             return Err(Error::BadGateway(format!(
-                "upstream {via} sent an invalid answer to CONNECT"
+                "upstream {via} sent an invalid answer to CONNECT: {why}"
             )))
         }
     };
