@@ -63,7 +63,7 @@ pub enum Failure {
 }
 
 /// Where the request goes over the wire: a connection and how the head must be written.
-pub struct Hop {
+pub struct Hop<'a> {
     /// The connection to the origin (or to the upstream proxy in absolute-form mode).
     pub stream: Stream,
     /// Whether it came from the idle pool (and may have been closed by the peer meanwhile).
@@ -71,7 +71,7 @@ pub struct Hop {
     /// Write the target in absolute-form (to an HTTP upstream proxy) instead of origin-form.
     pub absolute: bool,
     /// Extra header lines for the next hop (e.g. its own Proxy-Authorization), CRLF-ended.
-    pub extra: String,
+    pub extra: &'a str,
     /// How to name the next hop in error messages.
     pub name: String,
     /// Where the connection is parked in the idle pool after a reusable exchange.
@@ -84,7 +84,7 @@ pub async fn exchange(
     p: &Proxy,
     client: &mut Reader<Tcp>,
     req: &Request,
-    hop: Hop,
+    hop: Hop<'_>,
     trace: &mut Trace,
 ) -> Result<Outcome, Failure> {
     trace.ready = trace.stamp();
@@ -324,7 +324,7 @@ async fn respond(
 }
 
 /// Builds the head sent to the next hop.
-fn request_head(p: &Proxy, req: &Request, hop: &Hop) -> Vec<u8> {
+fn request_head(p: &Proxy, req: &Request, hop: &Hop<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(req.head.raw().len() + 128);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');

@@ -60,6 +60,9 @@ pub struct Upstream {
     pub port: u16,
     /// Percent-decoded user name and password, sent only to this hop.
     pub credentials: Option<(String, String)>,
+    /// The `Proxy-Authorization` line for an HTTP(S) hop with credentials (CRLF-ended), made
+    /// once here rather than for every request; empty otherwise.
+    authorization: String,
 }
 
 impl Upstream {
@@ -127,12 +130,18 @@ impl Upstream {
                 Some((user, pass))
             }
         };
-        Ok(Upstream {
+        let mut upstream = Upstream {
             kind,
             host,
             port,
             credentials,
-        })
+            authorization: String::new(),
+        };
+        if let (Some((user, pass)), true) = (&upstream.credentials, upstream.is_http()) {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            upstream.authorization = format!("Proxy-Authorization: Basic {token}\r\n");
+        }
+        Ok(upstream)
     }
 
     /// Whether requests are sent to it as HTTP (http:// or https://), not SOCKS.
@@ -151,15 +160,8 @@ impl Upstream {
 
     /// The `Proxy-Authorization` line for this hop (CRLF-ended), or nothing without
     /// credentials. Basic (RFC 7617) over the raw bytes of `user:password`.
-    pub fn proxy_authorization(&self) -> String {
-        match &self.credentials {
-            Some((user, pass)) if self.is_http() => {
-                let token =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-                format!("Proxy-Authorization: Basic {token}\r\n")
-            }
-            _ => String::new(),
-        }
+    pub fn proxy_authorization(&self) -> &str {
+        &self.authorization
     }
 
     /// Whether this upstream is this very proxy: the same port on a listening address (or on

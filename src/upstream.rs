@@ -32,7 +32,12 @@ use crate::target::Scheme;
 
 /// Opens the connection an HTTP request goes over: from the idle pool unless `fresh`, else
 /// by walking `hops` (empty: direct), with TLS to the origin for `https://` targets.
-pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> Result<Hop, Error> {
+pub async fn open<'a>(
+    p: &Proxy,
+    hops: &'a [Upstream],
+    req: &Request,
+    fresh: bool,
+) -> Result<Hop<'a>, Error> {
     let t = &req.target;
     let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
     if let Some(last) = hops.last().filter(|last| plain && last.is_http()) {
@@ -74,7 +79,7 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
                 stream: Stream::Tcp(tcp),
                 reused: true,
                 absolute: false,
-                extra: String::new(),
+                extra: "",
                 key,
                 name,
             });
@@ -94,7 +99,7 @@ pub async fn open(p: &Proxy, hops: &[Upstream], req: &Request, fresh: bool) -> R
         stream,
         reused: false,
         absolute: false,
-        extra: String::new(),
+        extra: "",
         key,
         name,
     })
