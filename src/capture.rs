@@ -146,7 +146,7 @@ pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets
         None if entry.status == 0 => Json::Null,
         None => obj! {
             "status" => entry.status,
-            "reason" => reason(entry.status),
+            "reason" => crate::error::reason(entry.status),
             "http_version" => "HTTP/1.1",
             "source" => "proxy",
             "headers" => Vec::new(),
@@ -219,26 +219,6 @@ fn body(tap: &Tap) -> Json {
     };
     let truncated = tap.truncated();
     obj! { "size" => tap.total, "truncated" => truncated, "encoding" => encoding, "text" => text }
-}
-
-/// Reason phrases of the statuses the proxy itself answers with.
-pub fn reason(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        508 => "Loop Detected",
-        _ => "",
-    }
 }
 
 #[cfg(test)]

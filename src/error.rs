@@ -50,20 +50,21 @@ impl Error {
 
     /// The status code and its reason phrase.
     pub fn status(&self) -> (u16, &'static str) {
-        match self {
-            Error::BadRequest(_) => (400, "Bad Request"),
-            Error::Forbidden(_) => (403, "Forbidden"),
-            Error::AuthRequired => (407, "Proxy Authentication Required"),
-            Error::HeadTimeout => (408, "Request Timeout"),
-            Error::UriTooLong => (414, "URI Too Long"),
-            Error::HeadTooLarge => (431, "Request Header Fields Too Large"),
-            Error::NotImplemented(_) => (501, "Not Implemented"),
-            Error::BadGateway(_) => (502, "Bad Gateway"),
-            Error::Unavailable(_) => (503, "Service Unavailable"),
-            Error::GatewayTimeout(_) => (504, "Gateway Timeout"),
-            Error::VersionNotSupported => (505, "HTTP Version Not Supported"),
-            Error::Loop(_) => (508, "Loop Detected"),
-        }
+        let code = match self {
+            Error::BadRequest(_) => 400,
+            Error::Forbidden(_) => 403,
+            Error::AuthRequired => 407,
+            Error::HeadTimeout => 408,
+            Error::UriTooLong => 414,
+            Error::HeadTooLarge => 431,
+            Error::NotImplemented(_) => 501,
+            Error::BadGateway(_) => 502,
+            Error::Unavailable(_) => 503,
+            Error::GatewayTimeout(_) => 504,
+            Error::VersionNotSupported => 505,
+            Error::Loop(_) => 508,
+        };
+        (code, reason(code))
     }
 
     /// Whether the client connection can still be trusted for another request afterwards.
@@ -114,6 +115,27 @@ impl fmt::Display for Error {
             Error::HeadTooLarge => f.write_str("request head too large"),
             Error::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
         }
+    }
+}
+
+/// Reason phrases of the statuses the proxy itself answers with (RFC 9110 §15); empty for
+/// any other code.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        508 => "Loop Detected",
+        _ => "",
     }
 }
 

@@ -8,7 +8,8 @@
 //! `time` is the sum of the timings, as HAR defines it.
 
 use super::{fields, header, is_form, pairs, split_url, str_of};
-use crate::capture::{reason, REDACTED};
+use crate::capture::REDACTED;
+use crate::error::reason;
 use crate::json::Json;
 use crate::obj;
 
