@@ -42,6 +42,7 @@ use crate::reader::{HeadError, Reader};
 use crate::server::Proxy;
 use crate::stream::Stream;
 use crate::target::{Scheme, Target};
+use crate::tls;
 
 /// Largest answer body read from the service; `{"allowed": true}` is 17 bytes.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -224,7 +225,7 @@ impl Authz {
             .map_err(|e| failed("cannot connect to", &e))?;
         let mut stream = Stream::Tcp(tcp);
         if t.scheme == Scheme::Https {
-            stream = secure(p, &t.host, stream)
+            stream = tls::connect(&p.cfg, &t.host, stream)
                 .await
                 .map_err(|e| failed("TLS with", &e))?;
         }
@@ -328,17 +329,6 @@ impl State {
         }
         self.decided.insert(key, (until, answer));
     }
-}
-
-#[cfg(feature = "tls")]
-async fn secure(p: &Proxy, host: &str, stream: Stream) -> io::Result<Stream> {
-    p.cfg.trust.connect(host, stream).await
-}
-
-/// Without TLS an https:// service URL is refused at start; this keeps the call total.
-#[cfg(not(feature = "tls"))]
-async fn secure(_: &Proxy, _: &str, _: Stream) -> io::Result<Stream> {
-    Err(io::Error::other("this build has no TLS"))
 }
 
 /// Asks the service about `req` (if one is configured). `Err` is the reply: 403 when it

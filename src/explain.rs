@@ -122,10 +122,10 @@ pub fn explain(cfg: &Config, args: &RouteArgs) -> Result<Explanation, String> {
         Path::Custom(hops) => format!("route: custom upstream chain {}\n", chain(hops, " -> ")),
         Path::System(env) => format!("route: system proxy {} (from {})\n", env.upstream, env.var),
     };
-    if let Some((source, p)) = d.matched {
+    if let Some((source, p)) = d.matched() {
         text += &format!("matched: {source} entry '{p}'\n");
     }
-    text += &format!("reason: {}\n", d.reason);
+    text += &format!("reason: {}\n", d.reason());
     let hops = d.hops();
     let how = match (t.scheme, hops.last()) {
         (Scheme::Http | Scheme::Ws, Some(last)) if last.is_http() => {

@@ -202,10 +202,21 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn is_form(mime: &str) -> bool {
-    mime.trim()
-        .to_ascii_lowercase()
-        .starts_with("application/x-www-form-urlencoded")
+/// The decoded pairs of a captured request body that is a whole form, for HAR's `params` and
+/// Postman's `urlencoded`: `None` unless its media type is `application/x-www-form-urlencoded`,
+/// it was kept as UTF-8 text, and it was not cut to the capture limit (the last pair of a cut
+/// body may be cut too, and must not be presented as complete).
+fn form_pairs<'a>(
+    mime: Option<&str>,
+    body: &'a Json,
+) -> Option<impl Iterator<Item = (String, String)> + 'a> {
+    let form = mime.is_some_and(|m| {
+        m.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    let whole = form && body["encoding"] == "utf8" && body["truncated"] == false;
+    whole.then(|| pairs(body["text"].as_str().unwrap_or(""), true))
 }
 
 /// `a=1&b=x%20y` as decoded pairs; `form` also turns `+` into a space.
@@ -289,6 +300,44 @@ mod tests {
         assert_eq!(split_url("http://a").map(|u| u.path_and_query), Some(""));
         assert!(split_url("a.example:443").is_none());
         assert!(split_url("http:///x").is_none());
+    }
+
+    #[test]
+    fn form_bodies() {
+        let body = |encoding: &str, truncated: bool| {
+            let text = r#""text":"a=1+2&b=%26""#;
+            let json = format!(r#"{{"truncated":{truncated},"encoding":"{encoding}",{text}}}"#);
+            Json::parse(&json).unwrap()
+        };
+        let form = Some("Application/X-WWW-Form-Urlencoded; charset=utf-8");
+        // (media type, encoding, truncated, pairs)
+        for (mime, encoding, truncated, expected) in [
+            (form, "utf8", false, Some(vec![("a", "1 2"), ("b", "&")])),
+            (form, "utf8", true, None),
+            (form, "base64", false, None),
+            (Some("text/plain"), "utf8", false, None),
+            (None, "utf8", false, None),
+        ] {
+            let body = body(encoding, truncated);
+            let got: Option<Vec<(String, String)>> = form_pairs(mime, &body).map(Iterator::collect);
+            let expected = expected.map(|v| {
+                v.into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            });
+            assert_eq!(got, expected, "{mime:?} {encoding} {truncated}");
+        }
+        // A form body cut to the capture limit is its text alone in both exports: HAR has no
+        // params, Postman sends it raw.
+        let sample = include_str!("../tests/fixtures/capture/sample.ndjson");
+        let line = sample.lines().find(|l| l.contains("name=a+b&x=1")).unwrap();
+        let cut = line.replacen(r#""truncated":false"#, r#""truncated":true"#, 1);
+        let records = parse(cut.as_bytes()).unwrap().records;
+        let post = &har(&records, "cut")["log"]["entries"][0]["request"]["postData"];
+        assert!(post["params"].is_null(), "{}", post.text());
+        assert!(post["text"] == "name=a+b&x=1" && post["_truncated"] == true);
+        let body = &postman(&records, "cut")["item"][0]["item"][0]["request"]["body"];
+        assert!(body["mode"] == "raw" && body["raw"] == "name=a+b&x=1");
     }
 
     #[test]

@@ -40,7 +40,6 @@ pub mod server;
 pub mod socks5;
 pub mod stream;
 pub mod target;
-#[cfg(feature = "tls")]
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

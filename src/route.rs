@@ -2,9 +2,11 @@
 //!
 //! Pure code (SPEC §4): upstream URLs and the proxy environment variables are parsed into
 //! plain data once at start, then [`decide`] picks the route of each request from its scheme,
-//! host and port alone, and says why. The same function answers `smolproxy route`, so what
-//! that command prints is what the server does. Nothing here resolves a name or opens a
-//! socket: walking the chain is [`crate::upstream`]'s job.
+//! host and port alone, and says which rule chose it. The same function answers `smolproxy
+//! route`, so what that command prints is what the server does. Per request it only matches
+//! patterns: the reason is put into words only when `route` asks ([`Decision::reason`]), and
+//! the access log's name of each route is made once at start ([`Decision::label`]). Nothing
+//! here resolves a name or opens a socket: walking the chain is [`crate::upstream`]'s job.
 //!
 //! Precedence: the custom chain when `--upstream` is set, the scheme is in `--upstream-for`
 //! (CONNECT counts as https) and no `--bypass` entry matches; a `--bypass` hit goes direct
@@ -60,6 +62,20 @@ pub struct EnvProxy {
     pub var: &'static str,
     /// The proxy.
     pub upstream: Upstream,
+    /// `system:VAR=URL`, the route's name in the access log, made once here.
+    label: String,
+}
+
+impl EnvProxy {
+    /// The proxy `upstream` from the variable `var`.
+    pub fn new(var: &'static str, upstream: Upstream) -> EnvProxy {
+        let label = format!("system:{var}={upstream}");
+        EnvProxy {
+            var,
+            upstream,
+            label,
+        }
+    }
 }
 
 /// The system proxy settings, read once at start.
@@ -100,7 +116,7 @@ impl SystemProxy {
                 Ok(u) if u.kind == Kind::Https && !cfg!(feature = "tls") => {
                     warnings.push(format!("ignoring {var}={u}: this build has no TLS"))
                 }
-                Ok(upstream) => return Some(EnvProxy { var, upstream }),
+                Ok(upstream) => return Some(EnvProxy::new(var, upstream)),
             }
             None
         };
@@ -150,6 +166,8 @@ pub struct Routing {
     pub system: Option<SystemProxy>,
     /// Warnings found while reading the environment, printed at start.
     pub warnings: Vec<String>,
+    /// `upstream:URL,URL`, the custom chain's name in the access log, made once at start.
+    upstream_label: String,
 }
 
 impl Routing {
@@ -198,12 +216,14 @@ impl Routing {
                     .into(),
             );
         }
+        let upstream_label = format!("upstream:{}", chain(&upstream, ","));
         Ok(Routing {
             upstream,
             upstream_for,
             bypass,
             system,
             warnings,
+            upstream_label,
         })
     }
 }
@@ -219,20 +239,61 @@ pub enum Path<'a> {
     System(&'a EnvProxy),
 }
 
-/// A route and the reason for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why the custom chain was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// No `--upstream` is set.
+    NoUpstream,
+    /// The request's scheme is not in `--upstream-for`.
+    NotFor,
+}
+
+/// What the system proxy step found, once the custom chain was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System<'a> {
+    /// `--no-system-proxy`.
+    Off,
+    /// No proxy variable for the scheme, nor `all_proxy`.
+    Unset,
+    /// This entry of the named `no_proxy` variable matched: direct.
+    NoProxy(&'static str, &'a Pattern),
+    /// The proxy from this variable applies.
+    Used {
+        /// The variable, e.g. `https_proxy`.
+        var: &'static str,
+        /// `no_proxy` has entries (and none of them matched).
+        no_proxy_set: bool,
+    },
+}
+
+/// Which rule decided the route: plain data, put into words by [`Decision::reason`] only for
+/// `smolproxy route`, so the server's path builds no text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why<'a> {
+    /// `--upstream` is set, the scheme is in `--upstream-for`, no `--bypass` entry matched.
+    Custom,
+    /// This `--bypass` entry matched: direct.
+    Bypass(&'a Pattern),
+    /// The custom chain was not taken, and the system proxy step decided.
+    NotCustom(Skip, System<'a>),
+}
+
+/// A route and the rule that chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'a> {
     /// Where the request goes.
     pub path: Path<'a>,
-    /// Why, in a few words (for `route` output).
-    pub reason: String,
-    /// The `--bypass` or `no_proxy` entry that sent it direct, with where it came from.
-    pub matched: Option<(&'static str, &'a Pattern)>,
+    /// Why.
+    pub why: Why<'a>,
+    /// The request counts as https (absolute https or CONNECT), for the reason's words.
+    https: bool,
+    /// The route's name for the access log, made once at start (see [`Decision::label`]).
+    label: &'a str,
 }
 
-impl Decision<'_> {
+impl<'a> Decision<'a> {
     /// The hops to walk, first first; empty for direct.
-    pub fn hops(&self) -> &[Upstream] {
+    pub fn hops(&self) -> &'a [Upstream] {
         match self.path {
             Path::Direct => &[],
             Path::Custom(hops) => hops,
@@ -242,12 +303,49 @@ impl Decision<'_> {
 
     /// The route as one space-free word for the access log: `direct`,
     /// `upstream:http://h:1,socks5://h:2` or `system:https_proxy=http://h:3`.
-    pub fn label(&self) -> String {
-        match self.path {
-            Path::Direct => "direct".into(),
-            Path::Custom(hops) => format!("upstream:{}", chain(hops, ",")),
-            Path::System(env) => format!("system:{}={}", env.var, env.upstream),
+    pub fn label(&self) -> &'a str {
+        self.label
+    }
+
+    /// The `--bypass` or `no_proxy` entry that sent it direct, with where it came from.
+    pub fn matched(&self) -> Option<(&'static str, &'a Pattern)> {
+        match self.why {
+            Why::Bypass(p) => Some(("--bypass", p)),
+            Why::NotCustom(_, System::NoProxy(var, p)) => Some((var, p)),
+            Why::Custom | Why::NotCustom(..) => None,
         }
+    }
+
+    /// Why, in a few words (for `smolproxy route`).
+    pub fn reason(&self) -> String {
+        let name = if self.https { "https" } else { "http" };
+        let (skip, system) = match self.why {
+            Why::Custom => {
+                return format!(
+                    "--upstream is set, {name} is in --upstream-for, no --bypass entry matched"
+                )
+            }
+            Why::Bypass(p) => return format!("--bypass entry '{p}' matched"),
+            Why::NotCustom(skip, system) => (skip, system),
+        };
+        let skip = match skip {
+            Skip::NoUpstream => "no --upstream".to_string(),
+            Skip::NotFor => format!("{name} is not in --upstream-for"),
+        };
+        let system = match system {
+            System::Off => "--no-system-proxy".to_string(),
+            System::Unset => format!("no {name}_proxy or all_proxy in the environment"),
+            System::NoProxy(var, p) => format!("{var} entry '{p}' matched"),
+            System::Used { var, no_proxy_set } => {
+                let no = if no_proxy_set {
+                    "no no_proxy entry matched"
+                } else {
+                    "no no_proxy set"
+                };
+                format!("{var} is set, {no}")
+            }
+        };
+        format!("{skip}; {system}")
     }
 }
 
@@ -259,73 +357,54 @@ pub fn chain(hops: &[Upstream], sep: &str) -> String {
         .join(sep)
 }
 
-/// Decides the route of a request to `host:port` with this scheme (SPEC §4).
+/// Decides the route of a request to `host:port` with this scheme (SPEC §4). Called for every
+/// request: it only matches patterns, and builds no text.
 pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Decision<'a> {
     let https = matches!(scheme, Scheme::Https | Scheme::Connect);
-    let name = if https { "https" } else { "http" };
-    let mut why = Vec::new();
-    if r.upstream.is_empty() {
-        why.push("no --upstream".to_string());
-    } else {
-        let wanted = if https {
-            r.upstream_for.https
-        } else {
-            r.upstream_for.http
-        };
-        if !wanted {
-            why.push(format!("{name} is not in --upstream-for"));
-        } else if let Some(p) = r.bypass.matches(host, port) {
-            let reason = format!("--bypass entry '{p}' matched");
-            return Decision {
-                path: Path::Direct,
-                reason,
-                matched: Some(("--bypass", p)),
-            };
-        } else {
-            let reason = format!(
-                "--upstream is set, {name} is in --upstream-for, no --bypass entry matched"
-            );
-            return Decision {
-                path: Path::Custom(&r.upstream),
-                reason,
-                matched: None,
-            };
-        }
-    }
-    match &r.system {
-        None => why.push("--no-system-proxy".into()),
-        Some(sys) => match sys.for_scheme(https) {
-            None => why.push(format!("no {name}_proxy or all_proxy in the environment")),
-            Some(env) => match sys.no_proxy.matches(host, port) {
-                Some(p) => {
-                    why.push(format!("{} entry '{p}' matched", sys.no_proxy_var));
-                    let reason = why.join("; ");
-                    return Decision {
-                        path: Path::Direct,
-                        reason,
-                        matched: Some((sys.no_proxy_var, p)),
-                    };
-                }
-                None => {
-                    let no = if sys.no_proxy.is_empty() {
-                        "no no_proxy set"
-                    } else {
-                        "no no_proxy entry matched"
-                    };
-                    why.push(format!("{} is set, {no}", env.var));
-                    return Decision {
-                        path: Path::System(env),
-                        reason: why.join("; "),
-                        matched: None,
-                    };
-                }
-            },
-        },
-    }
-    Decision {
+    let direct = |why| Decision {
         path: Path::Direct,
-        reason: why.join("; "),
-        matched: None,
+        why,
+        https,
+        label: "direct",
+    };
+    let wanted = if https {
+        r.upstream_for.https
+    } else {
+        r.upstream_for.http
+    };
+    let skip = if r.upstream.is_empty() {
+        Skip::NoUpstream
+    } else if !wanted {
+        Skip::NotFor
+    } else {
+        return match r.bypass.matches(host, port) {
+            Some(p) => direct(Why::Bypass(p)),
+            None => Decision {
+                path: Path::Custom(&r.upstream),
+                why: Why::Custom,
+                https,
+                label: &r.upstream_label,
+            },
+        };
+    };
+    let Some(sys) = &r.system else {
+        return direct(Why::NotCustom(skip, System::Off));
+    };
+    let Some(env) = sys.for_scheme(https) else {
+        return direct(Why::NotCustom(skip, System::Unset));
+    };
+    if let Some(p) = sys.no_proxy.matches(host, port) {
+        return direct(Why::NotCustom(skip, System::NoProxy(sys.no_proxy_var, p)));
+    }
+    let used = System::Used {
+        var: env.var,
+        no_proxy_set: !sys.no_proxy.is_empty(),
+    };
+    Decision {
+        path: Path::System(env),
+        why: Why::NotCustom(skip, used),
+        https,
+        label: &env.label,
     }
 }
 
@@ -388,79 +467,93 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let sys = SystemProxy {
-            http: Some(EnvProxy {
-                var: "http_proxy",
-                upstream: Upstream::parse("http://sys:1").unwrap(),
-            }),
-            no_proxy: PatternList::parse("np.test").unwrap(),
-            no_proxy_var: "no_proxy",
-            ..SystemProxy::default()
+        let vars = env(&[("http_proxy", "http://sys:1"), ("no_proxy", "np.test")]);
+        let routing = |upstream: &[&str], upstream_for: &str, bypass: &str, system: bool| {
+            let bypass = (!bypass.is_empty()).then(|| PatternList::parse(bypass).unwrap());
+            let upstream = upstream.iter().map(|u| u.to_string()).collect();
+            let upstream_for = UpstreamFor::parse(upstream_for).unwrap();
+            Routing::new(
+                upstream,
+                upstream_for,
+                bypass.into_iter().collect(),
+                system,
+                &[],
+                &vars,
+            )
+            .unwrap()
         };
-        let custom = Routing {
-            upstream: vec![
-                Upstream::parse("http://a:1").unwrap(),
-                Upstream::parse("socks5h://b:2").unwrap(),
-            ],
-            upstream_for: UpstreamFor::parse("http").unwrap(),
-            bypass: PatternList::parse("by.test").unwrap(),
-            system: Some(sys.clone()),
-            warnings: Vec::new(),
-        };
-        let bare = Routing {
-            system: Some(sys),
-            ..Routing::default()
-        };
-        let none = Routing::default();
+        let custom = routing(&["http://a:1", "socks5h://b:2"], "http", "by.test", true);
+        let bare = routing(&[], "http,https", "", true);
+        let none = routing(&[], "http,https", "", false);
+        let mut open = bare.clone();
+        open.system.as_mut().unwrap().no_proxy = PatternList::default();
+        let chain = "upstream:http://a:1,socks5h://b:2";
+        let system = "system:http_proxy=http://sys:1";
         use Scheme::*;
-        for (r, scheme, host, label, reason) in [
+        // (routing, scheme, host, label, matched entry, reason in full)
+        for (r, scheme, host, label, matched, reason) in [
             (
                 &custom,
                 Http,
                 "x.test",
-                "upstream:http://a:1,socks5h://b:2",
-                "--upstream is set",
+                chain,
+                None,
+                "--upstream is set, http is in --upstream-for, no --bypass entry matched",
             ),
             (
                 &custom,
                 Http,
                 "www.by.test",
                 "direct",
+                Some(("--bypass", "by.test")),
                 "--bypass entry 'by.test' matched",
             ),
             (
                 &custom,
                 Http,
                 "np.test",
-                "upstream:http://a:1,socks5h://b:2",
-                "--upstream is set",
+                chain,
+                None,
+                "--upstream is set, http is in --upstream-for, no --bypass entry matched",
             ),
             (
                 &custom,
                 Connect,
                 "x.test",
                 "direct",
-                "https is not in --upstream-for; no https_proxy or all_proxy",
+                None,
+                "https is not in --upstream-for; no https_proxy or all_proxy in the environment",
             ),
             (
                 &bare,
                 Http,
                 "x.test",
-                "system:http_proxy=http://sys:1",
-                "no --upstream; http_proxy is set",
+                system,
+                None,
+                "no --upstream; http_proxy is set, no no_proxy entry matched",
             ),
             (
                 &bare,
                 Ws,
                 "x.test",
-                "system:http_proxy=http://sys:1",
-                "no --upstream; http_proxy is set",
+                system,
+                None,
+                "no --upstream; http_proxy is set, no no_proxy entry matched",
+            ),
+            (
+                &open,
+                Http,
+                "np.test",
+                system,
+                None,
+                "no --upstream; http_proxy is set, no no_proxy set",
             ),
             (
                 &bare,
                 Http,
                 "np.test",
                 "direct",
+                Some(("no_proxy", "np.test")),
                 "no --upstream; no_proxy entry 'np.test' matched",
             ),
             (
@@ -468,23 +561,27 @@ mod tests {
                 Https,
                 "x.test",
                 "direct",
-                "no --upstream; no https_proxy or all_proxy",
+                None,
+                "no --upstream; no https_proxy or all_proxy in the environment",
             ),
             (
                 &none,
                 Http,
                 "x.test",
                 "direct",
+                None,
                 "no --upstream; --no-system-proxy",
             ),
         ] {
             let d = decide(r, scheme, host, 80);
             assert_eq!(d.label(), label, "{scheme:?} {host}");
-            assert!(
-                d.reason.starts_with(reason),
-                "{scheme:?} {host}: {}",
-                d.reason
+            let entry = d.matched().map(|(source, p)| (source, p.to_string()));
+            assert_eq!(
+                entry,
+                matched.map(|(source, p)| (source, p.to_string())),
+                "{scheme:?} {host}"
             );
+            assert_eq!(d.reason(), reason, "{scheme:?} {host}");
         }
     }
 }

@@ -5,9 +5,10 @@
 //! the stream in TLS after every `https://` hop. At the end of the chain, a plain http request
 //! to an HTTP upstream is sent to it in absolute-form (RFC 9112 §3.2.2); everything else
 //! (CONNECT, https, and any request through SOCKS5) tunnels to the origin through the last
-//! hop. The walk through the hops runs under `--connect-timeout`, and so do, each on its own, the
-//! look at a name's addresses before it and a TLS handshake with the origin after it. Each
-//! hop's credentials go only to that hop. A refusal anywhere is a 502 naming the hop. Which route to take is decided in
+//! hop. The walk through the hops runs under `--connect-timeout`, and so do, each on its own,
+//! the look at a name's addresses before it and a TLS handshake with the origin after it
+//! ([`crate::tls::connect`], as for every TLS hop). Each hop's credentials go only to that hop.
+//! A refusal anywhere is a 502 naming the hop. Which route to take is decided in
 //! [`crate::route`], not here.
 
 use std::future::Future;
@@ -29,6 +30,7 @@ use crate::server::Proxy;
 use crate::socks5::{self, Addr};
 use crate::stream::Stream;
 use crate::target::Scheme;
+use crate::tls;
 
 /// Opens the connection an HTTP request goes over: from the idle pool unless `fresh`, else
 /// by walking `hops` (empty: direct), with TLS to the origin for `https://` targets.
@@ -40,66 +42,55 @@ pub async fn open<'a>(
 ) -> Result<Hop<'a>, Error> {
     let t = &req.target;
     let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
-    if let Some(last) = hops.last().filter(|last| plain && last.is_http()) {
-        // The upstream resolves the name; the egress IP rules get their look here first.
-        let what = format!("cannot check the addresses of {}", t.host_port());
-        within(p, what, destination(p, last, &t.host, t.port)).await?;
-        // The pool key names the whole chain: connections through different chains never mix.
-        let name = format!("upstream {}", chain(hops, " -> "));
-        let extra = last.proxy_authorization();
-        if !fresh {
-            if let Some(tcp) = p.pool.take(&name) {
-                return Ok(Hop {
-                    stream: Stream::Tcp(tcp),
-                    reused: true,
-                    absolute: true,
-                    extra,
-                    key: name.clone(),
-                    name,
-                });
+    let absolute = hops.last().filter(|last| plain && last.is_http());
+    let (name, key, extra) = match absolute {
+        Some(last) => {
+            // The upstream resolves the name; the egress IP rules get their look here first.
+            let what = || format!("cannot check the addresses of {}", t.host_port());
+            within(p, what, destination(p, last, &t.host, t.port)).await?;
+            // The pool key names the whole chain: connections through different chains never
+            // mix.
+            let name = format!("upstream {}", chain(hops, " -> "));
+            (name.clone(), name, last.proxy_authorization())
+        }
+        None => {
+            let name = t.host_port();
+            // The route of a destination never changes while the proxy runs, so a key by
+            // destination is a key by route too.
+            let key = format!("{}://{}", t.scheme.name(), name);
+            (name, key, "")
+        }
+    };
+    // Only plain http goes over pooled connections (the pool holds bare TCP only).
+    let pooled = if plain && !fresh {
+        p.pool.take(&key)
+    } else {
+        None
+    };
+    let reused = pooled.is_some();
+    let stream = match (pooled, absolute) {
+        (Some(tcp), _) => Stream::Tcp(tcp),
+        (None, Some(_)) => within(p, || format!("cannot reach {name}"), reach(p, hops)).await?,
+        (None, None) => {
+            let stream = tunnel(p, hops, &t.host, t.port).await?;
+            if t.scheme == Scheme::Https {
+                let handshake = tls::connect(&p.cfg, &t.host, stream);
+                within(p, || format!("TLS with {name}"), async {
+                    handshake
+                        .await
+                        .map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
+                })
+                .await?
+            } else {
+                stream
             }
         }
-        let stream = within(p, format!("cannot reach {name}"), reach(p, hops)).await?;
-        return Ok(Hop {
-            stream,
-            reused: false,
-            absolute: true,
-            extra,
-            key: name.clone(),
-            name,
-        });
-    }
-    let name = t.host_port();
-    // The route of a destination never changes while the proxy runs, so a key by
-    // destination is a key by route too.
-    let key = format!("{}://{}", t.scheme.name(), name);
-    if plain && !fresh {
-        if let Some(tcp) = p.pool.take(&key) {
-            return Ok(Hop {
-                stream: Stream::Tcp(tcp),
-                reused: true,
-                absolute: false,
-                extra: "",
-                key,
-                name,
-            });
-        }
-    }
-    let mut stream = tunnel(p, hops, &t.host, t.port).await?;
-    if t.scheme == Scheme::Https {
-        let handshake = tls(p, &t.host, stream);
-        stream = within(p, format!("TLS with {name}"), async {
-            handshake
-                .await
-                .map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
-        })
-        .await?;
-    }
+    };
     Ok(Hop {
         stream,
-        reused: false,
-        absolute: false,
-        extra: "",
+        reused,
+        absolute: absolute.is_some(),
+        extra,
         key,
         name,
     })
@@ -107,22 +98,25 @@ pub async fn open<'a>(
 
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
-    let target = authority(host, port);
     let Some(last) = hops.last() else {
         // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
         let admit = |ip| p.cfg.policy.check_address(host, port, ip);
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
             Ok(tcp) => Ok(Stream::Tcp(tcp)),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
-            Err(DialError::Io(e)) => {
-                Err(Error::upstream(format!("cannot connect to {target}"), &e))
-            }
+            Err(DialError::Io(e)) => Err(Error::upstream(
+                format!("cannot connect to {}", authority(host, port)),
+                &e,
+            )),
         };
     };
-    let what = format!(
-        "cannot reach {target} through upstream {}",
-        chain(hops, " -> ")
-    );
+    let what = || {
+        format!(
+            "cannot reach {} through upstream {}",
+            authority(host, port),
+            chain(hops, " -> ")
+        )
+    };
     within(p, what, async {
         let dest = destination(p, last, host, port).await?;
         let stream = reach(p, hops).await?;
@@ -205,21 +199,9 @@ async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Err
     if hop.kind != Kind::Https {
         return Ok(stream);
     }
-    tls(p, &hop.host, stream)
+    tls::connect(&p.cfg, &hop.host, stream)
         .await
         .map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
-}
-
-#[cfg(feature = "tls")]
-async fn tls(p: &Proxy, host: &str, stream: Stream) -> io::Result<Stream> {
-    p.cfg.trust.connect(host, stream).await
-}
-
-/// Without TLS, https upstreams are refused at start and https targets answered with 501
-/// before a route is walked; this only keeps the walk total.
-#[cfg(not(feature = "tls"))]
-async fn tls(_: &Proxy, _: &str, _: Stream) -> io::Result<Stream> {
-    Err(io::Error::other("this build has no TLS"))
 }
 
 /// Asks `via` for a tunnel to `host:port` over `stream`, which already reaches `via`.
@@ -341,16 +323,17 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// Runs `fut` under `--connect-timeout`; on expiry a 504 saying what was being done.
+/// Runs `fut` under `--connect-timeout`; on expiry a 504 saying `what` was being done (put
+/// into words only then).
 async fn within<T>(
     p: &Proxy,
-    what: String,
+    what: impl FnOnce() -> String,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let limit = p.cfg.connect_timeout;
     fut.or(async {
         Timer::after(limit).await;
-        Err(Error::GatewayTimeout(format!("{what}: timed out")))
+        Err(Error::GatewayTimeout(format!("{}: timed out", what())))
     })
     .await
 }

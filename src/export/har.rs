@@ -4,10 +4,12 @@
 //! (`headersSize`, the `connect` timing of an answer the proxy gave itself). Our own fields
 //! start with `_`, as HAR asks: `_client`, `_user`, `_route`, `_decision`, `_rule` on every
 //! entry, `_truncated` on bodies cut to the capture limit, and `_tunnel` on a CONNECT tunnel,
-//! which becomes an entry with method CONNECT, URL `https://host:port` and no content.
+//! which becomes an entry with method CONNECT, URL `https://host:port` and no content. A form
+//! body gets its decoded `params` only when it was captured whole, as Postman's `urlencoded`
+//! does; a cut one is its `text` alone.
 //! `time` is the sum of the timings, as HAR defines it.
 
-use super::{fields, header, is_form, pairs, split_url, str_of};
+use super::{fields, form_pairs, header, pairs, split_url, str_of};
 use crate::capture::REDACTED;
 use crate::error::reason;
 use crate::json::Json;
@@ -132,11 +134,8 @@ fn request(req: &Json) -> Json {
         let mime = header(&headers, "content-type").unwrap_or("application/octet-stream");
         let text = str_of(&body["text"]);
         let mut post = obj! { "mimeType" => mime };
-        if is_form(mime) && body["encoding"] == "utf8" {
-            post.set(
-                "params",
-                pairs(&text, true).map(name_value).collect::<Vec<_>>(),
-            );
+        if let Some(params) = form_pairs(Some(mime), body) {
+            post.set("params", params.map(name_value).collect::<Vec<_>>());
         }
         post.set("text", text);
         if body["encoding"] == "base64" {

@@ -8,7 +8,7 @@
 //! `REDACTED`. A form body (`application/x-www-form-urlencoded`) becomes mode `urlencoded`,
 //! anything else mode `raw` (a binary body as its base64 text, said so in the description).
 
-use super::{fields, header, is_form, pairs, split_url, str_of, Url};
+use super::{fields, form_pairs, header, split_url, str_of, Url};
 use crate::capture::REDACTED;
 use crate::json::Json;
 use crate::obj;
@@ -120,16 +120,16 @@ fn request(req: &Json, url: &Url<'_>) -> Json {
     let mut out = obj! { "method" => &req["method"], "header" => list, "url" => postman_url(url) };
     let body = &req["body"];
     if !body.is_null() {
-        let text = str_of(&body["text"]);
         let mime = header(&headers, "content-type");
-        let form =
-            mime.is_some_and(is_form) && body["encoding"] == "utf8" && body["truncated"] == false;
-        let body = if form {
-            let list = pairs(&text, true).map(|(k, v)| obj! { "key" => k, "value" => v });
-            obj! { "mode" => "urlencoded", "urlencoded" => list.collect::<Vec<_>>() }
-        } else {
-            let options = obj! { "raw" => obj! { "language" => language(mime) } };
-            obj! { "mode" => "raw", "raw" => text, "options" => options }
+        let body = match form_pairs(mime, body) {
+            Some(params) => {
+                let list = params.map(|(k, v)| obj! { "key" => k, "value" => v });
+                obj! { "mode" => "urlencoded", "urlencoded" => list.collect::<Vec<_>>() }
+            }
+            None => {
+                let options = obj! { "raw" => obj! { "language" => language(mime) } };
+                obj! { "mode" => "raw", "raw" => str_of(&body["text"]), "options" => options }
+            }
         };
         out.set("body", body);
     }
