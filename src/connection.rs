@@ -23,7 +23,7 @@ use crate::reader::{HeadError, Reader};
 use crate::server::Proxy;
 use crate::stream::{Stream, Tcp};
 use crate::target::Scheme;
-use crate::tunnel::{self, Counts};
+use crate::tunnel;
 use crate::{authz, route, upstream};
 
 /// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
@@ -114,7 +114,11 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
         if let Some((origin, early)) = opened {
             // An open tunnel outlives everything this connection held for reading requests:
             // it goes on as a future of its own, so an idle tunnel costs only its relay.
-            let done = Done { entry, req, trace };
+            let done = Box::new(Done {
+                entry,
+                started,
+                record: p.capture.is_some().then(|| Box::new((req, trace))),
+            });
             return Some(Box::pin(run_tunnel(p, client, origin, early, done)));
         }
         entry.duration = started.elapsed();
@@ -179,7 +183,7 @@ async fn handle(
         &req.target.host,
         req.target.port,
     );
-    entry.route = route.label();
+    entry.route = route.label().to_owned();
     if req.target.scheme == Scheme::Connect {
         // Boxed, like the other long-lived branches below: the connection's future is then
         // as small as its largest *short* step, and an idle tunnel holds only what relaying needs.
@@ -205,20 +209,18 @@ async fn handle(
                 entry.up += out.up;
                 entry.down = out.down;
                 if let Some(origin) = out.upgraded {
-                    let counts = Counts::default();
                     let early = reader.buffered().to_vec();
                     reader.consume(early.len());
-                    Box::pin(tunnel::relay(
+                    let (up, down) = Box::pin(tunnel::relay(
                         client.clone(),
                         &early,
                         origin.io.clone(),
                         origin.buffered(),
                         p.cfg.idle_timeout,
-                        &counts,
                     ))
                     .await;
-                    entry.up += counts.up.into_inner();
-                    entry.down += counts.down.into_inner();
+                    entry.up += up;
+                    entry.down += down;
                     return false;
                 }
                 return out.keep_alive;
@@ -355,33 +357,31 @@ async fn connect(
 /// A relaying tunnel, detached from the connection that opened it.
 pub type Tunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// What a tunnel's log line and capture record need once it ends.
+/// What a tunnel's log line and capture record need once it ends. Boxed: an idle tunnel
+/// carries it for its whole life, so what only the capture needs is kept only when capturing.
 struct Done {
     /// The access-log entry, status and bytes so far.
     entry: Entry,
-    /// The CONNECT request.
-    req: Request,
-    /// Timings for the capture, from when the CONNECT head was complete.
-    trace: Trace,
+    /// When the CONNECT head was complete.
+    started: Instant,
+    /// The CONNECT request and its timings, when a capture record will be written.
+    record: Option<Box<(Request, Trace)>>,
 }
 
 /// Relays an open tunnel until it ends, then logs and records it.
-async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, done: Done) {
-    let Done {
-        mut entry,
-        req,
-        mut trace,
-    } = done;
-    let counts = Counts::default();
-    tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout, &counts).await;
-    let (up, down) = (counts.up.into_inner(), counts.down.into_inner());
-    trace.tunnel = Some((up, down));
-    entry.up += up;
-    entry.down += down;
-    entry.duration = trace.started.elapsed();
-    p.log.write(&entry);
-    if let Some(capture) = &p.capture {
-        Box::pin(capture.write(&entry, &req, &trace)).await;
+async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, done: Box<Done>) {
+    let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
+    drop(early);
+    // Only pointers are kept across the capture's wait: a local copy of the entry or the
+    // request would make every idle tunnel's future larger.
+    let mut done = done;
+    done.entry.up += up;
+    done.entry.down += down;
+    done.entry.duration = done.started.elapsed();
+    p.log.write(&done.entry);
+    if let (Some(capture), Some(record)) = (&p.capture, &mut done.record) {
+        record.1.tunnel = Some((up, down));
+        Box::pin(capture.write(&done.entry, &record.0, &record.1)).await;
     }
 }
 

@@ -6,9 +6,11 @@
 //! waits for readability before it takes a copy buffer and returns it as soon as the socket
 //! has nothing more, so an idle tunnel holds no buffer at all.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
@@ -46,16 +48,16 @@ impl Drop for Lease {
     }
 }
 
-/// Bytes moved by a tunnel.
-#[derive(Debug, Default)]
-pub struct Counts {
+/// Bytes moved through the generic relay's two directions, which run as two futures.
+#[derive(Default)]
+struct Counts {
     /// From the client toward the origin.
-    pub up: AtomicU64,
+    up: AtomicU64,
     /// From the origin toward the client.
-    pub down: AtomicU64,
+    down: AtomicU64,
 }
 
-/// Shared idle clock: the last time either direction moved data.
+/// Shared idle clock of the generic relay: the last time either direction moved data.
 struct Activity {
     /// When the tunnel started.
     start: Instant,
@@ -76,48 +78,43 @@ impl Activity {
 }
 
 /// Relays between `client` and `origin` until both sides are closed, one fails, or the
-/// tunnel is idle. `early_up`/`early_down` are bytes already read from either side.
+/// tunnel is idle. `early_up`/`early_down` are bytes already read from either side. Returns
+/// the bytes moved (toward the origin, toward the client), the early ones included.
 pub async fn relay(
     client: Tcp,
     early_up: &[u8],
     origin: Stream,
     early_down: &[u8],
     idle: Duration,
-    counts: &Counts,
-) {
-    let mut origin_w = origin.clone();
-    let mut client_w = client.clone();
-    if origin_w.write_all(early_up).await.is_err() || client_w.write_all(early_down).await.is_err()
+) -> (u64, u64) {
+    if origin.clone().write_all(early_up).await.is_err()
+        || client.clone().write_all(early_down).await.is_err()
     {
-        return;
+        return (0, 0);
     }
-    counts
-        .up
-        .fetch_add(early_up.len() as u64, Ordering::Relaxed);
-    counts
-        .down
-        .fetch_add(early_down.len() as u64, Ordering::Relaxed);
+    let (up, down) = match origin {
+        Stream::Tcp(origin) => TcpRelay::new(client, origin, idle).await,
+        // Boxed: its two generic pumps are several times the size of a TCP relay, and an
+        // async fn's state is as big as its biggest branch.
+        other => Box::pin(relay_any(client, other, idle)).await,
+    };
+    (up + early_up.len() as u64, down + early_down.len() as u64)
+}
+
+/// The relay for streams that are not plain TCP (TLS, or a hop reached through another proxy):
+/// a pump per direction, each with its own buffer.
+async fn relay_any(client: Tcp, origin: Stream, idle: Duration) -> (u64, u64) {
+    let counts = Counts::default();
     let activity = Activity {
         start: Instant::now(),
         last: AtomicU64::new(0),
     };
-    let result = match origin {
-        Stream::Tcp(o) => {
-            future::try_zip(
-                pump_tcp(&client, &o, &activity, idle, &counts.up),
-                pump_tcp(&o, &client, &activity, idle, &counts.down),
-            )
-            .await
-        }
-        other => {
-            future::try_zip(
-                pump(client.clone(), other.clone(), &activity, idle, &counts.up),
-                pump(other, client.clone(), &activity, idle, &counts.down),
-            )
-            .await
-        }
-    };
-    drop(result);
+    let _ = future::try_zip(
+        pump(client.clone(), origin.clone(), &activity, idle, &counts.up),
+        pump(origin, client, &activity, idle, &counts.down),
+    )
+    .await;
+    (counts.up.into_inner(), counts.down.into_inner())
 }
 
 /// Waits until `ready` completes or the whole tunnel has been idle for `idle`: the other
@@ -136,57 +133,175 @@ async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
         .await
 }
 
-/// One direction between two TCP sockets, holding a buffer only while data flows.
-async fn pump_tcp(
-    src: &Tcp,
-    dst: &Tcp,
-    activity: &Activity,
+/// Bytes one direction moves before it lets other connections run.
+const TURN_BYTES: usize = 1024 * 1024;
+
+/// A tunnel between two TCP sockets: both directions and the idle timeout in one hand-written
+/// future, so that an idle tunnel costs this struct (about 250 bytes) and holds no buffer.
+struct TcpRelay {
+    client: Tcp,
+    origin: Tcp,
+    /// Client to origin.
+    up: Flow,
+    /// Origin to client.
+    down: Flow,
     idle: Duration,
-    count: &AtomicU64,
-) -> io::Result<()> {
-    let mut alarm = Alarm::default();
-    // Set once this direction has carried a bulk flow: from then on it moves data with
-    // splice(2) through this pipe, kernel to kernel, instead of copying through a buffer.
-    let mut pipe: Option<Pipe> = None;
-    loop {
-        wait_active(src.0.readable(), activity, idle, &mut alarm).await?;
-        if let Some(pipe) = &mut pipe {
-            if pipe.pump(src, dst, activity, idle, count).await? {
-                dst.shutdown_write();
-                return Ok(());
-            }
-            continue;
+    /// Fires at the idle deadline as it was when last armed; re-armed if data moved since.
+    timer: Timer,
+    /// When a byte last moved in either direction.
+    last: Instant,
+}
+
+impl TcpRelay {
+    fn new(client: Tcp, origin: Tcp, idle: Duration) -> TcpRelay {
+        let now = Instant::now();
+        TcpRelay {
+            client,
+            origin,
+            up: Flow::default(),
+            down: Flow::default(),
+            idle,
+            timer: Timer::at(now + idle),
+            last: now,
         }
-        let mut buf = Lease::take();
-        loop {
-            match src.0.get_ref().read(&mut buf.0) {
-                Ok(0) => {
-                    dst.shutdown_write();
-                    return Ok(());
-                }
-                Ok(n) => {
-                    activity.touch();
-                    (&*dst.0)
-                        .write_all(&buf.0[..n])
-                        .or(write_deadline(idle))
-                        .await?;
-                    count.fetch_add(n as u64, Ordering::Relaxed);
-                    if n == buf.0.len() {
-                        // A full buffer: this is a bulk flow. Switch to splice if the system
-                        // gives us a pipe (it may not: out of descriptors), else keep copying,
-                        // letting the other connections run between buffers.
-                        pipe = Pipe::new();
-                        if pipe.is_some() {
-                            break;
+    }
+}
+
+impl std::future::Future for TcpRelay {
+    type Output = (u64, u64);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(u64, u64)> {
+        let this = self.get_mut();
+        let before = (this.up.moved, this.down.moved, this.up.done, this.down.done);
+        let up = this.up.poll(cx, &this.client, &this.origin);
+        let down = this.down.poll(cx, &this.origin, &this.client);
+        let counts = (this.up.moved, this.down.moved);
+        match (up, down) {
+            // One side failed (reset, or a write the peer refused): the tunnel is over.
+            (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => return Poll::Ready(counts),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(counts),
+            _ => {}
+        }
+        if before != (this.up.moved, this.down.moved, this.up.done, this.down.done) {
+            this.last = Instant::now();
+        }
+        while Pin::new(&mut this.timer).poll(cx).is_ready() {
+            let due = this.last + this.idle;
+            if Instant::now() >= due {
+                return Poll::Ready(counts);
+            }
+            this.timer.set_at(due);
+        }
+        Poll::Pending
+    }
+}
+
+/// One direction of a [`TcpRelay`].
+#[derive(Default)]
+struct Flow {
+    /// Read and not yet written: `buf[start..end]`. Held only while data flows.
+    buf: Option<Lease>,
+    start: usize,
+    end: usize,
+    /// Set once this direction carried a full buffer (a bulk flow): from then on it moves data
+    /// with splice(2) through this pipe, kernel to kernel.
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe not yet written.
+    held: usize,
+    /// Bytes written to the destination.
+    moved: u64,
+    /// The source's end of stream was passed on.
+    done: bool,
+}
+
+impl Flow {
+    /// Moves what `src` has into `dst`; ready when the direction is finished (end of stream
+    /// passed on as a half-close) or failed. Pending while it waits for either socket, or
+    /// after [`TURN_BYTES`] to let others run (it then wakes itself).
+    fn poll(&mut self, cx: &mut Context<'_>, src: &Tcp, dst: &Tcp) -> Poll<io::Result<()>> {
+        use rustix::io::Errno;
+        use rustix::pipe::{splice, SpliceFlags};
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let mut turn = 0;
+        while !self.done {
+            // Write out what was read.
+            if let Some(buf) = &self.buf {
+                while self.start < self.end {
+                    match dst.0.get_ref().write(&buf.0[self.start..self.end]) {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => {
+                            self.start += n;
+                            self.moved += n as u64;
                         }
-                        future::yield_now().await;
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            ready!(dst.0.poll_writable(cx))?
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
+            if let Some(pipe) = &self.pipe {
+                while self.held > 0 {
+                    match splice(&pipe.rx, None, dst.0.get_ref(), None, self.held, flags) {
+                        Ok(n) => {
+                            self.held -= n;
+                            self.moved += n as u64;
+                        }
+                        Err(Errno::AGAIN) => ready!(dst.0.poll_writable(cx))?,
+                        Err(Errno::INTR) => {}
+                        Err(e) => return Poll::Ready(Err(e.into())),
+                    }
+                }
+            }
+            if turn >= TURN_BYTES {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Read more.
+            let n = if let Some(pipe) = &self.pipe {
+                match splice(src.0.get_ref(), None, &pipe.tx, None, pipe.capacity, flags) {
+                    Ok(n) => {
+                        self.held = n;
+                        n
+                    }
+                    Err(Errno::AGAIN) => {
+                        ready!(src.0.poll_readable(cx))?;
+                        continue;
+                    }
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+            } else {
+                let buf = self.buf.get_or_insert_with(Lease::take);
+                match src.0.get_ref().read(&mut buf.0) {
+                    Ok(n) => {
+                        (self.start, self.end) = (0, n);
+                        if n == buf.0.len() {
+                            // A bulk flow: switch to splice if the system gives us a pipe (it
+                            // may not: out of descriptors), else keep copying.
+                            self.pipe = Pipe::new();
+                        }
+                        n
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Nothing to move: an idle direction holds no buffer.
+                        self.buf = None;
+                        ready!(src.0.poll_readable(cx))?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            };
+            if n == 0 {
+                dst.shutdown_write();
+                self.done = true;
+                (self.buf, self.pipe) = (None, None);
+            }
+            turn += n;
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -210,46 +325,6 @@ impl Pipe {
         // The default is 64 KiB; a larger pipe halves the system calls of a bulk flow.
         let capacity = fcntl_setpipe_size(&tx, PIPE_SIZE).unwrap_or(64 * 1024);
         Some(Pipe { rx, tx, capacity })
-    }
-
-    /// Moves what `src` has now into `dst` through the pipe; returns true at end of stream.
-    async fn pump(
-        &mut self,
-        src: &Tcp,
-        dst: &Tcp,
-        activity: &Activity,
-        idle: Duration,
-        count: &AtomicU64,
-    ) -> io::Result<bool> {
-        use rustix::io::Errno;
-        use rustix::pipe::{splice, SpliceFlags};
-        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-        loop {
-            // The pipe is empty here: fill it from the source.
-            let n = match splice(src.0.get_ref(), None, &self.tx, None, self.capacity, flags) {
-                Ok(0) => return Ok(true),
-                Ok(n) => n,
-                Err(Errno::AGAIN) => return Ok(false),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            activity.touch();
-            // Drain it into the destination, waiting while the destination is full.
-            let mut left = n;
-            while left > 0 {
-                match splice(&self.rx, None, dst.0.get_ref(), None, left, flags) {
-                    Ok(m) => {
-                        left -= m;
-                        count.fetch_add(m as u64, Ordering::Relaxed);
-                    }
-                    Err(Errno::AGAIN) => dst.0.writable().or(write_deadline(idle)).await?,
-                    Err(Errno::INTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            // A flow that never runs dry must still let the other connections run.
-            future::yield_now().await;
-        }
     }
 }
 
