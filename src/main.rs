@@ -1,5 +1,6 @@
 //! The `smolproxy` command: parse flags, check them, listen, serve.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -14,7 +15,8 @@ fn main() -> ExitCode {
     let flags = match Flags::from_args(&["smolproxy"], strs.get(1..).unwrap_or_default()) {
         Ok(f) => f,
         Err(exit) if exit.status.is_ok() => {
-            println!("{}", exit.output);
+            // A closed pipe (`smolproxy --help | head -1`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", exit.output);
             return ExitCode::SUCCESS;
         }
         Err(exit) => {
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
     if let Some(args) = route_args {
         return match smolproxy::explain::explain(&cfg, &args) {
             Ok(e) => {
-                print!("{}", e.text);
+                let _ = write!(std::io::stdout(), "{}", e.text);
                 ExitCode::from(if e.allowed { 0 } else { 1 })
             }
             Err(e) => {
