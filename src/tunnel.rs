@@ -212,6 +212,8 @@ struct Flow {
     moved: u64,
     /// The source's end of stream was passed on.
     done: bool,
+    /// The last read returned less than a full buffer.
+    drained: bool,
 }
 
 impl Flow {
@@ -258,7 +260,14 @@ impl Flow {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Read more.
+            // Read more. After a short read the socket was very likely drained: wait for it to
+            // become readable again rather than spend a system call on EAGAIN (readiness is
+            // checked when the wait is registered, so nothing that arrived meanwhile is missed).
+            if self.drained {
+                self.drained = false;
+                self.buf = None;
+                ready!(src.0.poll_readable(cx))?;
+            }
             let n = if let Some(pipe) = &self.pipe {
                 match splice(src.0.get_ref(), None, &pipe.tx, None, pipe.capacity, flags) {
                     Ok(n) => {
@@ -277,6 +286,7 @@ impl Flow {
                 match src.0.get_ref().read(&mut buf.0) {
                     Ok(n) => {
                         (self.start, self.end) = (0, n);
+                        self.drained = n > 0 && n < buf.0.len();
                         if n == buf.0.len() {
                             // A bulk flow: switch to splice if the system gives us a pipe (it
                             // may not: out of descriptors), else keep copying.
