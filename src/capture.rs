@@ -115,7 +115,7 @@ pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets
         "start" => rfc3339(entry.time),
         "client" => entry.client.to_string(),
         "user" => entry.user.as_deref(),
-        "route" => entry.route.as_str(),
+        "route" => crate::log::dash(&entry.route),
         "decision" => if denied { "deny" } else { "allow" },
         "rule" => entry.rule.as_deref(),
     };

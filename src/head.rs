@@ -55,9 +55,11 @@ impl Head {
 
     /// Values of every field called `name` (case-insensitive).
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Bytes compared directly: no UTF-8 check per field per lookup.
+        self.fields
+            .iter()
+            .filter(move |(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.raw[v.clone()])
     }
 
     /// The first value of `name`.

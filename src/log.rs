@@ -23,7 +23,7 @@ pub struct Entry {
     pub client: SocketAddr,
     /// The authenticated user, if any.
     pub user: Option<String>,
-    /// Request method (`-` if the head could not be parsed).
+    /// Request method (empty, logged as `-`, if the head could not be parsed).
     pub method: String,
     /// Request target as received.
     pub target: String,
@@ -35,7 +35,8 @@ pub struct Entry {
     pub down: u64,
     /// Time from the complete head to the end of the exchange.
     pub duration: Duration,
-    /// How it was routed: `direct`, an upstream, or `-` when it was not sent anywhere.
+    /// How it was routed: `direct` or an upstream; empty (logged as `-`) when it was not
+    /// sent anywhere. Empty rather than "-" so that a new entry allocates nothing.
     pub route: String,
     /// The rule or reason that refused it, if any.
     pub rule: Option<String>,
@@ -48,13 +49,13 @@ impl Entry {
             time: SystemTime::now(),
             client,
             user: None,
-            method: "-".into(),
-            target: "-".into(),
+            method: String::new(),
+            target: String::new(),
             status: 0,
             up: 0,
             down: 0,
             duration: Duration::ZERO,
-            route: "-".into(),
+            route: String::new(),
             rule: None,
         }
     }
@@ -102,19 +103,28 @@ impl Log {
     }
 }
 
+/// A field as logged: `-` when unknown (empty).
+pub fn dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
 fn text(e: &Entry) -> String {
     format!(
         "{} {} {} {} {} {} {} {} {}ms {} {}\n",
         rfc3339(e.time),
         e.client,
         e.user.as_deref().unwrap_or("-"),
-        e.method,
-        e.target,
+        dash(&e.method),
+        dash(&e.target),
         e.status,
         e.up,
         e.down,
         e.duration.as_millis(),
-        e.route,
+        dash(&e.route),
         e.rule
             .as_deref()
             .map(|r| format!("{r:?}"))
@@ -134,13 +144,13 @@ fn json(e: &Entry) -> String {
             .as_deref()
             .map(quote)
             .unwrap_or_else(|| "null".into()),
-        quote(&e.method),
-        quote(&e.target),
+        quote(dash(&e.method)),
+        quote(dash(&e.target)),
         e.status,
         e.up,
         e.down,
         e.duration.as_millis(),
-        quote(&e.route),
+        quote(dash(&e.route)),
         e.rule
             .as_deref()
             .map(quote)
