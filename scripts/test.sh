@@ -4,12 +4,12 @@
 #   scripts/test.sh [CARGO TEST ARGS...]      e.g. scripts/test.sh tunnel -- --nocapture
 #
 # Test peers (real clients, proxies and servers the integration tests start on port 0):
-#   Debian: curl tinyproxy stunnel4 microsocks squid nginx-light openssl
+#   Debian: curl tinyproxy stunnel4 microsocks squid openssl
 #   npm:    newman, har-validator, postman-collection (pinned in package.json and
 #           package-lock.json, installed into ./node_modules, put on PATH for the tests)
 # Each install is skipped when what it brings is already there, so a second run goes straight
-# to cargo. The Debian packages come with services (tinyproxy on 8888, squid on 3128, nginx on
-# 80); the tests start their own copies, so the system ones are kept from starting and stopped
+# to cargo. Two of the Debian packages come with services (tinyproxy on 8888, squid on 3128);
+# the tests start their own copies, so the system ones are kept from starting and stopped
 # if they run. The last lines printed are cargo test's own summary; the exit status is cargo's.
 set -euo pipefail
 
@@ -22,17 +22,15 @@ step() { printf '\n==> %s\n' "$*"; }
 declare -A deb_for=(
     [curl]=curl
     [tinyproxy]=tinyproxy
-    [stunnel4]=stunnel4
+    [stunnel]=stunnel4
     [microsocks]=microsocks
     [squid]=squid
-    [nginx]=nginx-light
     [openssl]=openssl
 )
 # The system services those packages install, with the pid file each one writes.
 declare -A service_pid=(
     [tinyproxy]=/run/tinyproxy/tinyproxy.pid
     [squid]=/run/squid.pid
-    [nginx]=/run/nginx.pid
 )
 
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -72,10 +70,10 @@ if [ ${#missing[@]} -eq 0 ]; then
     echo "all present: ${!deb_for[*]}"
 else
     echo "installing: ${missing[*]}"
-    apt_install curl tinyproxy stunnel4 microsocks squid nginx-light openssl
+    apt_install curl tinyproxy stunnel4 microsocks squid openssl
 fi
 
-step "test peers: stopping system services that hold ports (tinyproxy, squid, nginx)"
+step "test peers: stopping system services that hold ports (tinyproxy, squid)"
 for svc in "${!service_pid[@]}"; do
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
