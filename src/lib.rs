@@ -38,6 +38,7 @@ pub mod reader;
 pub mod route;
 pub mod server;
 pub mod socks5;
+pub mod spare;
 pub mod stream;
 pub mod target;
 pub mod tls;

@@ -6,50 +6,20 @@
 //! holds no buffer. Every read is bounded by a timeout.
 
 use std::io;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
 
 use crate::alarm::Alarm;
 use crate::head::{MAX_HEAD, MAX_URI};
+use crate::spare::{Lease, Spares};
 
 /// Size of the read buffer: large enough for most heads and efficient body copies.
 const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Read buffers of connections that went idle or closed, kept for the next one (up to 1 MiB):
-/// a connection then costs neither an allocation nor zeroing 16 KiB per request, and the
-/// heap does not fill with 16 KiB holes that long-lived tunnel state gets scattered into.
-static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Most spare buffers kept.
-const MAX_SPARE: usize = 64;
-
-/// A buffer from [`SPARE`], or a new one.
-fn take_buffer() -> Vec<u8> {
-    let spare = SPARE.lock().ok().and_then(|mut s| s.pop());
-    spare.unwrap_or_else(|| vec![0; BUFFER_SIZE])
-}
-
-/// Gives a buffer back to [`SPARE`]; one grown for a large head is freed instead.
-fn give_buffer(buf: Vec<u8>) {
-    if buf.len() == BUFFER_SIZE {
-        if let Ok(mut spare) = SPARE.lock() {
-            if spare.len() < MAX_SPARE {
-                spare.push(buf);
-            }
-        }
-    }
-}
-
-/// A read buffer that goes back to [`SPARE`] when dropped.
-#[derive(Default)]
-struct Buffer(Vec<u8>);
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        give_buffer(std::mem::take(&mut self.0));
-    }
-}
+/// a connection then costs neither an allocation nor zeroing 16 KiB per request.
+static READ_BUFFERS: Spares = Spares::new(BUFFER_SIZE, 64);
 
 /// Why a head could not be read.
 #[derive(Debug)]
@@ -68,8 +38,8 @@ pub enum HeadError {
 pub struct Reader<S> {
     /// The stream read from.
     pub io: S,
-    /// Buffer; empty (unallocated) while nothing is buffered.
-    buf: Buffer,
+    /// Buffer; none while nothing is buffered.
+    buf: Option<Lease>,
     /// Start of the unconsumed bytes.
     start: usize,
     /// End of the valid bytes.
@@ -87,7 +57,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
     pub fn new(io: S, timeout: Duration) -> Reader<S> {
         Reader {
             io,
-            buf: Buffer::default(),
+            buf: None,
             start: 0,
             end: 0,
             timeout,
@@ -98,7 +68,10 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
     /// The bytes buffered and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf.0[self.start..self.end]
+        match &self.buf {
+            Some(lease) => &lease.buf[self.start..self.end],
+            None => &[],
+        }
     }
 
     /// Marks `n` buffered bytes as used.
@@ -113,7 +86,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
     /// Frees the buffer if nothing is in it (an idle connection then holds no memory for it).
     pub fn release(&mut self) {
         if self.start == self.end {
-            give_buffer(std::mem::take(&mut self.buf.0));
+            self.buf = None;
             self.start = 0;
             self.end = 0;
         }
@@ -121,18 +94,15 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
     /// Reads more bytes into the buffer; returns 0 at end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.0.is_empty() {
-            self.buf.0 = take_buffer();
-        }
-        if self.end == self.buf.0.len() {
+        let buf = &mut self.buf.get_or_insert_with(|| READ_BUFFERS.take()).buf;
+        if self.end == buf.len() {
             if self.start > 0 {
-                self.buf.0.copy_within(self.start..self.end, 0);
+                buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             } else {
                 // Only a head that is still incomplete grows the buffer, up to the head limit.
-                let len = self.buf.0.len();
-                self.buf.0.resize(len * 2, 0);
+                buf.resize(buf.len() * 2, 0);
             }
         }
         self.since = Instant::now();
@@ -140,7 +110,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         let alarm = &mut self.alarm;
         let n = self
             .io
-            .read(&mut self.buf.0[self.end..])
+            .read(&mut buf[self.end..])
             .or(async {
                 alarm.wait(|| since + timeout).await;
                 Err(io::ErrorKind::TimedOut.into())

@@ -9,7 +9,6 @@
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,36 +16,13 @@ use async_io::Timer;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::alarm::Alarm;
+use crate::spare::{Lease, Spares};
 use crate::stream::{Stream, Tcp};
 
-/// Copy buffer per busy direction. 64 KiB lets one read drain a full socket buffer burst,
-/// which measured close to the direct-connection ceiling on loopback.
-const BUFFER_SIZE: usize = 64 * 1024;
-/// Copy buffers kept for reuse once their direction went quiet: a burst then costs neither an
-/// allocation nor zeroing 64 KiB. 32 covers the busy tunnels of a small machine (2 MiB).
-const MAX_SPARE: usize = 32;
-
-static SPARE: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
-
-/// A copy buffer held while a direction has data to move, returned to [`SPARE`] on drop.
-struct Lease(Box<[u8]>);
-
-impl Lease {
-    fn take() -> Lease {
-        let spare = SPARE.lock().ok().and_then(|mut s| s.pop());
-        Lease(spare.unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice()))
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Ok(mut spare) = SPARE.lock() {
-            if spare.len() < MAX_SPARE {
-                spare.push(std::mem::take(&mut self.0));
-            }
-        }
-    }
-}
+/// Copy buffers for busy directions. 64 KiB lets one read drain a full socket buffer burst,
+/// which measured close to the direct-connection ceiling on loopback; 32 spares (2 MiB) cover
+/// the busy tunnels of a small machine without an allocation or zeroing per burst.
+static COPY_BUFFERS: Spares = Spares::new(64 * 1024, 32);
 
 /// Bytes moved through the generic relay's two directions, which run as two futures.
 #[derive(Default)]
@@ -229,7 +205,7 @@ impl Flow {
             // Write out what was read.
             if let Some(buf) = &self.buf {
                 while self.start < self.end {
-                    match dst.0.get_ref().write(&buf.0[self.start..self.end]) {
+                    match dst.0.get_ref().write(&buf.buf[self.start..self.end]) {
                         Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                         Ok(n) => {
                             self.start += n;
@@ -282,12 +258,12 @@ impl Flow {
                     Err(e) => return Poll::Ready(Err(e.into())),
                 }
             } else {
-                let buf = self.buf.get_or_insert_with(Lease::take);
-                match src.0.get_ref().read(&mut buf.0) {
+                let buf = self.buf.get_or_insert_with(|| COPY_BUFFERS.take());
+                match src.0.get_ref().read(&mut buf.buf) {
                     Ok(n) => {
                         (self.start, self.end) = (0, n);
-                        self.drained = n > 0 && n < buf.0.len();
-                        if n == buf.0.len() {
+                        self.drained = n > 0 && n < buf.buf.len();
+                        if n == buf.buf.len() {
                             // A bulk flow: switch to splice if the system gives us a pipe (it
                             // may not: out of descriptors), else keep copying.
                             self.pipe = Pipe::new();
