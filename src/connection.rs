@@ -369,12 +369,17 @@ struct Done {
 }
 
 /// Relays an open tunnel until it ends, then logs and records it.
-async fn run_tunnel(p: Arc<Proxy>, client: Tcp, origin: Stream, early: Vec<u8>, done: Box<Done>) {
+async fn run_tunnel(
+    p: Arc<Proxy>,
+    client: Tcp,
+    origin: Stream,
+    early: Vec<u8>,
+    mut done: Box<Done>,
+) {
     let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
     drop(early);
     // Only pointers are kept across the capture's wait: a local copy of the entry or the
     // request would make every idle tunnel's future larger.
-    let mut done = done;
     done.entry.up += up;
     done.entry.down += down;
     done.entry.duration = done.started.elapsed();
