@@ -181,20 +181,30 @@ impl Json {
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7).
 pub fn quote(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs that need no escape are copied whole; every byte that needs one is ASCII, so the
+    // slices below always fall on character boundaries.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 | 0x7f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -260,6 +270,21 @@ impl<T: Into<Json>> From<Option<T>> for Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_escapes_what_rfc_8259_requires_and_copies_the_rest() {
+        for (raw, quoted) in [
+            ("", r#""""#),
+            ("plain", r#""plain""#),
+            ("a\u{1}b", r#""a\u0001b""#),
+            ("q\"b\\n\nr\rt\td\u{7f}", r#""q\"b\\n\nr\rt\td\u007f""#),
+            ("é€\n😀", "\"é€\\n😀\""),
+        ] {
+            let mut out = String::new();
+            quote(&mut out, raw);
+            assert_eq!(out, quoted, "{raw:?}");
+        }
+    }
 
     macro_rules! cases {
         (micros: $($text:expr => $micros:expr),*) => {$(
