@@ -70,7 +70,7 @@ if [ ${#missing[@]} -eq 0 ]; then
     echo "all present: ${!deb_for[*]}"
 else
     echo "installing: ${missing[*]}"
-    apt_install curl tinyproxy stunnel4 microsocks squid openssl
+    apt_install "${missing[@]}"
 fi
 
 step "test peers: stopping system services that hold ports (tinyproxy, squid)"

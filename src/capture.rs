@@ -6,7 +6,7 @@
 //! request and the access-log entry into one JSON line, with secrets redacted, and
 //! [`Capture::write`] hands it to the one writer thread (`capture/writer.rs`), waiting while
 //! its queue is full. The file only ever holds whole lines (plus, after a kill, at most one
-//! partial last line). The record schema is documented in the README ("Capture records").
+//! partial last line). The record schema is documented in docs/capture.md.
 //!
 //! This file does not decide what may pass, and it never sees CONNECT tunnel content: tunnels
 //! are recorded as metadata only.
@@ -60,8 +60,8 @@ pub struct Answer {
 }
 
 impl Trace {
-    /// A fresh trace for a request whose head just arrived; `capture` is the proxy's, if on.
-    /// A trace for a request whose head was complete at `started`.
+    /// A fresh trace for a request whose head was complete at `started`; `capture` is the
+    /// proxy's, if on.
     pub fn new(capture: Option<&Capture>, started: Instant) -> Trace {
         let limit = capture.map_or(0, |c| c.limit);
         Trace {
