@@ -277,16 +277,8 @@ fn a_bulk_tunnel_moves_every_byte_in_order() {
     let echo = Origin::tcp_echo();
     let proxy = Proxy::start(&["--connect-ports", "any"]);
     let mut c = open_tunnel(&proxy, &echo.authority());
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..48 << 20)
-        .map(|_| {
-            // xorshift: no repeating period a reordering could hide in.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    // xorshift bytes: no repeating period a reordering could hide in.
+    let data = pattern(48 << 20, 1);
     let mut writer = c.stream.try_clone().unwrap();
     let sent = data.clone();
     let w = thread::spawn(move || {

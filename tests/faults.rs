@@ -9,8 +9,8 @@
 //! tested with the proxy in its own mount namespace whose /etc/resolv.conf points at a dead
 //! local resolver, so no query ever leaves the machine.
 //!
-//! Not here: an external authorization service that stalls belongs to the policy work
-//! (`--authz-url`), which comes later.
+//! Not here: an external authorization service that stalls is tested with the rest of
+//! `--authz-url` (tests/policy.rs).
 
 mod common;
 
@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{build_request, get, need, show, temp_dir, Conn, Origin, Proxy};
+use common::{assert_still_serving, build_request, need, show, temp_dir, Conn, Origin, Proxy};
 
 /// The idle timeout given to the proxy where a stall is tested.
 const IDLE: &str = "1s";
@@ -72,18 +72,6 @@ fn keep_alive_get(url: &str) -> Vec<u8> {
     build_request("GET", url, &[], b"")
 }
 
-/// Asserts the proxy still serves a normal request after a fault.
-fn still_serving(proxy: &Proxy) {
-    let origin = Origin::echo();
-    let res = get(proxy.addr, &origin.url("/after-fault"));
-    assert_eq!(
-        res.status(),
-        200,
-        "proxy stopped serving after a fault: {}",
-        res.head.text()
-    );
-}
-
 #[test]
 fn origin_closes_mid_content_length_body() {
     let origin = Origin::tcp(|conn| {
@@ -107,7 +95,7 @@ fn origin_closes_mid_content_length_body() {
         body, b"0123456789",
         "the client must get exactly what the origin sent"
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -142,7 +130,7 @@ fn origin_closes_mid_chunked_body() {
         show(&body)
     );
     assert!(body.starts_with(b"5\r\nhello\r\n"), "{}", show(&body));
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -173,7 +161,7 @@ fn origin_closes_mid_chunked_body_for_an_http10_client() {
         "a truncated body reached an HTTP/1.0 client as a clean close, which reads as complete: {}",
         show(&body)
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -200,7 +188,7 @@ fn origin_stalls_before_the_head_gives_504() {
         took < Duration::from_secs(1) + SLACK,
         "took {took:?} to give up on a silent origin"
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -224,7 +212,7 @@ fn origin_stalls_mid_body_closes_the_client() {
         started.elapsed()
     );
     assert_eq!(body, b"0123456789");
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 /// CONNECT to a TCP origin that echoes one message, then fails as `die` says; the client
@@ -258,7 +246,7 @@ fn tunnel_peer_dies(die: fn(&mut Conn)) {
         "unexpected bytes after the origin died: {}",
         show(&rest)
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -316,7 +304,7 @@ fn upstream_proxy_dies_mid_tunnel() {
         End::Open,
         "the tunnel stayed open after the upstream proxy died"
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 /// What an origin saw of a request body: bytes read and how the connection ended, with the
@@ -378,7 +366,7 @@ fn client_disappears_mid_upload() {
         "the origin side was closed {:?} after the client left",
         at - gone
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -402,7 +390,7 @@ fn client_goes_silent_mid_upload() {
         at - silent
     );
     drop(client);
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 /// What a streaming origin saw: how many bytes it wrote and when its writes started failing.
@@ -480,7 +468,7 @@ fn client_disappears_mid_download() {
         "the origin side was closed {:?} after the client left",
         failed - gone
     );
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 #[test]
@@ -503,7 +491,7 @@ fn client_stops_reading_mid_download() {
         failed - stopped
     );
     drop(client);
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
 }
 
 /// Whether `unshare --mount` works here (it needs root or user namespaces).
@@ -573,6 +561,6 @@ fn dns_failure_is_502() {
     let mut client = Conn::connect(proxy.addr);
     client.write(format!("CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n").as_bytes());
     client.response_to("CONNECT").assert_error(502);
-    still_serving(&proxy);
+    assert_still_serving(proxy.addr, &Origin::echo());
     let _ = std::fs::remove_dir_all(dir);
 }

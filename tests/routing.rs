@@ -145,15 +145,6 @@ fn through_connect(proxy: SocketAddr, authority: &str) -> String {
     c.response().text()
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, for peers that cannot take port 0.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A peer process (tinyproxy, stunnel, ...), killed when dropped.
 struct Peer {
     /// The process.
@@ -206,7 +197,7 @@ impl Drop for Peer {
 
 /// tinyproxy on a free port, with `BasicAuth` when `auth` is given.
 fn tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Peer {
-    let port = free_port();
+    let port = closed_port();
     let conf = dir.join(format!("tinyproxy-{port}.conf"));
     let mut text =
         format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Error\n");
@@ -221,7 +212,7 @@ fn tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Peer {
 
 /// microsocks with `-u user -P pass` on a free port.
 fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
-    let port = free_port();
+    let port = closed_port();
     let mut cmd = Command::new("microsocks");
     cmd.args([
         "-i",
@@ -240,7 +231,7 @@ fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
 /// the plain bytes to 127.0.0.1:`to`.
 #[cfg(feature = "tls")]
 fn stunnel(dir: &Path, pki: &Pki, to: u16) -> Peer {
-    let port = free_port();
+    let port = closed_port();
     let conf = dir.join(format!("stunnel-{port}.conf"));
     let text = format!(
         "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
@@ -568,7 +559,7 @@ fn bad_environment_entries_are_warnings() {
     // The bad http_proxy is skipped, so all_proxy applies.
     assert_eq!(get(proxy.addr, &origin.url("/")).text(), "proxy B");
     // A system proxy that is this proxy itself is skipped with a warning, not a loop.
-    let port = free_port().to_string();
+    let port = closed_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let me = format!("http://127.0.0.1:{port}");
     let proxy = Proxy::start_with_env(&["--listen", &listen], &[("http_proxy", &me)]);
@@ -581,7 +572,7 @@ fn bad_environment_entries_are_warnings() {
 
 #[test]
 fn start_up_errors() {
-    let port = free_port().to_string();
+    let port = closed_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     for (args, code, needle) in [
         (
@@ -714,7 +705,13 @@ fn credentials_go_only_to_their_own_hop() {
         "--upstream",
         &hop2,
     ]);
-    let basic = |s: &str| format!("Basic {}", base64(s.as_bytes()));
+    let basic = |s: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
     // Plain http: CONNECT to the second hop through the first, then absolute-form to it.
     assert_eq!(get(proxy.addr, &origin.url("/a")).text(), "proxy S");
     let f = first.last();
@@ -773,28 +770,6 @@ fn credentials_go_only_to_their_own_hop() {
         )),
         "{log}"
     );
-}
-
-/// Standard base64, for expected Basic credentials.
-fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -1092,7 +1067,7 @@ fn squid_upstream() {
         return;
     }
     let dir = temp_dir("squid");
-    let port = free_port();
+    let port = closed_port();
     let conf = dir.join("squid.conf");
     std::fs::write(
         &conf,

@@ -1265,65 +1265,6 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Access log lines
-// ---------------------------------------------------------------------------------------------
-
-/// A flat JSON object (one access-log line) as (key, value) with values as raw JSON text
-/// (strings unescaped). Enough for assertions; not a general JSON parser.
-pub fn parse_json_line(line: &str) -> Option<Fields> {
-    let s = line.trim();
-    let mut chars = s.strip_prefix('{')?.strip_suffix('}')?.chars().peekable();
-    let mut out = Vec::new();
-    fn string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
-        let mut out = String::new();
-        loop {
-            match chars.next()? {
-                '"' => return Some(out),
-                '\\' => match chars.next()? {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    'u' => {
-                        let hex: String = (0..4).filter_map(|_| chars.next()).collect();
-                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                    }
-                    c => out.push(c),
-                },
-                c => out.push(c),
-            }
-        }
-    }
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        match chars.next() {
-            None => return Some(out),
-            Some('"') => {}
-            Some(_) => return None,
-        }
-        let key = string(&mut chars)?;
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ':') {
-            chars.next();
-        }
-        let value = if chars.peek() == Some(&'"') {
-            chars.next();
-            string(&mut chars)?
-        } else {
-            let mut v = String::new();
-            while chars.peek().is_some_and(|c| *c != ',') {
-                v.push(chars.next()?);
-            }
-            if v.contains(['{', '[']) {
-                return None;
-            }
-            v.trim().to_string()
-        };
-        out.push((key, value));
-    }
-}
-
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1.
 pub struct Pki {
     /// The CA certificate (what `--ca-file` gets).
