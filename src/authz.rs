@@ -112,15 +112,6 @@ pub fn parse_fail(s: &str) -> Result<Fail, String> {
     }
 }
 
-/// Parses `--authz-timeout`: a duration greater than zero.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match crate::config::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "expected a duration greater than 0 like 500ms or 2s, got '{s}'"
-        )),
-    }
-}
 /// A question's identity in the cache: client, user, method, URL.
 type Key = (IpAddr, String, String, String);
 
@@ -378,8 +369,6 @@ mod tests {
         }
         assert_eq!(parse_fail("open"), Ok(Fail::Open));
         assert!(parse_fail("maybe").is_err());
-        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_timeout("0").is_err() && parse_timeout("x").is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct Flags {
     #[argh(
         option,
         default = "Duration::from_secs(10)",
-        from_str_fn(parse_duration)
+        from_str_fn(parse_timeout)
     )]
     pub header_timeout: Duration,
 
@@ -54,7 +54,7 @@ pub struct Flags {
     #[argh(
         option,
         default = "Duration::from_secs(10)",
-        from_str_fn(parse_duration)
+        from_str_fn(parse_timeout)
     )]
     pub connect_timeout: Duration,
 
@@ -63,7 +63,7 @@ pub struct Flags {
     #[argh(
         option,
         default = "Duration::from_secs(300)",
-        from_str_fn(parse_duration)
+        from_str_fn(parse_timeout)
     )]
     pub idle_timeout: Duration,
 
@@ -199,7 +199,7 @@ pub struct Flags {
         option,
         arg_name = "DUR",
         default = "Duration::from_secs(2)",
-        from_str_fn(authz::parse_timeout)
+        from_str_fn(parse_timeout)
     )]
     pub authz_timeout: Duration,
 
@@ -537,6 +537,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Parses a timeout: a duration greater than zero (a zero timeout would fail everything).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "expected a duration greater than 0 like 500ms or 2s, got '{s}'"
+        )),
+    }
+}
+
 /// Parses `443,8443,9000-9100` or `any`.
 pub fn parse_ports(s: &str) -> Result<Ports, String> {
     if s.eq_ignore_ascii_case("any") {
@@ -663,6 +673,25 @@ mod tests {
         assert!(c.connect_ports.contains(22));
         assert_eq!(c.listen, vec![SocketAddr::from(([127, 0, 0, 1], 3128))]);
         assert!(Flags::from_args(&["smolproxy"], &["--threads", "0"]).is_err());
+        for timeout in [
+            "--header-timeout",
+            "--connect-timeout",
+            "--idle-timeout",
+            "--authz-timeout",
+        ] {
+            assert!(
+                Flags::from_args(&["smolproxy"], &[timeout, "0"]).is_err(),
+                "{timeout}"
+            );
+            assert!(
+                Flags::from_args(&["smolproxy"], &[timeout, "x"]).is_err(),
+                "{timeout}"
+            );
+            assert!(
+                Flags::from_args(&["smolproxy"], &[timeout, "250ms"]).is_ok(),
+                "{timeout}"
+            );
+        }
         assert!(Flags::from_args(&["smolproxy"], &["--via", "a b"]).is_err());
     }
 }
