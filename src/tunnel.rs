@@ -218,6 +218,10 @@ impl Flow {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
+                if self.pipe.is_some() {
+                    // Switched to splice: the copy buffer is never used again.
+                    self.buf = None;
+                }
             }
             if let Some(pipe) = &self.pipe {
                 while self.held > 0 {
