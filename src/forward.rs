@@ -356,8 +356,13 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop<'_>) -> Vec<u8> {
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     }
-    if let Framing::Length(n) = req.framing {
-        push_field(&mut out, "Content-Length", n.to_string().as_bytes());
+    match req.framing {
+        Framing::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        // An explicit zero length is kept: some origins refuse a POST or PUT without one (411).
+        Framing::Empty if req.head.get("content-length").is_some() => {
+            push_field(&mut out, "Content-Length", b"0")
+        }
+        _ => {}
     }
     if max_forwards {
         if let Some(n) = max_forwards_value(req) {
@@ -442,8 +447,13 @@ fn response_head(
 }
 
 /// Whether a (lowercased) field name is hop-by-hop here, including those Connection names.
+/// The framing fields are never dropped because Connection names them: the body is relayed in
+/// the framing they declare, and without them the next hop could not find the message's end
+/// (and would read what follows as another message: request smuggling).
 fn is_hop_by_hop(lower: &str, connection: &[String]) -> bool {
-    HOP_BY_HOP.contains(&lower) || connection.iter().any(|c| c == lower)
+    HOP_BY_HOP.contains(&lower)
+        || (connection.iter().any(|c| c == lower)
+            && !matches!(lower, "content-length" | "transfer-encoding"))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {

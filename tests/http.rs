@@ -776,6 +776,69 @@ fn hop_by_hop_response_fields_are_removed_and_the_rest_kept_in_order() {
 }
 
 #[test]
+fn connection_cannot_remove_the_framing_of_a_request() {
+    // Connection naming Transfer-Encoding must not strip it: the chunked body would reach the
+    // origin without framing, and a request hidden in it would be read as a second request.
+    let origin = Origin::echo();
+    let proxy = Proxy::start(&[]);
+    let url = origin.url("/framed");
+    let hidden = format!(
+        "GET /hidden HTTP/1.1\r\nHost: {}\r\n\r\n",
+        origin.authority()
+    );
+    let raw = format!(
+        "POST {url} HTTP/1.1\r\nHost: {}\r\nConnection: transfer-encoding\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{hidden}\r\n0\r\n\r\n",
+        origin.authority(),
+        hidden.len()
+    );
+    let res = request(proxy.addr, "POST", raw.as_bytes());
+    assert_eq!(res.status(), 200);
+    let seen = origin.last();
+    assert_eq!(
+        seen.head.get("transfer-encoding"),
+        Some("chunked"),
+        "{}",
+        seen.head.text()
+    );
+    assert_eq!(seen.body, hidden.as_bytes());
+    assert_eq!(origin.requests(), 1, "the body was read as a request");
+
+    // An explicit Content-Length: 0 is forwarded as such.
+    let res = request(
+        proxy.addr,
+        "POST",
+        &build_request("POST", &url, &[("Content-Length", "0")], b""),
+    );
+    assert_eq!(res.status(), 200);
+    assert_eq!(origin.last().head.get("content-length"), Some("0"));
+}
+
+#[test]
+fn connection_cannot_remove_the_framing_of_a_response() {
+    let origin = Origin::start(|head, conn| {
+        let _ = conn.read_body(head);
+        let _ = conn.stream.write_all(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
+        );
+        true
+    });
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    for _ in 0..2 {
+        c.write(&build_request("GET", &origin.url("/framed"), &[], b""));
+        let res = c.response();
+        assert_eq!(
+            res.header("content-length"),
+            Some("2"),
+            "{}",
+            res.head.text()
+        );
+        assert_eq!(res.text(), "ok");
+    }
+}
+
+#[test]
 fn response_whitespace_before_colon_and_obs_fold_are_cleaned() {
     let origin = Origin::start(|head, conn| {
         let _ = conn.read_body(head);
