@@ -158,13 +158,18 @@ async fn handle(
     }
     match decide(p, req) {
         Ok(Decision::Forward) => {}
-        Ok(Decision::Answer(bytes, status)) => {
-            entry.status = status;
+        Ok(Decision::Answer) => {
+            let keep = can_continue(p, req);
+            let bytes = answer_here(req, keep);
+            entry.status = 200;
             entry.down = bytes.len() as u64;
             let sent = write_with_timeout(&mut client.clone(), &bytes, p)
                 .await
                 .is_ok();
-            return sent && req.keep_alive();
+            if sent && !keep {
+                linger(client).await;
+            }
+            return sent && keep;
         }
         Err(err) => return reply(p, client, &err, req, entry).await,
     }
@@ -247,8 +252,8 @@ async fn handle(
 enum Decision {
     /// Send it on.
     Forward,
-    /// Answer it here with these bytes and this status.
-    Answer(Vec<u8>, u16),
+    /// Answer it here ([`answer_here`]).
+    Answer,
 }
 
 /// The checks made before routing: loops, Max-Forwards, CONNECT ports, egress rules.
@@ -262,7 +267,7 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     }
     // RFC 9110 §7.6.2: at Max-Forwards 0 the proxy is the final recipient.
     if matches!(req.method.as_str(), "OPTIONS" | "TRACE") && max_forwards_value(req) == Some(0) {
-        return Ok(Decision::Answer(answer_here(req), 200));
+        return Ok(Decision::Answer);
     }
     if req.target.scheme == Scheme::Connect {
         p.cfg
@@ -281,12 +286,8 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
 }
 
 /// The proxy's own answer to OPTIONS or TRACE with Max-Forwards: 0.
-fn answer_here(req: &Request) -> Vec<u8> {
-    let keep = if req.keep_alive() {
-        "keep-alive"
-    } else {
-        "close"
-    };
+fn answer_here(req: &Request, keep_alive: bool) -> Vec<u8> {
+    let keep = if keep_alive { "keep-alive" } else { "close" };
     if req.method == "OPTIONS" {
         return format!(
             "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n\
@@ -390,13 +391,15 @@ async fn run_tunnel(
     }
 }
 
+/// Whether the connection can carry another request after this one is answered here, without
+/// its body being read: a body still on the wire would be read as the next request.
+fn can_continue(p: &Proxy, req: &Request) -> bool {
+    req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping()
+}
+
 /// Sends an error reply for a parsed request; returns whether the connection stays usable.
 async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
-    // A request body that was not read is still on the wire: the connection must close.
-    let keep = err.keeps_connection()
-        && req.keep_alive()
-        && req.framing == crate::head::Framing::Empty
-        && !p.stopping();
+    let keep = err.keeps_connection() && can_continue(p, req);
     if let Error::Forbidden(rule) = err {
         // Also a denial found while dialling: an address the egress policy refused.
         entry.rule = Some(rule.clone());

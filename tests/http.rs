@@ -188,6 +188,30 @@ fn max_forwards_is_decremented_and_answered_at_zero() {
         before,
         "Max-Forwards: 0 must not reach the origin"
     );
+
+    // A body the answer did not read must not be taken for the next request: the connection
+    // closes after the answer.
+    let hidden = build_request("GET", &origin.url("/hidden"), &[], b"");
+    c.write(&build_request(
+        "OPTIONS",
+        &url,
+        &[("Max-Forwards", "0")],
+        &hidden,
+    ));
+    let res = c.response_to("OPTIONS");
+    assert_eq!(res.status(), 200, "{}", res.head.text());
+    assert_eq!(
+        res.header("connection"),
+        Some("close"),
+        "{}",
+        res.head.text()
+    );
+    assert!(c.closes_within(FIVE_S), "the connection stayed open");
+    assert_eq!(
+        origin.requests(),
+        before,
+        "the body was forwarded as a request"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
