@@ -232,10 +232,12 @@ async fn handle(
             }
             // A pooled connection the origin had closed meanwhile: try once more on a fresh
             // one when the request can be replayed.
-            Err(Failure::Reply(Error::BadGateway(_))) if reused && forward::retryable(req) => {
+            Err(Failure::Stale(_)) if reused && forward::retryable(req) => {
                 reused_failed = true;
             }
-            Err(Failure::Reply(err)) => return reply(p, client, &err, req, entry).await,
+            Err(Failure::Reply(err) | Failure::Stale(err)) => {
+                return reply(p, client, &err, req, entry).await
+            }
             Err(Failure::Broken(status, down)) => {
                 entry.status = status;
                 entry.down = down;

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use futures_lite::{AsyncWriteExt, FutureExt};
@@ -21,7 +22,6 @@ use crate::head::{parse_response, Framing, Request, Response};
 use crate::reader::{HeadError, Reader};
 use crate::server::Proxy;
 use crate::stream::{Stream, Tcp};
-use crate::target::Scheme;
 
 /// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that
 /// Connection names.
@@ -57,6 +57,10 @@ pub struct Outcome {
 pub enum Failure {
     /// Nothing was sent to the client yet: answer with this error.
     Reply(Error),
+    /// As `Reply`, but the next hop closed or reset the connection before a single byte of a
+    /// response (or took no request at all): on a pooled connection this is the origin having
+    /// closed it meanwhile, and an idempotent request may be retried on a fresh one.
+    Stale(Error),
     /// A response was already under way; the client connection must be closed. Carries the
     /// status that was sent and the bytes written.
     Broken(u16, u64),
@@ -96,12 +100,13 @@ pub async fn exchange(
     let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
     if let Err(e) = write_with_timeout(&mut origin.io, &head, p).await {
-        return Err(Failure::Reply(Error::upstream(
+        return Err(Failure::Stale(Error::upstream(
             format!("cannot send to {name}"),
             &e,
         )));
     }
 
+    let progress = Progress::default();
     let (up_result, down_result) = {
         let mut writer = origin.io.clone();
         let client_w = client.io.clone();
@@ -122,7 +127,7 @@ pub async fn exchange(
             client_w,
             req,
             next_hop,
-            answer,
+            (answer, &progress),
             keep_head
         ));
         enum First<U, D> {
@@ -136,12 +141,14 @@ pub async fn exchange(
             First::Up(u) => {
                 if let Err(BodyError::Read(_) | BodyError::Malformed(_)) = &u {
                     // The client stopped sending or sent a broken body: the origin will never
-                    // see a whole request. Answer if we still can, and close both sides.
+                    // see a whole request. Answer if we still can (no final response head has
+                    // gone out yet), and close both sides.
+                    let status = progress.status.load(Ordering::Relaxed);
                     return Err(match &u {
-                        Err(BodyError::Malformed(why)) => {
+                        Err(BodyError::Malformed(why)) if status == 0 => {
                             Failure::Reply(Error::BadRequest(format!("request body: {why}")))
                         }
-                        _ => Failure::Broken(0, 0),
+                        _ => Failure::Broken(status, progress.written.load(Ordering::Relaxed)),
                     });
                 }
                 (Some(u), down.as_mut().await)
@@ -173,6 +180,15 @@ pub async fn exchange(
     })
 }
 
+/// How far the response to the client got, readable while it is still being relayed.
+#[derive(Default)]
+struct Progress {
+    /// The final status, once its head has started to go out (0 before).
+    status: AtomicU16,
+    /// Bytes written to the client, heads included (bodies counted when done).
+    written: AtomicU64,
+}
+
 /// What the response side reports.
 struct Down {
     /// Final status.
@@ -195,7 +211,7 @@ async fn respond(
     mut client: Tcp,
     req: &Request,
     (hop_name, via_proxy): (&str, bool),
-    answer: &mut Answer,
+    (answer, progress): (&mut Answer, &Progress),
     keep_head: bool,
 ) -> Result<Down, Failure> {
     let mut written = 0u64;
@@ -203,19 +219,31 @@ async fn respond(
         let n = match origin.read_head().await {
             Ok(n) => n,
             Err(e) => {
-                let err = match e {
+                let err = match &e {
                     HeadError::Closed(_) => Error::BadGateway(format!(
                         "{hop_name} closed the connection without a response"
                     )),
                     HeadError::TooLarge | HeadError::LineTooLong => Error::BadGateway(format!(
                         "invalid response from {hop_name}: head too large"
                     )),
-                    HeadError::Io(e) => Error::upstream(format!("no response from {hop_name}"), &e),
+                    HeadError::Io(e) => Error::upstream(format!("no response from {hop_name}"), e),
                 };
-                return Err(if written == 0 {
-                    Failure::Reply(err)
-                } else {
+                // Not one byte of a response: closed, or reset, with nothing buffered.
+                let stale = match &e {
+                    HeadError::Closed(some) => !some,
+                    HeadError::Io(e) => {
+                        use io::ErrorKind::{ConnectionAborted, ConnectionReset};
+                        matches!(e.kind(), ConnectionReset | ConnectionAborted)
+                            && origin.buffered().is_empty()
+                    }
+                    _ => false,
+                };
+                return Err(if written != 0 {
                     Failure::Broken(0, written)
+                } else if stale {
+                    Failure::Stale(err)
+                } else {
+                    Failure::Reply(err)
                 });
             }
         };
@@ -298,10 +326,12 @@ async fn respond(
             }
             origin.consume(n);
         }
+        progress.status.store(res.code, Ordering::Relaxed);
         if let Err(_e) = write_with_timeout(&mut client, &head, p).await {
             return Err(Failure::Broken(res.code, written));
         }
         written += head.len() as u64;
+        progress.written.store(written, Ordering::Relaxed);
         if whole.is_none() {
             let mode = if decode { Mode::Decode } else { Mode::Pass };
             let timeout = p.cfg.idle_timeout;
@@ -485,7 +515,12 @@ pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(
 }
 
 /// Whether the exchange may be retried on a fresh connection after a reused one failed
-/// before any response: only when no body had to be sent (it cannot be replayed).
+/// before any response ([`Failure::Stale`]): only an idempotent method (RFC 9110 §9.2.2, RFC
+/// 9112 §9.3.1.1) with no body (a body cannot be replayed).
 pub fn retryable(req: &Request) -> bool {
-    req.framing == Framing::Empty && req.target.scheme != Scheme::Connect
+    req.framing == Framing::Empty
+        && matches!(
+            req.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
 }

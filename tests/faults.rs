@@ -99,6 +99,44 @@ fn origin_closes_mid_content_length_body() {
 }
 
 #[test]
+fn a_broken_request_body_after_the_response_began_cuts_it_short_instead_of_a_400() {
+    // The origin answers before the upload is done; then the client's chunked body turns out
+    // malformed. A 400 now would land in the middle of the 200's body.
+    let origin = Origin::tcp(|conn| {
+        let _ = conn.read_head();
+        let _ = conn.try_write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        let _ = conn.try_write(&[b'a'; 900]);
+        thread::sleep(Duration::from_secs(3));
+    });
+    let proxy = Proxy::start(&[]);
+    let mut client = Conn::connect(proxy.addr);
+    client.write(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            origin.url("/upload"),
+            origin.authority()
+        )
+        .as_bytes(),
+    );
+    let head = client.read_head().unwrap().expect("a response head");
+    assert_eq!(head.status(), 200, "{}", head.text());
+    client.write(b"not-a-chunk-size\r\n");
+    let (body, end) = read_until_close(&mut client, SLACK);
+    assert_ne!(end, End::Open, "the client connection hangs");
+    assert!(
+        body.len() < 1000,
+        "a cut body was made to look complete: {} bytes",
+        body.len()
+    );
+    assert!(
+        !String::from_utf8_lossy(&body).contains("HTTP/1.1 400"),
+        "an error reply inside a body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_still_serving(proxy.addr, &Origin::echo());
+}
+
+#[test]
 fn origin_closes_mid_chunked_body() {
     let origin = Origin::tcp(|conn| {
         let _ = conn.read_head();

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -514,6 +515,46 @@ fn interim_1xx_responses_go_to_http11_clients_only() {
 // ---------------------------------------------------------------------------------------------
 // Connections
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn only_idempotent_requests_are_retried_after_a_pooled_connection_fails() {
+    // The origin answers the first request on each connection and closes the connection on
+    // the second one after reading it, without answering: what a pooled connection the origin
+    // dropped meanwhile looks like.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let origin = Origin::tcp(move |conn| {
+        for n in 0.. {
+            let Ok(Some(head)) = conn.read_head() else {
+                return;
+            };
+            log.lock().unwrap().push(head.start.clone());
+            if n == 1 {
+                return;
+            }
+            let _ = conn.try_write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    let mut send = |method: &str, path: &str, fields: &[(&str, &str)]| {
+        c.exchange(
+            method,
+            &build_request(method, &origin.url(path), fields, b""),
+        )
+        .status()
+    };
+    assert_eq!(send("GET", "/1", &[]), 200);
+    // RFC 9112 §9.3.1.1: a POST is not repeated, even without a body.
+    assert_eq!(send("POST", "/2", &[("Content-Length", "0")]), 502);
+    assert_eq!(send("GET", "/3", &[]), 200);
+    // A GET is: the client never sees the dead pooled connection.
+    assert_eq!(send("GET", "/4", &[]), 200);
+    let seen = seen.lock().unwrap().clone();
+    let count = |line: &str| seen.iter().filter(|l| l.starts_with(line)).count();
+    assert_eq!(count("POST /2 "), 1, "{seen:?}");
+    assert_eq!(count("GET /4 "), 2, "{seen:?}");
+}
 
 #[test]
 fn keep_alive_serves_many_requests_and_reuses_the_origin_connection() {
