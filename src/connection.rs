@@ -502,5 +502,19 @@ fn request_line(head: &[u8]) -> (String, String) {
             text
         }
     };
-    (field(), field())
+    let method = field();
+    (method, without_userinfo(&field()))
+}
+
+/// A request target with any userinfo (`user:password@`) cut out of its authority: a target
+/// refused for carrying credentials must not put them in the log.
+fn without_userinfo(target: &str) -> String {
+    let start = target.find("://").map_or(0, |i| i + 3);
+    let end = target[start..]
+        .find(['/', '?', '#'])
+        .map_or(target.len(), |i| start + i);
+    match target[start..end].rfind('@') {
+        Some(at) => format!("{}{}", &target[..start], &target[start + at + 1..]),
+        None => target.to_string(),
+    }
 }

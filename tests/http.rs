@@ -1836,6 +1836,29 @@ fn access_log_json_lines() {
 }
 
 #[test]
+fn credentials_in_a_refused_target_stay_out_of_the_log() {
+    let proxy = Proxy::start(&[]);
+    for raw in [
+        "GET http://ann:s3cret@example.test/userinfo-get HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        "CONNECT ann:s3cret@example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+    ] {
+        let mut c = Conn::connect(proxy.addr);
+        c.write(raw.as_bytes());
+        assert_eq!(c.response().status(), 400, "{raw}");
+    }
+    let get = proxy
+        .wait_for_log(FIVE_S, "/userinfo-get")
+        .expect("no log line for the GET");
+    assert!(get.contains("http://example.test/userinfo-get"), "{get}");
+    let connect = proxy
+        .wait_for_log(FIVE_S, "CONNECT")
+        .expect("no log line for the CONNECT");
+    assert!(connect.contains(" example.test:443 "), "{connect}");
+    let all = proxy.stderr_lines().join("\n");
+    assert!(!all.contains("s3cret") && !all.contains("ann"), "{all}");
+}
+
+#[test]
 fn quiet_prints_no_access_lines() {
     let origin = Origin::echo();
     let proxy = Proxy::start(&["--quiet"]);
