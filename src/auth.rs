@@ -185,6 +185,7 @@ impl Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Basic(pub Vec<u8>);
 
+#[cfg(test)]
 impl Basic {
     /// The user-id: everything before the first colon (RFC 7617 §2: it cannot hold one).
     pub fn user(&self) -> &[u8] {

@@ -281,7 +281,7 @@ async fn respond(
                 ));
                 return Err(Failure::Reply(err));
             }
-            let head = response_head(p, req, &res, Framing::Empty, true, true);
+            let head = response_head(p, req, &res, Framing::Empty, true);
             write_with_timeout(&mut client, &head, p)
                 .await
                 .map_err(|_| Failure::Broken(101, written))?;
@@ -298,7 +298,7 @@ async fn respond(
         if res.code < 200 {
             // RFC 9110 §15.2: forward 1xx, but never to an HTTP/1.0 client.
             if req.minor == 1 {
-                let head = response_head(p, req, &res, Framing::Empty, true, false);
+                let head = response_head(p, req, &res, Framing::Empty, true);
                 write_with_timeout(&mut client, &head, p)
                     .await
                     .map_err(|_| Failure::Broken(0, written))?;
@@ -311,7 +311,7 @@ async fn respond(
         let decode = req.minor == 0 && res.framing == Framing::Chunked;
         let out_framing = if decode { Framing::Close } else { res.framing };
         let client_reusable = req.keep_alive() && out_framing != Framing::Close && !p.stopping();
-        let mut head = response_head(p, req, &res, out_framing, client_reusable, false);
+        let mut head = response_head(p, req, &res, out_framing, client_reusable);
         // A small body that already arrived with the head goes out with it: one write, one
         // packet, the common case of an API or keep-alive response.
         let whole = match res.framing {
@@ -372,12 +372,12 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop<'_>) -> Vec<u8> {
     let upgrade = req.is_upgrade();
     let max_forwards = matches!(req.method.as_str(), "OPTIONS" | "TRACE");
     for (name, value) in req.head.fields() {
-        let lower = name.to_ascii_lowercase();
-        let keep_upgrade = upgrade && lower == "upgrade";
-        if (is_hop_by_hop(&lower, &req.connection) && !keep_upgrade)
-            || lower == "host"
-            || lower == "content-length"
-            || (max_forwards && lower == "max-forwards")
+        let is = |other: &str| name.eq_ignore_ascii_case(other);
+        let keep_upgrade = upgrade && is("upgrade");
+        if (is_hop_by_hop(name, &req.connection) && !keep_upgrade)
+            || is("host")
+            || is("content-length")
+            || (max_forwards && is("max-forwards"))
         {
             continue;
         }
@@ -416,15 +416,16 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop<'_>) -> Vec<u8> {
 }
 
 /// Builds the head sent to the client. `framing` is the framing as sent; `keep_alive` says
-/// whether the connection stays open; `interim` marks 1xx heads (101 included).
+/// whether the connection stays open (for final responses).
 fn response_head(
     p: &Proxy,
     req: &Request,
     res: &Response,
     framing: Framing,
     keep_alive: bool,
-    interim: bool,
 ) -> Vec<u8> {
+    // 1xx, 101 included: no Date, no Connection of ours but the upgrade's.
+    let interim = res.code < 200;
     let mut out = Vec::with_capacity(res.head.raw().len() + 128);
     out.extend_from_slice(format!("HTTP/1.1 {} ", res.code).as_bytes());
     out.extend_from_slice(res.reason.as_bytes());
@@ -433,13 +434,13 @@ fn response_head(
     let decoded = framing != res.framing && !interim;
     let mut has_date = false;
     for (name, value) in res.head.fields() {
-        let lower = name.to_ascii_lowercase();
-        if (is_hop_by_hop(&lower, &res.connection) && !(switching && lower == "upgrade"))
-            || (decoded && lower == "transfer-encoding")
+        let is = |other: &str| name.eq_ignore_ascii_case(other);
+        if (is_hop_by_hop(name, &res.connection) && !(switching && is("upgrade")))
+            || (decoded && is("transfer-encoding"))
         {
             continue;
         }
-        has_date |= lower == "date";
+        has_date |= is("date");
         // RFC 9112 §5.2: obs-fold is replaced by spaces when forwarding.
         if value.iter().any(|&b| b == b'\r' || b == b'\n') {
             let unfolded: Vec<u8> = value
@@ -471,19 +472,19 @@ fn response_head(
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
     }
-    let _ = req;
     out.extend_from_slice(b"\r\n");
     out
 }
 
-/// Whether a (lowercased) field name is hop-by-hop here, including those Connection names.
-/// The framing fields are never dropped because Connection names them: the body is relayed in
-/// the framing they declare, and without them the next hop could not find the message's end
-/// (and would read what follows as another message: request smuggling).
-fn is_hop_by_hop(lower: &str, connection: &[String]) -> bool {
-    HOP_BY_HOP.contains(&lower)
-        || (connection.iter().any(|c| c == lower)
-            && !matches!(lower, "content-length" | "transfer-encoding"))
+/// Whether a field name is hop-by-hop here, including those Connection names (`connection`
+/// holds lowercased tokens). The framing fields are never dropped because Connection names
+/// them: the body is relayed in the framing they declare, and without them the next hop could
+/// not find the message's end (and would read what follows as another message: request
+/// smuggling).
+fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
+    let is = |other: &str| name.eq_ignore_ascii_case(other);
+    HOP_BY_HOP.iter().any(|h| is(h))
+        || (connection.iter().any(|c| is(c)) && !is("content-length") && !is("transfer-encoding"))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {

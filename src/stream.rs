@@ -91,16 +91,6 @@ impl Stream {
     pub fn shared(io: impl Io + 'static) -> Stream {
         Stream::Shared(Arc::new(Mutex::new(Box::new(io))))
     }
-
-    /// Half-closes the sending side.
-    pub async fn shutdown_write(&self) {
-        match self {
-            Stream::Tcp(t) => t.shutdown_write(),
-            Stream::Shared(_) => {
-                let _ = futures_lite::AsyncWriteExt::close(&mut self.clone()).await;
-            }
-        }
-    }
 }
 
 /// Runs `f` on the locked inner stream. A poisoned lock only means another poll panicked,

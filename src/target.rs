@@ -5,7 +5,7 @@
 //! §4.2.4), as are fragments. This module does not resolve names or decide anything.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// The scheme of a request target; CONNECT targets have [`Scheme::Connect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,11 +213,6 @@ fn is_reg_name(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         && !host.starts_with('.')
         && !host.contains("..")
-}
-
-/// Whether `host` is an IP literal (v4 dotted quad or v6 without brackets).
-pub fn is_ip_literal(host: &str) -> bool {
-    host.parse::<Ipv4Addr>().is_ok() || host.parse::<Ipv6Addr>().is_ok()
 }
 
 #[cfg(test)]

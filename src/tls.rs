@@ -17,7 +17,7 @@ use crate::stream::Stream;
 #[cfg(feature = "tls")]
 mod trust;
 #[cfg(feature = "tls")]
-pub use trust::{Trust, SYSTEM_BUNDLES};
+pub use trust::Trust;
 
 /// TLS over `io` to `host` (a name, sent as SNI, or an IP literal checked against the
 /// certificate's IP addresses), trusting what `cfg.trust` trusts.

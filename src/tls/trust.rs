@@ -80,18 +80,6 @@ impl Trust {
         })
     }
 
-    /// Where trust comes from, in words (for `smolproxy route` and errors).
-    pub fn describe(&self) -> String {
-        let system = self
-            .system
-            .as_ref()
-            .map_or("no system store".to_string(), |p| p.display().to_string());
-        format!(
-            "{system} + {} certificate(s) from --ca-file",
-            self.extra.len()
-        )
-    }
-
     /// The client configuration and its number of roots, built once: system roots first,
     /// then `--ca-file` ones.
     pub(super) fn config(&self) -> &(Arc<ClientConfig>, usize) {
@@ -176,7 +164,7 @@ mod tests {
         assert_eq!(Trust::load(&[junk], None).unwrap_err().0, 2);
         // SSL_CERT_FILE pointing nowhere: no system store, and TLS says so.
         let t = Trust::load(&[], Some("/nonexistent/ca.pem".into())).unwrap();
-        assert!(t.describe().starts_with("no system store"));
+        assert!(t.system.is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
