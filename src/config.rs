@@ -413,7 +413,7 @@ impl Config {
 }
 
 /// Reads a whole file of at most `max` bytes; errors in a few lowercase words.
-fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+pub fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let describe = |e: std::io::Error| crate::error::describe(&e);
     let mut text = Vec::new();

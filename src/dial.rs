@@ -121,10 +121,14 @@ async fn race(addrs: &[SocketAddr]) -> io::Result<Async<TcpStream>> {
     let mut next = 0;
     let mut delay = Timer::never();
     let mut last_err = io::Error::new(io::ErrorKind::NotFound, "no address");
+    // Set when an attempt failed: the next one starts without waiting for the delay.
+    let mut failed = false;
     future::poll_fn(|cx| {
         loop {
             let start = next < addrs.len()
-                && (pending.is_empty() || Pin::new(&mut delay).poll(cx).is_ready());
+                && (pending.is_empty()
+                    || std::mem::take(&mut failed)
+                    || Pin::new(&mut delay).poll(cx).is_ready());
             if !start {
                 break;
             }
@@ -144,6 +148,7 @@ async fn race(addrs: &[SocketAddr]) -> io::Result<Async<TcpStream>> {
                     drop(pending.swap_remove(i));
                     // A failure starts the next attempt right away (RFC 8305 §5).
                     if next < addrs.len() {
+                        failed = true;
                         cx.waker().wake_by_ref();
                     }
                 }

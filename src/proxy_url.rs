@@ -151,11 +151,7 @@ impl Upstream {
 
     /// `host:port`, IPv6 in brackets.
     pub fn host_port(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::target::authority(&self.host, self.port)
     }
 
     /// The `Proxy-Authorization` line for this hop (CRLF-ended), or nothing without
@@ -222,8 +218,9 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            // Two hex digits exactly (from_str_radix would also take a sign: "%+1").
+            let digit = |j: usize| b.get(j).and_then(|&c| (c as char).to_digit(16));
+            out.push((digit(i + 1)? * 16 + digit(i + 2)?) as u8);
             i += 3;
         } else {
             out.push(b[i]);
@@ -264,6 +261,8 @@ mod tests {
             "http://h:1/path",
             "http://h:1?q",
             "http://%zz@h:1",
+            "http://a:%+1@h:1",
+            "http://a:%4@h:1",
             "socks5://:pw@h:1",
             "http://[::1:1",
             "http://h h:1",

@@ -20,6 +20,7 @@ use crate::authz::Authz;
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::connection;
+use crate::error::Error;
 use crate::log::Log;
 use crate::pool::Pool;
 use crate::stream::Tcp;
@@ -243,14 +244,9 @@ impl Drop for Active {
 
 /// Tells a client over the limit to come back later.
 async fn reject(p: Arc<Proxy>, stream: Async<TcpStream>) {
-    let body = "503 Service Unavailable: too many connections\n";
-    let msg = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let msg = Error::Unavailable("too many connections".into()).reply("Retry-After: 1\r\n", true);
     let _ = (&stream)
-        .write_all(msg.as_bytes())
+        .write_all(&msg)
         .or(async {
             Timer::after(REJECT_TIMEOUT).await;
             Ok(())

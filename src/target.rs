@@ -120,7 +120,7 @@ impl Target {
 
     /// `host:port` with brackets for IPv6, the port always present.
     pub fn host_port(&self) -> String {
-        format!("{}:{}", self.host_for_uri(), self.port)
+        authority(&self.host, self.port)
     }
 
     /// The value of the Host header toward the origin: the port only when not the default.
@@ -213,6 +213,15 @@ fn is_reg_name(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         && !host.starts_with('.')
         && !host.contains("..")
+}
+
+/// `host:port` with brackets for an IPv6 literal, the port always present.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::route::{chain, Kind, Upstream};
 use crate::server::Proxy;
 use crate::socks5::{self, Addr};
 use crate::stream::Stream;
-use crate::target::Scheme;
+use crate::target::{authority, Scheme};
 use crate::tls;
 
 /// Opens the connection an HTTP request goes over: from the idle pool unless `fresh`, else
@@ -315,14 +315,6 @@ async fn socks(via: &Upstream, mut stream: Stream, host: &str, port: u16) -> Res
 }
 
 /// `host:port`, IPv6 in brackets.
-fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// Runs `fut` under `--connect-timeout`; on expiry a 504 saying `what` was being done (put
 /// into words only then).
 async fn within<T>(

@@ -14,6 +14,7 @@ use crate::capture::REDACTED;
 use crate::error::reason;
 use crate::json::Json;
 use crate::obj;
+use crate::target::authority;
 
 /// A HAR 1.2 log of the records; `name` becomes the log's comment.
 pub fn har(records: &[Json], name: &str) -> Json {
@@ -41,12 +42,7 @@ fn entry(r: &Json) -> Json {
             .and_then(|s| u16::try_from(s).ok())
             .unwrap_or(0);
         let host = r["host"].as_str().unwrap_or("");
-        let port = r["port"].as_u64().unwrap_or(0);
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
+        let port = r["port"].as_u64().and_then(|p| u16::try_from(p).ok());
         let text = if status == 200 {
             "Connection established"
         } else {
@@ -57,7 +53,7 @@ fn entry(r: &Json) -> Json {
             "time" => Json::millis(connect.unwrap_or(0) + receive),
             "request" => obj! {
                 "method" => "CONNECT",
-                "url" => format!("https://{host}:{port}"),
+                "url" => format!("https://{}", authority(host, port.unwrap_or(0))),
                 "httpVersion" => "HTTP/1.1",
                 "cookies" => Vec::new(),
                 "headers" => Vec::new(),

@@ -127,15 +127,7 @@ impl rustls::crypto::KeyProvider for NoKeys {
 
 /// Reads a whole CA file of bounded size.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut out))
-        .map_err(|e| crate::error::describe(&e))?;
-    if out.len() as u64 > MAX_CA_FILE {
-        return Err(format!("larger than {MAX_CA_FILE} bytes"));
-    }
-    Ok(out)
+    crate::config::read_limited(path, MAX_CA_FILE)
 }
 
 #[cfg(test)]
