@@ -228,6 +228,9 @@ async fn handle(
                     entry.down += down;
                     return false;
                 }
+                if out.unread_body {
+                    linger(client).await;
+                }
                 return out.keep_alive;
             }
             // A pooled connection the origin had closed meanwhile: try once more on a fresh

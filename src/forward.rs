@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use futures_lite::{AsyncWriteExt, FutureExt};
@@ -49,6 +49,9 @@ pub struct Outcome {
     pub down: u64,
     /// Whether the client connection can carry another request.
     pub keep_alive: bool,
+    /// Part of the request body was never read (the response came first): the connection
+    /// must be closed gently, see `connection::linger`.
+    pub unread_body: bool,
     /// After a 101: the origin side, with anything it sent after the 101 head.
     pub upgraded: Option<Reader<Stream>>,
 }
@@ -111,14 +114,16 @@ pub async fn exchange(
         let mut writer = origin.io.clone();
         let client_w = client.io.clone();
         let mut up = pin!(async {
-            match req.framing {
+            let sent = match req.framing {
                 Framing::Empty => Ok(0),
                 framing => {
                     let timeout = p.cfg.idle_timeout;
                     let tap = keep_head.then_some(up_tap);
                     body::relay_tap(client, &mut writer, framing, Mode::Pass, timeout, tap).await
                 }
-            }
+            };
+            progress.request_done.store(sent.is_ok(), Ordering::Relaxed);
+            sent
         });
         let next_hop = (name.as_str(), via_proxy);
         let mut down = pin!(respond(
@@ -176,6 +181,7 @@ pub async fn exchange(
         up: up_bytes,
         down: down.written,
         keep_alive: body_done && down.client_reusable,
+        unread_body: !body_done,
         upgraded,
     })
 }
@@ -187,6 +193,8 @@ struct Progress {
     status: AtomicU16,
     /// Bytes written to the client, heads included (bodies counted when done).
     written: AtomicU64,
+    /// The request body has been relayed whole (or there was none).
+    request_done: AtomicBool,
 }
 
 /// What the response side reports.
@@ -310,7 +318,13 @@ async fn respond(
         // delimit by close. A close-delimited body ends the client connection too.
         let decode = req.minor == 0 && res.framing == Framing::Chunked;
         let out_framing = if decode { Framing::Close } else { res.framing };
-        let client_reusable = req.keep_alive() && out_framing != Framing::Close && !p.stopping();
+        // A response that comes before the whole request body (an early 413 or 401) ends the
+        // connection: the rest of the body is still on it. Said in the head, so the client
+        // stops sending rather than finding out from a closed socket.
+        let client_reusable = req.keep_alive()
+            && out_framing != Framing::Close
+            && !p.stopping()
+            && progress.request_done.load(Ordering::Relaxed);
         let mut head = response_head(p, req, &res, out_framing, client_reusable);
         // A small body that already arrived with the head goes out with it: one write, one
         // packet, the common case of an API or keep-alive response.

@@ -880,6 +880,43 @@ fn connection_cannot_remove_the_framing_of_a_request() {
 }
 
 #[test]
+fn an_early_response_to_an_upload_says_the_connection_closes() {
+    // The origin refuses the upload as soon as it sees the head (an early 413).
+    let origin = Origin::tcp(|conn| {
+        let _ = conn.read_head();
+        let _ = conn.try_write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nnope");
+        thread::sleep(Duration::from_secs(2));
+    });
+    let proxy = Proxy::start(&[]);
+    let mut c = Conn::connect(proxy.addr);
+    let total = 8 << 20;
+    c.write(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {total}\r\n\r\n",
+            origin.url("/upload"),
+            origin.authority()
+        )
+        .as_bytes(),
+    );
+    let mut writer = c.stream.try_clone().unwrap();
+    let uploader = thread::spawn(move || {
+        // Goes on until the proxy stops reading; its error is expected.
+        let _ = writer.write_all(&vec![b'u'; total]);
+    });
+    let res = c.response_to("POST");
+    assert_eq!(res.status(), 413, "{}", res.head.text());
+    assert_eq!(res.text(), "nope");
+    assert_eq!(
+        res.header("connection"),
+        Some("close"),
+        "{}",
+        res.head.text()
+    );
+    assert!(c.closes_within(FIVE_S), "the connection stayed open");
+    uploader.join().unwrap();
+}
+
+#[test]
 fn connection_cannot_remove_the_framing_of_a_response() {
     let origin = Origin::start(|head, conn| {
         let _ = conn.read_body(head);
