@@ -34,6 +34,7 @@ mod question;
 pub use question::{judge, Answer, Question};
 
 use crate::body::{self, BodyError, Mode, Tap};
+use crate::config::show_duration;
 use crate::dial;
 use crate::error::{describe, Error};
 use crate::head::{parse_response, Request};
@@ -80,8 +81,10 @@ impl Settings {
             Fail::Closed => "closed",
         };
         format!(
-            "POST {} (--authz-timeout {:?}, --authz-fail {fail}, --authz-cache {:?})",
-            self.url, self.timeout, self.cache
+            "POST {} (--authz-timeout {}, --authz-fail {fail}, --authz-cache {})",
+            self.url,
+            show_duration(self.timeout),
+            show_duration(self.cache)
         )
     }
 }
@@ -198,7 +201,7 @@ impl Authz {
         asked
             .or(async {
                 Timer::after(limit).await;
-                Answer::Failed(format!("no answer within {limit:?}"))
+                Answer::Failed(format!("no answer within {}", show_duration(limit)))
             })
             .await
     }

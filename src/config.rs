@@ -537,6 +537,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// A duration the way the flags write it (`500ms`, `2s`), for messages.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a timeout: a duration greater than zero (a zero timeout would fail everything).
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     match parse_duration(s) {
@@ -628,6 +638,9 @@ mod tests {
     #[test]
     fn durations() {
         let ok = |s, ms| assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        for shown in ["500ms", "2s", "0s", "1500ms"] {
+            assert_eq!(show_duration(parse_duration(shown).unwrap()), shown);
+        }
         ok("500ms", 500);
         ok("10s", 10_000);
         ok("5m", 300_000);
