@@ -46,8 +46,6 @@ pub struct Reader<S> {
     end: usize,
     /// Longest wait for one read before it fails with `TimedOut`.
     pub timeout: Duration,
-    /// When the current read started; a read must complete `timeout` after it.
-    since: Instant,
     /// The one timer behind every read's timeout.
     alarm: Alarm,
 }
@@ -61,7 +59,6 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             start: 0,
             end: 0,
             timeout,
-            since: Instant::now(),
             alarm: Alarm::default(),
         }
     }
@@ -105,8 +102,8 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                 buf.resize(buf.len() * 2, 0);
             }
         }
-        self.since = Instant::now();
-        let (since, timeout) = (self.since, self.timeout);
+        // A read must complete `timeout` after it started.
+        let (since, timeout) = (Instant::now(), self.timeout);
         let alarm = &mut self.alarm;
         let n = self
             .io

@@ -5,8 +5,9 @@
 //! the stream in TLS after every `https://` hop. At the end of the chain, a plain http request
 //! to an HTTP upstream is sent to it in absolute-form (RFC 9112 §3.2.2); everything else
 //! (CONNECT, https, and any request through SOCKS5) tunnels to the origin through the last
-//! hop. The walk through the hops runs under `--connect-timeout`, and so do, each on its own,
-//! the look at a name's addresses before it and a TLS handshake with the origin after it
+//! hop. For a tunnel, the look at a name's addresses, the walk through the hops and the
+//! handshake with the last one share one `--connect-timeout`; for an absolute-form request
+//! the look at addresses, the walk and a TLS handshake with the origin each have their own
 //! ([`crate::tls::connect`], as for every TLS hop). Each hop's credentials go only to that hop.
 //! A refusal anywhere is a 502 naming the hop. Which route to take is decided in
 //! [`crate::route`], not here.
@@ -132,7 +133,7 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
 /// watched; when address rules exist, the name is resolved here as well and every address
 /// must pass, and a name that does not resolve here is refused, since where it leads cannot
 /// be known. The far resolver may still answer differently (split DNS, rebinding between
-/// the two lookups): the README says so.
+/// the two lookups): docs/policy.md says so.
 async fn destination(p: &Proxy, last: &Upstream, host: &str, port: u16) -> Result<String, Error> {
     let policy = &p.cfg.policy;
     if let Ok(ip) = host.parse::<IpAddr>() {
