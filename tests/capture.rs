@@ -699,6 +699,7 @@ fn a_slow_disk_slows_traffic_instead_of_losing_records() {
     if !need("mkfifo not available", made) {
         return;
     }
+    let (started_tx, started) = std::sync::mpsc::channel();
     let reader = {
         let fifo = fifo.clone();
         thread::spawn(move || {
@@ -706,6 +707,7 @@ fn a_slow_disk_slows_traffic_instead_of_losing_records() {
             let mut all = Vec::new();
             let mut buf = [0u8; 16 * 1024];
             thread::sleep(Duration::from_millis(500));
+            let _ = started_tx.send(Instant::now());
             loop {
                 match f.read(&mut buf) {
                     Ok(0) | Err(_) => return all,
@@ -728,9 +730,13 @@ fn a_slow_disk_slows_traffic_instead_of_losing_records() {
         .map(|i| {
             let url = url.clone();
             thread::spawn(move || {
+                // Keep-alive: a connection pauses before its next request while the capture
+                // queue is full, so it is the client that waits.
+                let mut c = Conn::connect(addr);
                 for j in 0..30 {
                     let body = pattern(4096, i * 100 + j);
-                    assert_eq!(send(addr, "POST", &url, &[], &body), 201);
+                    let res = c.exchange("POST", &build_request("POST", &url, &[], &body));
+                    assert_eq!(res.status(), 201);
                 }
             })
         })
@@ -738,6 +744,16 @@ fn a_slow_disk_slows_traffic_instead_of_losing_records() {
     for w in workers {
         w.join().unwrap();
     }
+    // About 1.3 MB of records cannot wait in a 16-record queue and a pipe: the clients must
+    // have been held back until the disk (this reader) began to take them. (Clients that
+    // open a connection per request are not: each connection holds its record instead, up to
+    // --max-connections of them.)
+    let workers_done = Instant::now();
+    let reading_began = started.recv().unwrap();
+    assert!(
+        workers_done > reading_began,
+        "the clients finished before anything was read: records were queued without bound"
+    );
     proxy.signal("TERM");
     assert!(proxy
         .wait_exit(Duration::from_secs(10))
