@@ -79,10 +79,10 @@ pub struct Hop<'a> {
     pub absolute: bool,
     /// Extra header lines for the next hop (e.g. its own Proxy-Authorization), CRLF-ended.
     pub extra: &'a str,
-    /// How to name the next hop in error messages.
-    pub name: String,
-    /// Where the connection is parked in the idle pool after a reusable exchange.
+    /// Where the connection is parked in the idle pool after a reusable exchange; from
+    /// `name_at` on, also how to name the next hop in error messages.
     pub key: String,
+    pub name_at: usize,
 }
 
 /// Sends `req` over `hop` and relays the response to `client`, noting in `trace` what the
@@ -99,7 +99,7 @@ pub async fn exchange(
     let (up_tap, answer) = (&mut trace.request_body, &mut trace.answer);
     let head = request_head(p, req, &hop);
     let key = hop.key;
-    let name = hop.name;
+    let name = &key[hop.name_at..];
     let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
     if let Err(e) = write_with_timeout(&mut origin.io, &head, p).await {
@@ -125,7 +125,7 @@ pub async fn exchange(
             progress.request_done.store(sent.is_ok(), Ordering::Relaxed);
             sent
         });
-        let next_hop = (name.as_str(), via_proxy);
+        let next_hop = (name, via_proxy);
         let mut down = pin!(respond(
             p,
             &mut origin,
@@ -172,7 +172,7 @@ pub async fn exchange(
     let reusable = body_done && down.origin_reusable && !down.upgraded;
     if reusable && origin.buffered().is_empty() {
         if let Stream::Tcp(tcp) = &origin.io {
-            p.pool.put(key, tcp.clone());
+            p.pool.put(&key, tcp.clone());
         }
     }
     let upgraded = down.upgraded.then_some(origin);

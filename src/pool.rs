@@ -81,18 +81,22 @@ impl Pool {
 
     /// Parks a connection that is ready for another request. When the pool is full the
     /// connection is closed instead; expired ones are left to [`Pool::sweep`].
-    pub fn put(&self, key: Key, conn: Tcp) {
+    pub fn put(&self, key: &str, conn: Tcp) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         if idle.total >= TOTAL {
             return;
         }
-        let list = idle.by_key.entry(key).or_default();
-        if list.len() >= PER_DESTINATION {
-            return;
+        let parked = (conn, Instant::now());
+        match idle.by_key.get_mut(key) {
+            Some(list) if list.len() >= PER_DESTINATION => return,
+            Some(list) => list.push(parked),
+            // The key is copied only for a destination not in the pool yet.
+            None => {
+                idle.by_key.insert(key.to_owned(), vec![parked]);
+            }
         }
-        list.push((conn, Instant::now()));
         idle.total += 1;
     }
 }

@@ -44,24 +44,25 @@ pub async fn open<'a>(
     let t = &req.target;
     let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
     let absolute = hops.last().filter(|last| plain && last.is_http());
-    let (name, key, extra) = match absolute {
+    let (key, name_at, extra) = match absolute {
         Some(last) => {
             // The upstream resolves the name; the egress IP rules get their look here first.
             let what = || format!("cannot check the addresses of {}", t.host_port());
             within(p, what, destination(p, last, &t.host, t.port)).await?;
             // The pool key names the whole chain: connections through different chains never
             // mix.
-            let name = format!("upstream {}", chain(hops, " -> "));
-            (name.clone(), name, last.proxy_authorization())
+            let key = format!("upstream {}", chain(hops, " -> "));
+            (key, 0, last.proxy_authorization())
         }
         None => {
-            let name = t.host_port();
             // The route of a destination never changes while the proxy runs, so a key by
-            // destination is a key by route too.
-            let key = format!("{}://{}", t.scheme.name(), name);
-            (name, key, "")
+            // destination is a key by route too. Its host:port part names the hop.
+            let scheme = t.scheme.name();
+            let key = format!("{scheme}://{}", t.host_port());
+            (key, scheme.len() + 3, "")
         }
     };
+    let name = &key[name_at..];
     // Only plain http goes over pooled connections (the pool holds bare TCP only).
     let pooled = if plain && !fresh {
         p.pool.take(&key)
@@ -93,7 +94,7 @@ pub async fn open<'a>(
         absolute: absolute.is_some(),
         extra,
         key,
-        name,
+        name_at,
     })
 }
 

@@ -217,7 +217,9 @@ mod tests {
             let _ = done.send(());
         });
         assert!(
-            finished.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+            finished
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
             "sending to a failing disk blocked (or the writer panicked)"
         );
     }
