@@ -413,16 +413,29 @@ async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut 
         Error::AuthRequired => p.cfg.access.challenge(),
         _ => String::new(),
     };
-    let bytes = err.reply(&extra, !keep);
-    entry.status = err.status().0;
-    entry.down = bytes.len() as u64;
-    let sent = write_with_timeout(&mut client.clone(), &bytes, p)
-        .await
-        .is_ok();
+    let sent = send_error(p, client, err, &extra, !keep, entry).await;
     if sent && !keep {
         linger(client).await;
     }
     sent && keep
+}
+
+/// Writes `err`'s reply (`extra` header lines, `close` for Connection) and notes its status
+/// and size in `entry`; returns whether it was sent.
+async fn send_error(
+    p: &Proxy,
+    client: &Tcp,
+    err: &Error,
+    extra: &str,
+    close: bool,
+    entry: &mut Entry,
+) -> bool {
+    let bytes = err.reply(extra, close);
+    entry.status = err.status().0;
+    entry.down = bytes.len() as u64;
+    write_with_timeout(&mut client.clone(), &bytes, p)
+        .await
+        .is_ok()
 }
 
 /// Answers a request that could not be read or parsed, logs it, and lets the caller close.
@@ -433,12 +446,7 @@ async fn finish_with_error(
     entry: &mut Entry,
     started: Instant,
 ) {
-    let bytes = err.reply("", true);
-    entry.status = err.status().0;
-    entry.down = bytes.len() as u64;
-    let sent = write_with_timeout(&mut client.clone(), &bytes, p)
-        .await
-        .is_ok();
+    let sent = send_error(p, client, err, "", true, entry).await;
     entry.duration = started.elapsed();
     p.log.write(entry);
     if sent {
