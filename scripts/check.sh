@@ -5,6 +5,7 @@
 #   2. cargo clippy --all-targets -- -D warnings
 #   3. scripts/test.sh [ARGS...]        (installs test peers, builds, runs every test)
 #   4. cargo build --no-default-features  (the build without TLS must keep building)
+#   5. no import cycle between the files of src/ (STYLE.md, habit 1a; tests/imports.rs)
 #
 #   scripts/check.sh [CARGO TEST ARGS...]
 #
@@ -32,12 +33,13 @@ run "cargo fmt --check" cargo fmt --check
 run "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 run "scripts/test.sh" bash scripts/test.sh "$@"
 run "cargo build --no-default-features" cargo build --no-default-features
+run "no import cycle in src/" cargo test --quiet --test imports
 
 echo
 if [ ${#failed[@]} -eq 0 ]; then
-    echo "check: all 4 steps passed"
+    echo "check: all 5 steps passed"
     exit 0
 fi
-printf 'check: %d of 4 steps failed:\n' "${#failed[@]}"
+printf 'check: %d of 5 steps failed:\n' "${#failed[@]}"
 printf '  - %s\n' "${failed[@]}"
 exit 1

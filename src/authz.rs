@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_io::Timer;
 use futures_lite::{AsyncWriteExt, FutureExt};
@@ -34,15 +34,14 @@ mod question;
 pub use question::{judge, Answer, Question};
 
 use crate::body::{self, BodyError, Mode, Tap};
-use crate::config::show_duration;
+use crate::config::{show_duration, AuthzFail as Fail, AuthzSettings as Settings, Config};
 use crate::dial;
 use crate::error::{describe, Error};
 use crate::head::{parse_response, Request};
 use crate::log::Entry;
 use crate::reader::{HeadError, Reader};
-use crate::server::Proxy;
 use crate::stream::Stream;
-use crate::target::{Scheme, Target};
+use crate::target::Scheme;
 use crate::tls;
 
 /// Largest answer body read from the service; `{"allowed": true}` is 17 bytes.
@@ -50,70 +49,6 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Most decisions kept. Each holds a URL (up to 8 KiB): 1024 bound the cache to a few MB at
 /// worst and far less in practice, which a router can afford.
 const MAX_DECISIONS: usize = 1024;
-
-/// What to do when the service cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fail {
-    /// Let the request through, with the reason in the access log.
-    Open,
-    /// Answer 503 (the default).
-    Closed,
-}
-
-/// The checked `--authz-*` flags.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The service's URL, http or https, path included.
-    pub url: Target,
-    /// Time the service has for one answer: connect, TLS, request and response.
-    pub timeout: Duration,
-    /// What a failure means for the request.
-    pub fail: Fail,
-    /// How long a decision is reused; zero asks every time.
-    pub cache: Duration,
-}
-
-impl Settings {
-    /// The settings in words, for `smolproxy route`.
-    pub fn describe(&self) -> String {
-        let fail = match self.fail {
-            Fail::Open => "open",
-            Fail::Closed => "closed",
-        };
-        format!(
-            "POST {} (--authz-timeout {}, --authz-fail {fail}, --authz-cache {})",
-            self.url,
-            show_duration(self.timeout),
-            show_duration(self.cache)
-        )
-    }
-}
-
-/// Parses `--authz-url`: an `http://` or `https://` URL (path defaults to `/`).
-pub fn parse_url(s: &str) -> Result<Target, String> {
-    let expected = || {
-        format!(
-            "expected an http:// or https:// URL like http://127.0.0.1:8080/validate, got '{s}'"
-        )
-    };
-    let mut t = Target::parse_absolute(s).map_err(|_| expected())?;
-    if !matches!(t.scheme, Scheme::Http | Scheme::Https) {
-        return Err(expected());
-    }
-    if t.path.is_empty() {
-        t.path = "/".into();
-    }
-    Ok(t)
-}
-
-/// Parses `--authz-fail`: `open` or `closed`.
-pub fn parse_fail(s: &str) -> Result<Fail, String> {
-    match s {
-        "open" => Ok(Fail::Open),
-        "closed" => Ok(Fail::Closed),
-        _ => Err(format!("expected open or closed, got '{s}'")),
-    }
-}
 
 /// A question's identity in the cache: client, user, method, URL.
 type Key = (IpAddr, String, String, String);
@@ -145,9 +80,9 @@ impl Authz {
     }
 
     /// The answer to `q`: from the cache, from the identical question on its way, or asked.
-    pub async fn ask(&self, p: &Proxy, q: &Question) -> Answer {
+    pub async fn ask(&self, cfg: &Config, q: &Question) -> Answer {
         if self.settings.cache.is_zero() {
-            return self.call(p, &q.body()).await;
+            return self.call(cfg, &q.body()).await;
         }
         let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
         let flight = {
@@ -168,7 +103,7 @@ impl Authz {
             flight: &flight,
         };
         let body = q.body();
-        let answer = flight.get_or_init(|| self.call(p, &body)).await.clone();
+        let answer = flight.get_or_init(|| self.call(cfg, &body)).await.clone();
         let mut s = self.lock();
         // The first to come back files the decision and ends the flight.
         if s.flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -190,10 +125,10 @@ impl Authz {
     }
 
     /// One question to the service, under `--authz-timeout`.
-    async fn call(&self, p: &Proxy, body: &str) -> Answer {
+    async fn call(&self, cfg: &Config, body: &str) -> Answer {
         let limit = self.settings.timeout;
         let asked = async {
-            match self.exchange(p, body).await {
+            match self.exchange(cfg, body).await {
                 Ok(answer) => answer,
                 Err(why) => Answer::Failed(why),
             }
@@ -207,7 +142,7 @@ impl Authz {
     }
 
     /// POSTs `body` and reads the answer; `Err` says why there is none.
-    async fn exchange(&self, p: &Proxy, body: &str) -> Result<Answer, String> {
+    async fn exchange(&self, cfg: &Config, body: &str) -> Result<Answer, String> {
         let t = &self.settings.url;
         // `call` bounds the whole exchange; these inner limits only keep each step finite and
         // are longer, so that the reason given is the overall timeout.
@@ -219,7 +154,7 @@ impl Authz {
             .map_err(|e| failed("cannot connect to", &e))?;
         let mut stream = Stream::Tcp(tcp);
         if t.scheme == Scheme::Https {
-            stream = tls::connect(&p.cfg, &t.host, stream)
+            stream = tls::connect(&cfg.trust, &t.host, stream)
                 .await
                 .map_err(|e| failed("TLS with", &e))?;
         }
@@ -328,10 +263,15 @@ impl State {
 /// Asks the service about `req` (if one is configured). `Err` is the reply: 403 when it
 /// denies, 503 when it cannot answer and `--authz-fail` is closed. With `open`, the failure
 /// is noted in the entry's rule and the request goes on.
-pub async fn check(p: &Proxy, req: &Request, entry: &mut Entry) -> Result<(), Error> {
-    let Some(authz) = &p.authz else { return Ok(()) };
+pub async fn check(
+    authz: Option<&Authz>,
+    cfg: &Config,
+    req: &Request,
+    entry: &mut Entry,
+) -> Result<(), Error> {
+    let Some(authz) = authz else { return Ok(()) };
     let q = Question::new(req, entry.client.ip(), entry.user.as_deref());
-    match (authz.ask(p, &q).await, authz.settings.fail) {
+    match (authz.ask(cfg, &q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
         (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(
@@ -349,30 +289,7 @@ pub async fn check(p: &Proxy, req: &Request, entry: &mut Entry) -> Result<(), Er
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags() {
-        let t = parse_url("http://127.0.0.1:8080").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 8080, "/")
-        );
-        assert_eq!(
-            parse_url("https://authz.example/validate").unwrap().port,
-            443
-        );
-        for bad in [
-            "ftp://a/",
-            "ws://a/",
-            "/validate",
-            "http://u:p@a/",
-            "a.example",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_fail("open"), Ok(Fail::Open));
-        assert!(parse_fail("maybe").is_err());
-    }
+    use std::time::Duration;
 
     #[test]
     fn cache_is_bounded() {

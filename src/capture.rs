@@ -100,11 +100,6 @@ impl Capture {
 pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets: bool) -> Json {
     let answer = &trace.answer;
     let by_proxy = answer.head.is_none();
-    // Refused by the proxy: credentials (407), a rule (403), or an authorization service that
-    // could not answer with --authz-fail closed (503 with the reason as rule). A rule noted on
-    // a request that went on (--authz-fail open) is not a denial.
-    let denied = by_proxy
-        && (matches!(entry.status, 403 | 407) || (entry.status == 503 && entry.rule.is_some()));
     let since =
         |from: Instant, to: Instant| Json::millis(micros(to.saturating_duration_since(from)));
     let connect = trace.ready.map(|ready| since(trace.started, ready));
@@ -116,7 +111,7 @@ pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets
         "client" => entry.client.to_string(),
         "user" => entry.user.as_deref(),
         "route" => crate::log::dash(&entry.route),
-        "decision" => if denied { "deny" } else { "allow" },
+        "decision" => if entry.denied { "deny" } else { "allow" },
         "rule" => entry.rule.as_deref(),
     };
     if tunnel {
@@ -240,6 +235,15 @@ mod tests {
             duration: Duration::ZERO,
             route: "direct".into(),
             rule: rule.map(str::to_string),
+            denied: false,
+        }
+    }
+
+    /// An entry for a request the proxy refused.
+    fn refused(status: u16, rule: Option<&str>) -> Entry {
+        Entry {
+            denied: true,
+            ..entry(status, rule)
         }
     }
 
@@ -351,9 +355,9 @@ mod tests {
     fn answers_from_the_proxy() {
         let req = request("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n");
         let trace = Trace::new(None, Instant::now());
-        let at = |status, rule| record(&entry(status, rule), &req, &trace, trace.started, false);
+        let at = |e: Entry| record(&e, &req, &trace, trace.started, false);
         // Denied here: no origin response; the status and the rule are recorded.
-        let rec = at(403, Some("denied by --deny"));
+        let rec = at(refused(403, Some("denied by --deny")));
         assert!(rec["decision"] == "deny" && rec["rule"] == "denied by --deny");
         let res = concat!(
             r#"{"status":403,"reason":"Forbidden","http_version":"HTTP/1.1","source":"proxy","#,
@@ -361,17 +365,20 @@ mod tests {
         );
         assert_eq!(rec["response"].text(), res);
         assert!(rec["timings"]["connect_ms"].is_null() && rec["timings"]["wait_ms"].is_null());
-        // A 407 is a denial even when no rule was named; a 502 is not.
-        assert_eq!(at(407, None)["decision"], "deny");
-        assert_eq!(at(502, None)["decision"], "allow");
-        // The authorization service down: 503 with a reason is a denial (--authz-fail
-        // closed); a reason noted on a request that went on (open) is not.
-        let closed = at(503, Some("authorization service unavailable"));
+        // The decision is the flag set where the request was refused, never the status: a
+        // 407 with no rule named is a denial, a 403 or 503 the proxy did not refuse is not.
+        assert_eq!(at(refused(407, None))["decision"], "deny");
+        assert_eq!(at(entry(403, None))["decision"], "allow");
+        assert_eq!(at(entry(502, None))["decision"], "allow");
+        // The authorization service down: a denial with --authz-fail closed; a reason noted
+        // on a request that went on (open) is not.
+        let closed = at(refused(503, Some("authorization service unavailable")));
         assert_eq!(closed["decision"], "deny");
-        let open = at(502, Some("allowed by --authz-fail open"));
+        let open = at(entry(502, Some("allowed by --authz-fail open")));
         assert_eq!(open["decision"], "allow");
+        assert_eq!(at(entry(503, Some("cannot connect")))["decision"], "allow");
         // Nothing could be sent at all.
-        assert!(at(0, None)["response"].is_null());
+        assert!(at(entry(0, None))["response"].is_null());
     }
 
     #[test]

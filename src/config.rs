@@ -5,7 +5,7 @@
 //! A bad value exits with status 2 and one line naming the flag, the value and what was
 //! expected (see `main.rs`). Nothing here opens sockets or files except to check them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,12 +13,12 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::auth::{self, Access};
-use crate::authz::{self, Fail};
 use crate::cidr::{self, Cidr};
 use crate::pattern::PatternList;
 use crate::policy::{self, Policy};
 use crate::route::{Routing, UpstreamFor};
 use crate::target::{Scheme, Target};
+use crate::tls::trust::Trust;
 
 /// Most executor threads; a router has 1–4 cores and more threads only cost memory.
 pub const MAX_THREADS: usize = 64;
@@ -191,7 +191,7 @@ pub struct Flags {
     /// external authorization service asked about every request the local rules allow,
     /// before it goes out: an http:// or https:// URL like http://127.0.0.1:8080/validate
     /// (Postman's runner authorization contract) (default none)
-    #[argh(option, arg_name = "URL", from_str_fn(authz::parse_url))]
+    #[argh(option, arg_name = "URL", from_str_fn(parse_authz_url))]
     pub authz_url: Option<Target>,
 
     /// time the authorization service has to answer, like 500ms or 2s (default 2s)
@@ -208,10 +208,10 @@ pub struct Flags {
     #[argh(
         option,
         arg_name = "open|closed",
-        default = "Fail::Closed",
-        from_str_fn(authz::parse_fail)
+        default = "AuthzFail::Closed",
+        from_str_fn(parse_authz_fail)
     )]
-    pub authz_fail: Fail,
+    pub authz_fail: AuthzFail,
 
     /// how long one authorization decision is reused for the same client, user, method and
     /// URL; 0 asks every time (default 10s)
@@ -241,9 +241,33 @@ pub const MAX_CAPTURE_BODY: usize = 64 * 1024 * 1024;
 #[argh(subcommand)]
 pub enum Command {
     /// `smolproxy route`.
-    Route(crate::explain::RouteArgs),
+    Route(RouteArgs),
     /// `smolproxy export`.
     Export(ExportArgs),
+}
+
+/// explain where the configuration would send a request and why (route, matched entry,
+/// verdict), without sending anything or resolving any name; exit 0 if allowed, 1 if denied
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "route")]
+pub struct RouteArgs {
+    /// the request URL (http://..., https://...), or host:port with --method CONNECT
+    #[argh(positional)]
+    pub url: String,
+
+    /// request method (default GET)
+    #[argh(option, default = "String::from(\"GET\")")]
+    pub method: String,
+
+    /// client address the request would come from, checked against --allow-client and
+    /// --auth-exempt (default none)
+    #[argh(option)]
+    pub client: Option<IpAddr>,
+
+    /// user the request would be authenticated as: says whether it is a configured user
+    /// (default none)
+    #[argh(option)]
+    pub user: Option<String>,
 }
 
 /// turn capture files into a HAR 1.2 log or a Postman Collection v2.1 on stdout
@@ -304,6 +328,70 @@ impl Ports {
     }
 }
 
+/// What to do when the service cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzFail {
+    /// Let the request through, with the reason in the access log.
+    Open,
+    /// Answer 503 (the default).
+    Closed,
+}
+
+/// The checked `--authz-*` flags (the service client is `crate::authz::Authz`).
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    /// The service's URL, http or https, path included.
+    pub url: Target,
+    /// Time the service has for one answer: connect, TLS, request and response.
+    pub timeout: Duration,
+    /// What a failure means for the request.
+    pub fail: AuthzFail,
+    /// How long a decision is reused; zero asks every time.
+    pub cache: Duration,
+}
+
+impl AuthzSettings {
+    /// The settings in words, for `smolproxy route`.
+    pub fn describe(&self) -> String {
+        let fail = match self.fail {
+            AuthzFail::Open => "open",
+            AuthzFail::Closed => "closed",
+        };
+        format!(
+            "POST {} (--authz-timeout {}, --authz-fail {fail}, --authz-cache {})",
+            self.url,
+            show_duration(self.timeout),
+            show_duration(self.cache)
+        )
+    }
+}
+
+/// Parses `--authz-url`: an `http://` or `https://` URL (path defaults to `/`).
+pub fn parse_authz_url(s: &str) -> Result<Target, String> {
+    let expected = || {
+        format!(
+            "expected an http:// or https:// URL like http://127.0.0.1:8080/validate, got '{s}'"
+        )
+    };
+    let mut t = Target::parse_absolute(s).map_err(|_| expected())?;
+    if !matches!(t.scheme, Scheme::Http | Scheme::Https) {
+        return Err(expected());
+    }
+    if t.path.is_empty() {
+        t.path = "/".into();
+    }
+    Ok(t)
+}
+
+/// Parses `--authz-fail`: `open` or `closed`.
+pub fn parse_authz_fail(s: &str) -> Result<AuthzFail, String> {
+    match s {
+        "open" => Ok(AuthzFail::Open),
+        "closed" => Ok(AuthzFail::Closed),
+        _ => Err(format!("expected open or closed, got '{s}'")),
+    }
+}
+
 /// Access log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -352,12 +440,11 @@ pub struct Config {
     /// join in [`Config::read_files`].
     pub policy: Policy,
     /// The authorization service, with `--authz-url`.
-    pub authz: Option<authz::Settings>,
+    pub authz: Option<AuthzSettings>,
     /// The `--ca-file`s, read in [`Config::read_files`].
     pub ca_files: Vec<PathBuf>,
     /// Trusted CA certificates for TLS to upstreams and origins, from [`Config::read_files`].
-    #[cfg(feature = "tls")]
-    pub trust: crate::tls::Trust,
+    pub trust: Trust,
 }
 
 /// A configuration refused at start: the one line to print and the exit status (SPEC §2).
@@ -381,7 +468,7 @@ impl Config {
     pub fn read_files(&mut self) -> Result<(), Refused> {
         if let Some(path) = &self.auth_file {
             let name = path.display().to_string();
-            let text = read_limited(path, MAX_AUTH_FILE).map_err(|e| Refused {
+            let text = crate::file::read_limited(path, MAX_AUTH_FILE).map_err(|e| Refused {
                 status: 1,
                 message: format!("cannot read --auth-file {name}: {e}"),
             })?;
@@ -393,8 +480,8 @@ impl Config {
             // files; elsewhere (or beyond the size cap, on a router with a full routing
             // table) the listen addresses and the address classes still apply.
             let read = |path: &str| {
-                let text =
-                    read_limited(std::path::Path::new(path), MAX_PROC_FILE).unwrap_or_default();
+                let text = crate::file::read_limited(std::path::Path::new(path), MAX_PROC_FILE)
+                    .unwrap_or_default();
                 String::from_utf8_lossy(&text).into_owned()
             };
             self.policy
@@ -402,28 +489,10 @@ impl Config {
             self.policy
                 .add_own(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
         }
-        #[cfg(feature = "tls")]
-        {
-            self.trust =
-                crate::tls::Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
-                    .map_err(|(status, message)| Refused { status, message })?;
-        }
+        self.trust = Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
+            .map_err(|(status, message)| Refused { status, message })?;
         Ok(())
     }
-}
-
-/// Reads a whole file of at most `max` bytes; errors in a few lowercase words.
-pub fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let describe = |e: std::io::Error| crate::error::describe(&e);
-    let mut text = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut text))
-        .map_err(describe)?;
-    if text.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(text)
 }
 
 impl Flags {
@@ -472,7 +541,7 @@ impl Flags {
             }
         }
         let policy = Policy::new(self.allow, self.deny, self.block_private, &listen);
-        let authz = self.authz_url.map(|url| authz::Settings {
+        let authz = self.authz_url.map(|url| AuthzSettings {
             url,
             timeout: self.authz_timeout,
             fail: self.authz_fail,
@@ -491,8 +560,7 @@ impl Flags {
             policy,
             authz,
             ca_files: self.ca_file,
-            #[cfg(feature = "tls")]
-            trust: crate::tls::Trust::default(),
+            trust: Trust::default(),
             listen,
             connect_ports,
             max_connections: self.max_connections,
@@ -706,5 +774,31 @@ mod tests {
             );
         }
         assert!(Flags::from_args(&["smolproxy"], &["--via", "a b"]).is_err());
+    }
+
+    #[test]
+    fn authz_flags() {
+        let t = parse_authz_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/")
+        );
+        assert_eq!(
+            parse_authz_url("https://authz.example/validate")
+                .unwrap()
+                .port,
+            443
+        );
+        for bad in [
+            "ftp://a/",
+            "ws://a/",
+            "/validate",
+            "http://u:p@a/",
+            "a.example",
+        ] {
+            assert!(parse_authz_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_authz_fail("open"), Ok(AuthzFail::Open));
+        assert!(parse_authz_fail("maybe").is_err());
     }
 }

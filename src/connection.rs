@@ -19,8 +19,8 @@ use crate::error::Error;
 use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
 use crate::head::{parse_request, Request};
 use crate::log::Entry;
+use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
-use crate::server::Proxy;
 use crate::stream::{Stream, Tcp};
 use crate::target::Scheme;
 use crate::tunnel;
@@ -176,8 +176,9 @@ async fn handle(
     // SPEC §6: the authorization service has its say before any byte goes out.
     // (Boxed so that the connection's future does not carry its state; skipped when unset.)
     if p.authz.is_some() {
-        if let Err(err) = Box::pin(authz::check(p, req, entry)).await {
+        if let Err(err) = Box::pin(authz::check(p.authz.as_ref(), &p.cfg, req, entry)).await {
             entry.rule = Some(err.to_string());
+            entry.denied = true;
             return reply(p, client, &err, req, entry).await;
         }
     }
@@ -409,6 +410,9 @@ async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut 
         // Also a denial found while dialling: an address the egress policy refused.
         entry.rule = Some(rule.clone());
     }
+    if matches!(err, Error::Forbidden(_) | Error::AuthRequired) {
+        entry.denied = true;
+    }
     let extra = match err {
         Error::AuthRequired => p.cfg.access.challenge(),
         _ => String::new(),
@@ -463,6 +467,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
     let mut entry = Entry::new(peer);
     entry.rule = Some(err.to_string());
+    entry.denied = true;
     finish_with_error(p, client, err, &mut entry, Instant::now()).await;
 }
 

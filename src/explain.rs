@@ -5,35 +5,9 @@
 //! Nothing is sent and no name is resolved: the IP rules that apply to the addresses a name
 //! resolves to are listed, and the authorization service is named, not asked.
 
-use std::net::IpAddr;
-
-use crate::config::Config;
+use crate::config::{Config, RouteArgs};
 use crate::route::{chain, decide, Path};
 use crate::target::{Scheme, Target};
-
-/// explain where the configuration would send a request and why (route, matched entry,
-/// verdict), without sending anything or resolving any name; exit 0 if allowed, 1 if denied
-#[derive(argh::FromArgs, Debug, Clone, PartialEq, Eq)]
-#[argh(subcommand, name = "route")]
-pub struct RouteArgs {
-    /// the request URL (http://..., https://...), or host:port with --method CONNECT
-    #[argh(positional)]
-    pub url: String,
-
-    /// request method (default GET)
-    #[argh(option, default = "String::from(\"GET\")")]
-    pub method: String,
-
-    /// client address the request would come from, checked against --allow-client and
-    /// --auth-exempt (default none)
-    #[argh(option)]
-    pub client: Option<IpAddr>,
-
-    /// user the request would be authenticated as: says whether it is a configured user
-    /// (default none)
-    #[argh(option)]
-    pub user: Option<String>,
-}
 
 /// What `smolproxy route` prints, and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]

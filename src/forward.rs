@@ -19,8 +19,8 @@ use crate::capture::{Answer, Trace};
 use crate::date::http_date;
 use crate::error::Error;
 use crate::head::{parse_response, Framing, Request, Response};
+use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
-use crate::server::Proxy;
 use crate::stream::{Stream, Tcp};
 
 /// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that

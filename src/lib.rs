@@ -11,7 +11,9 @@
 //! turned into a reply in one place; every request ends as one [`log`] line and, with
 //! `--capture`, one [`capture`] record, which [`export`] turns into HAR or a Postman collection.
 //!
-//! The runtime is smol; there is no unsafe code.
+//! Imports run one way: leaves and pure deciders at the bottom, [`config`] above them, the
+//! shared state [`proxy::Proxy`] above that, then the stages, [`connection`] and [`server`] on
+//! top; `tests/imports.rs` fails on a cycle. The runtime is smol; there is no unsafe code.
 
 pub mod alarm;
 pub mod auth;
@@ -26,6 +28,7 @@ pub mod dial;
 pub mod error;
 pub mod explain;
 pub mod export;
+pub mod file;
 pub mod forward;
 pub mod head;
 pub mod json;
@@ -33,6 +36,7 @@ pub mod log;
 pub mod pattern;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod proxy_url;
 pub mod reader;
 pub mod route;

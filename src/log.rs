@@ -38,8 +38,12 @@ pub struct Entry {
     /// How it was routed: `direct` or an upstream; empty (logged as `-`) when it was not
     /// sent anywhere. Empty rather than "-" so that a new entry allocates nothing.
     pub route: String,
-    /// The rule or reason that refused it, if any.
+    /// The rule or reason that refused it, or a note on why it went on (`--authz-fail open`).
     pub rule: Option<String>,
+    /// Whether the proxy refused it: credentials (407), a rule or the client ACL (403), or the
+    /// authorization service (403, or 503 with `--authz-fail closed`). Set where the refusal
+    /// is made, so the capture's `decision` never has to guess it from a status code.
+    pub denied: bool,
 }
 
 impl Entry {
@@ -57,6 +61,7 @@ impl Entry {
             duration: Duration::ZERO,
             route: String::new(),
             rule: None,
+            denied: false,
         }
     }
 }
@@ -182,6 +187,7 @@ mod tests {
             duration: Duration::from_millis(3),
             route: "direct".into(),
             rule: None,
+            denied: false,
         }
     }
 

@@ -6,23 +6,22 @@
 //! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
 use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
-use smol::channel::{Receiver, Sender};
+use smol::channel::Sender;
 use smol::Executor;
 
-use crate::authz::Authz;
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::connection;
 use crate::error::Error;
 use crate::log::Log;
-use crate::pool::Pool;
+use crate::proxy::Proxy;
 use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
@@ -35,40 +34,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_REJECTING: usize = 64;
 /// How long a 503 may take to be written to a client that is turned away.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// State shared by every connection.
-pub struct Proxy {
-    /// The checked configuration.
-    pub cfg: Config,
-    /// The access log.
-    pub log: Log,
-    /// Idle origin connections.
-    pub pool: Pool,
-    /// The capture file's writer, with `--capture`.
-    pub capture: Option<Capture>,
-    /// The authorization service client and its decision cache, with `--authz-url`.
-    pub authz: Option<Authz>,
-    /// Client connections being served.
-    pub active: AtomicUsize,
-    /// Clients being turned away.
-    rejecting: AtomicUsize,
-    /// Set once shutdown has begun.
-    stopping: AtomicBool,
-    /// Closed at shutdown; waiting on it wakes every idle connection.
-    stop_rx: Receiver<()>,
-}
-
-impl Proxy {
-    /// Whether shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    /// Completes when shutdown begins.
-    pub async fn stopped(&self) {
-        let _ = self.stop_rx.recv().await;
-    }
-}
 
 /// A running proxy's listeners, bound and announced.
 pub struct Server {
@@ -111,19 +76,8 @@ impl Server {
             let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push(l);
         }
-        let (stop_tx, stop_rx) = smol::channel::bounded(1);
-        let authz = cfg.authz.clone().map(Authz::new);
-        let proxy = Arc::new(Proxy {
-            authz,
-            cfg,
-            log,
-            pool: Pool::default(),
-            capture,
-            active: AtomicUsize::new(0),
-            rejecting: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            stop_rx,
-        });
+        let (proxy, stop_tx) = Proxy::new(cfg, log, capture);
+        let proxy = Arc::new(proxy);
         Ok(Server {
             proxy,
             listeners,
@@ -169,8 +123,7 @@ impl Server {
             .detach();
             let mut signals = signals;
             signals.next().await;
-            proxy.stopping.store(true, Ordering::SeqCst);
-            drop(stop_tx);
+            proxy.stop(stop_tx);
             let deadline = Instant::now() + GRACE;
             while proxy.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
                 Timer::after(Duration::from_millis(20)).await;

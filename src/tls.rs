@@ -11,19 +11,34 @@
 
 use std::io;
 
-use crate::config::Config;
 use crate::stream::Stream;
 
 #[cfg(feature = "tls")]
-mod trust;
-#[cfg(feature = "tls")]
+pub mod trust;
+/// Without TLS there is nothing to trust; the configuration still carries the (empty) value.
+#[cfg(not(feature = "tls"))]
+pub mod trust {
+    /// What a build without TLS trusts: nothing.
+    #[derive(Debug, Clone, Default)]
+    pub struct Trust {
+        /// Nothing; private so that only [`Trust::load`] and `default` make one.
+        _none: (),
+    }
+
+    impl Trust {
+        /// `--ca-file` is refused earlier in a build without TLS, so there is nothing to load.
+        pub fn load(_: &[std::path::PathBuf], _: Option<String>) -> Result<Trust, (u8, String)> {
+            Ok(Trust::default())
+        }
+    }
+}
 pub use trust::Trust;
 
 /// TLS over `io` to `host` (a name, sent as SNI, or an IP literal checked against the
-/// certificate's IP addresses), trusting what `cfg.trust` trusts.
+/// certificate's IP addresses), trusting what `trust` trusts.
 #[cfg(feature = "tls")]
-pub async fn connect(cfg: &Config, host: &str, io: Stream) -> io::Result<Stream> {
-    let (client, roots) = cfg.trust.config();
+pub async fn connect(trust: &Trust, host: &str, io: Stream) -> io::Result<Stream> {
+    let (client, roots) = trust.config();
     if *roots == 0 {
         return Err(io::Error::other(
             "no trusted root certificates: no system store found and no --ca-file given",
@@ -42,7 +57,7 @@ pub async fn connect(cfg: &Config, host: &str, io: Stream) -> io::Result<Stream>
 
 /// Without TLS nothing gets here (see the top of this file); this only keeps callers total.
 #[cfg(not(feature = "tls"))]
-pub async fn connect(_: &Config, _: &str, _: Stream) -> io::Result<Stream> {
+pub async fn connect(_: &Trust, _: &str, _: Stream) -> io::Result<Stream> {
     Err(io::Error::other("this build has no TLS"))
 }
 

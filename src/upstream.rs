@@ -25,9 +25,9 @@ use crate::dial::{self, DialError};
 use crate::error::{describe, Error};
 use crate::forward::Hop;
 use crate::head::{parse_response, Request};
+use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::route::{chain, Kind, Upstream};
-use crate::server::Proxy;
 use crate::socks5::{self, Addr};
 use crate::stream::Stream;
 use crate::target::{authority, Scheme};
@@ -76,7 +76,7 @@ pub async fn open<'a>(
         (None, None) => {
             let stream = tunnel(p, hops, &t.host, t.port).await?;
             if t.scheme == Scheme::Https {
-                let handshake = tls::connect(&p.cfg, &t.host, stream);
+                let handshake = tls::connect(&p.cfg.trust, &t.host, stream);
                 within(p, || format!("TLS with {name}"), async {
                     handshake
                         .await
@@ -201,7 +201,7 @@ async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Err
     if hop.kind != Kind::Https {
         return Ok(stream);
     }
-    tls::connect(&p.cfg, &hop.host, stream)
+    tls::connect(&p.cfg.trust, &hop.host, stream)
         .await
         .map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
 }

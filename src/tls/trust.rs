@@ -127,7 +127,7 @@ impl rustls::crypto::KeyProvider for NoKeys {
 
 /// Reads a whole CA file of bounded size.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    crate::config::read_limited(path, MAX_CA_FILE)
+    crate::file::read_limited(path, MAX_CA_FILE)
 }
 
 #[cfg(test)]

@@ -1,0 +1,76 @@
+//! The state every connection shares: the checked configuration, the access log, the origin
+//! pool, the capture writer, the authorization service's client and cache, and the counters
+//! and signal that the accept loop and shutdown use.
+//!
+//! It sits on a low floor on purpose: the stages (authz, forward, upstream, connection) read it,
+//! and it names only the modules below them. Building it and running the listeners is
+//! `server.rs`'s job; nothing here touches a socket.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use smol::channel::{Receiver, Sender};
+
+use crate::authz::Authz;
+use crate::capture::Capture;
+use crate::config::Config;
+use crate::log::Log;
+use crate::pool::Pool;
+
+/// State shared by every connection.
+pub struct Proxy {
+    /// The checked configuration.
+    pub cfg: Config,
+    /// The access log.
+    pub log: Log,
+    /// Idle origin connections.
+    pub pool: Pool,
+    /// The capture file's writer, with `--capture`.
+    pub capture: Option<Capture>,
+    /// The authorization service client and its decision cache, with `--authz-url`.
+    pub authz: Option<Authz>,
+    /// Client connections being served.
+    pub active: AtomicUsize,
+    /// Clients being turned away with 503 (see `server.rs`).
+    pub rejecting: AtomicUsize,
+    /// Set once shutdown has begun.
+    stopping: AtomicBool,
+    /// Closed at shutdown; waiting on it wakes every idle connection.
+    stop_rx: Receiver<()>,
+}
+
+impl Proxy {
+    /// The shared state for `cfg`, and the sender whose drop (see [`Proxy::stop`]) starts
+    /// shutdown.
+    pub fn new(cfg: Config, log: Log, capture: Option<Capture>) -> (Proxy, Sender<()>) {
+        let (stop_tx, stop_rx) = smol::channel::bounded(1);
+        let authz = cfg.authz.clone().map(Authz::new);
+        let proxy = Proxy {
+            authz,
+            cfg,
+            log,
+            pool: Pool::default(),
+            capture,
+            active: AtomicUsize::new(0),
+            rejecting: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop_rx,
+        };
+        (proxy, stop_tx)
+    }
+
+    /// Begins shutdown: marks it and drops `stop_tx`, which wakes every idle connection.
+    pub fn stop(&self, stop_tx: Sender<()>) {
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(stop_tx);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Completes when shutdown begins.
+    pub async fn stopped(&self) {
+        let _ = self.stop_rx.recv().await;
+    }
+}
