@@ -244,6 +244,47 @@ pub enum Command {
     Route(RouteArgs),
     /// `smolproxy export`.
     Export(ExportArgs),
+    /// `smolproxy ca`.
+    Ca(CaArgs),
+}
+
+/// manage the CA that signs interception certificates
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ca")]
+pub struct CaArgs {
+    /// what to do with the CA
+    #[argh(subcommand)]
+    pub command: CaCommand,
+}
+
+/// `smolproxy ca` subcommands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum CaCommand {
+    /// `smolproxy ca new`.
+    New(CaNewArgs),
+}
+
+/// make an ECDSA P-256 CA for interception and print how each client trusts it; existing files
+/// are never overwritten
+#[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
+#[argh(subcommand, name = "new")]
+pub struct CaNewArgs {
+    /// file to write the CA certificate to (PEM; the file clients trust)
+    #[argh(option, arg_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// file to write the CA's private key to (PEM, mode 0600)
+    #[argh(option, arg_name = "FILE")]
+    pub key: PathBuf,
+
+    /// the CA's common name (default "smolproxy interception CA (HOSTNAME)")
+    #[argh(option)]
+    pub name: Option<String>,
+
+    /// days the CA is valid, 1 to 7300 (default 3650)
+    #[argh(option, default = "crate::ca::DEFAULT_DAYS", from_str_fn(parse_days))]
+    pub days: u32,
 }
 
 /// explain where the configuration would send a request and why (route, matched entry,
@@ -661,6 +702,16 @@ fn parse_threads(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n @ 1..=MAX_THREADS) => Ok(n),
         _ => Err(format!("expected 1 to {MAX_THREADS} threads, got '{s}'")),
+    }
+}
+
+fn parse_days(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=crate::ca::MAX_DAYS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of days from 1 to {}, got '{s}'",
+            crate::ca::MAX_DAYS
+        )),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod alarm;
 pub mod auth;
 pub mod authz;
 pub mod body;
+pub mod ca;
 pub mod capture;
 pub mod cidr;
 pub mod config;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use smolproxy::config::{Command, Flags};
+use smolproxy::config::{CaArgs, CaCommand, Command, Flags};
 use smolproxy::server::Server;
 
 fn main() -> ExitCode {
@@ -30,6 +30,21 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Export(args)) = &flags.command {
         return smolproxy::export::run(args);
+    }
+    if let Some(Command::Ca(CaArgs {
+        command: CaCommand::New(args),
+    })) = &flags.command
+    {
+        return match smolproxy::ca::create(args) {
+            Ok(text) => {
+                let _ = write!(std::io::stdout(), "{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("smolproxy: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let route_args = match &flags.command {
         Some(Command::Route(args)) => Some(args.clone()),
