@@ -31,7 +31,7 @@ pub enum Error {
     Unavailable(String),
     /// 504: the next hop did not answer in time.
     GatewayTimeout(String),
-    /// 505: an HTTP version other than 1.0 and 1.1.
+    /// 505: a well-formed request line with a major HTTP version other than 1 (RFC 9112 §2.3).
     VersionNotSupported,
     /// 508: the request already passed through this proxy.
     Loop(String),
@@ -113,7 +113,7 @@ impl fmt::Display for Error {
             Error::HeadTimeout => f.write_str("request head not received in time"),
             Error::UriTooLong => f.write_str("request target too long"),
             Error::HeadTooLarge => f.write_str("request head too large"),
-            Error::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            Error::VersionNotSupported => f.write_str("only HTTP/1.x is supported"),
         }
     }
 }
