@@ -7,7 +7,7 @@
 //! It does not read sockets: [`crate::reader::Reader`] finds the end of a head and calls in here.
 
 use crate::error::Error;
-use crate::target::{Target, TargetError};
+use crate::target::{Scheme, Target, TargetError};
 
 /// Largest request or response head accepted, in bytes; beyond it 431 (requests) or 502.
 /// 16 KiB is what nginx and tinyproxy accept by default and fits a router's RAM many times.
@@ -189,6 +189,14 @@ impl Response {
 
 /// Parses a complete request head (`buf` ends with the blank line).
 pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
+    parse_request_in(buf, None)
+}
+
+/// Parses a request head; inside an intercepted tunnel to `tunnel` (an `https://` target
+/// without a path), as an origin server would: origin-form targets are that server's, an
+/// absolute-form one must name it, and so must Host (RFC 9110 §7.4: else 421). The request's
+/// `uri` is then the absolute URL it stands for, for logs and the capture.
+pub fn parse_request_in(buf: &[u8], tunnel: Option<&Target>) -> Result<Request, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let rewritten;
@@ -220,19 +228,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
     if uri.len() > MAX_URI {
         return Err(Error::UriTooLong);
     }
-    let target = if method == "CONNECT" {
-        Target::parse_authority(&uri)
-    } else {
-        Target::parse_absolute(&uri)
-    }
-    .map_err(|e| match e {
-        TargetError::NotProxy => bad(
-            "this is a proxy: send the full URL (absolute-form, e.g. GET http://host/path) \
-             or use CONNECT",
-        ),
-        TargetError::Scheme(s) => Error::NotImplemented(format!("scheme {s}:// is not supported")),
-        TargetError::Invalid(why) => bad(&format!("bad request target: {why}")),
-    })?;
+    let target = match tunnel {
+        Some(tunnel) => inside(&method, &uri, tunnel)?,
+        None if method == "CONNECT" => Target::parse_authority(&uri).map_err(target_error)?,
+        None => Target::parse_absolute(&uri).map_err(target_error)?,
+    };
     let head = Head::new(buf, req.headers);
 
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1; never more than one.
@@ -244,7 +244,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
     if method == "CONNECT" && framing != Framing::Empty {
         return Err(bad("CONNECT with a body"));
     }
+    if let Some(tunnel) = tunnel {
+        same_server(&head, tunnel)?;
+    }
     let connection = head.tokens("connection");
+    let uri = match tunnel {
+        Some(_) => target.to_string(),
+        None => uri,
+    };
     Ok(Request {
         method,
         target,
@@ -338,6 +345,57 @@ fn as_http11(buf: &[u8], at: usize) -> Vec<u8> {
 /// A token character (RFC 9110 §5.6.2).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The reply for a target that cannot be forwarded.
+fn target_error(e: TargetError) -> Error {
+    match e {
+        TargetError::NotProxy => bad(
+            "this is a proxy: send the full URL (absolute-form, e.g. GET http://host/path) \
+             or use CONNECT",
+        ),
+        TargetError::Scheme(s) => Error::NotImplemented(format!("scheme {s}:// is not supported")),
+        TargetError::Invalid(why) => bad(&format!("bad request target: {why}")),
+    }
+}
+
+/// The target of a request inside an intercepted tunnel to `tunnel`.
+fn inside(method: &str, uri: &str, tunnel: &Target) -> Result<Target, Error> {
+    if method == "CONNECT" {
+        return Err(bad("CONNECT inside an intercepted tunnel"));
+    }
+    // RFC 9112 §3.2.1 (origin-form) and §3.2.4 (asterisk-form, OPTIONS only).
+    if uri.starts_with('/') || (uri == "*" && method == "OPTIONS") {
+        return Ok(Target {
+            path: uri.to_string(),
+            ..tunnel.clone()
+        });
+    }
+    let t = Target::parse_absolute(uri).map_err(target_error)?;
+    if t.scheme != Scheme::Https || t.host != tunnel.host || t.port != tunnel.port {
+        return Err(Error::Misdirected(format!(
+            "{uri} is not on {}, which this tunnel was opened for",
+            tunnel.host_port()
+        )));
+    }
+    Ok(t)
+}
+
+/// RFC 9110 §7.4: inside a tunnel, Host must name the tunnel's server (port 443 if none).
+fn same_server(head: &Head, tunnel: &Target) -> Result<(), Error> {
+    let Some(value) = head.get("host") else {
+        return Ok(()); // HTTP/1.0 without Host: the tunnel says where it goes.
+    };
+    let value = std::str::from_utf8(value).unwrap_or("").trim();
+    let named =
+        Target::parse_absolute(&format!("https://{value}/")).map_err(|_| bad("bad Host header"))?;
+    if named.host != tunnel.host || named.port != tunnel.port {
+        return Err(Error::Misdirected(format!(
+            "Host {value} is not {}, which this tunnel was opened for",
+            tunnel.host_port()
+        )));
+    }
+    Ok(())
 }
 
 /// RFC 9112 §6.1–§6.3 for requests.
