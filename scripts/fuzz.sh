@@ -51,12 +51,15 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     seeds=()
     [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+    # A target's own dictionary (fuzz/TARGET.dict) if it has one, else the HTTP tokens.
+    dict=fuzz/http.dict
+    [ -f "fuzz/$t.dict" ] && dict="fuzz/$t.dict"
     before="$(find "fuzz/artifacts/$t" -type f | wc -l)"
     echo "== $t: ${seconds}s" >&2
     status=0
     # libFuzzer stops at the first crash; -timeout makes a hang (one input > 10 s) a finding.
     "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$seconds" -timeout=10 \
-        -rss_limit_mb=2048 -dict=fuzz/http.dict -print_final_stats=1 \
+        -rss_limit_mb=2048 -dict="$dict" -print_final_stats=1 \
         "fuzz/corpus/$t" "${seeds[@]}" >"$logs/$t" 2>&1 || status=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t" | tail -1 || true)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t" | tail -1 || true)"

@@ -22,10 +22,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod der;
 #[cfg(feature = "tls-server")]
-mod der;
-#[cfg(feature = "tls-server")]
-pub use der::{certificate, CertInfo};
+use der::certificate;
 
 /// Longest `--days`: a root that outlives the deployment it was made for is a liability, and
 /// 20 years is already far beyond any machine this runs on.

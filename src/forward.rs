@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::head::{parse_response, Framing, Request, Response};
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
-use crate::stream::Stream;
+use crate::stream::{Stream, Tcp};
 
 /// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that
 /// Connection names.
@@ -73,6 +73,9 @@ pub enum Failure {
 pub struct Hop<'a> {
     /// The connection to the origin (or to the upstream proxy in absolute-form mode).
     pub stream: Stream,
+    /// The socket under `stream`, when the connection can be parked in the pool: a direct
+    /// connection, plain or TLS (through a chain the socket is the first hop's).
+    pub socket: Option<Tcp>,
     /// Whether it came from the idle pool (and may have been closed by the peer meanwhile).
     pub reused: bool,
     /// Write the target in absolute-form (to an HTTP upstream proxy) instead of origin-form.
@@ -99,6 +102,7 @@ pub async fn exchange(
     let (up_tap, answer) = (&mut trace.request_body, &mut trace.answer);
     let head = request_head(p, req, &hop);
     let key = hop.key;
+    let socket = hop.socket;
     let name = &key[hop.name_at..];
     let via_proxy = hop.absolute;
     let mut origin = Reader::new(hop.stream, p.cfg.idle_timeout);
@@ -171,8 +175,8 @@ pub async fn exchange(
     };
     let reusable = body_done && down.origin_reusable && !down.upgraded;
     if reusable && origin.buffered().is_empty() {
-        if let Stream::Tcp(tcp) = &origin.io {
-            p.pool.put(&key, tcp.clone());
+        if let Some(tcp) = socket {
+            p.pool.put(&key, origin.io.clone(), tcp);
         }
     }
     let upgraded = down.upgraded.then_some(origin);

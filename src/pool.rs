@@ -1,15 +1,16 @@
 //! A small idle pool of origin connections, keyed by destination.
 //!
 //! After a response whose framing was known and that left the connection open, the origin
-//! connection is parked here and reused by the next request to the same place. A parked
-//! connection is dropped when it has been idle too long, when the origin closed it (checked
-//! with a non-blocking peek before reuse), or when the pool is full.
+//! connection is parked here and reused by the next request to the same place: plain TCP, or
+//! a TLS session with its socket. A parked connection is dropped when it has been idle too
+//! long, when the origin closed it or sent anything (a peek at the socket before reuse; for
+//! TLS that includes a close_notify), or when the pool is full.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::stream::Tcp;
+use crate::stream::{Stream, Tcp};
 
 /// Idle connections kept per destination: enough that a burst of concurrent clients of one
 /// origin (a page's parallel requests, a load test's 50 connections) does not close and redial
@@ -38,8 +39,9 @@ pub struct Pool {
 /// The pool's state, behind its lock.
 #[derive(Default)]
 struct Idle {
-    /// Idle connections per destination, oldest first, with the time each was parked.
-    by_key: HashMap<Key, Vec<(Tcp, Instant)>>,
+    /// Idle connections per destination, oldest first: the stream, its socket (for the
+    /// staleness peek) and the time it was parked.
+    by_key: HashMap<Key, Vec<(Stream, Tcp, Instant)>>,
     /// Connections in `by_key`, all destinations together.
     total: usize,
 }
@@ -52,7 +54,7 @@ impl Pool {
             let now = Instant::now();
             let mut total = 0;
             idle.by_key.retain(|_, list| {
-                list.retain(|(_, since)| now - *since < MAX_IDLE);
+                list.retain(|(_, _, since)| now - *since < MAX_IDLE);
                 total += list.len();
                 !list.is_empty()
             });
@@ -60,16 +62,16 @@ impl Pool {
         }
     }
 
-    /// Takes a live idle connection to `key`, newest first.
-    pub fn take(&self, key: &str) -> Option<Tcp> {
+    /// Takes a live idle connection to `key`, newest first: the stream and its socket.
+    pub fn take(&self, key: &str) -> Option<(Stream, Tcp)> {
         let mut idle = self.idle.lock().ok()?;
         let Idle { by_key, total } = &mut *idle;
         let list = by_key.get_mut(key)?;
         let mut found = None;
-        while let Some((conn, since)) = list.pop() {
+        while let Some((stream, tcp, since)) = list.pop() {
             *total -= 1;
-            if since.elapsed() < MAX_IDLE && !conn.is_stale() {
-                found = Some(conn);
+            if since.elapsed() < MAX_IDLE && !tcp.is_stale() {
+                found = Some((stream, tcp));
                 break;
             }
         }
@@ -81,14 +83,14 @@ impl Pool {
 
     /// Parks a connection that is ready for another request. When the pool is full the
     /// connection is closed instead; expired ones are left to [`Pool::sweep`].
-    pub fn put(&self, key: &str, conn: Tcp) {
+    pub fn put(&self, key: &str, stream: Stream, tcp: Tcp) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         if idle.total >= TOTAL {
             return;
         }
-        let parked = (conn, Instant::now());
+        let parked = (stream, tcp, Instant::now());
         match idle.by_key.get_mut(key) {
             Some(list) if list.len() >= PER_DESTINATION => return,
             Some(list) => list.push(parked),

@@ -27,7 +27,7 @@ use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::route::{chain, Kind, Upstream};
 use crate::socks5::{self, Addr};
-use crate::stream::{Prefixed, Stream};
+use crate::stream::{Prefixed, Stream, Tcp};
 use crate::target::{authority, Scheme};
 use crate::tls;
 
@@ -61,39 +61,50 @@ pub async fn open<'a>(
         }
     };
     let name = &key[name_at..];
-    // Only plain http goes over pooled connections (the pool holds bare TCP only).
-    let pooled = if plain && !fresh {
-        p.pool.take(&key)
-    } else {
-        None
-    };
+    // CONNECT never comes here; every other direct connection can be pooled, TLS too.
+    let pooled = if fresh { None } else { p.pool.take(&key) };
     let reused = pooled.is_some();
-    let stream = match (pooled, absolute) {
-        (Some(tcp), _) => Stream::Tcp(tcp),
-        (None, Some(_)) => within(p, || format!("cannot reach {name}"), reach(p, hops)).await?,
+    let (stream, socket) = match (pooled, absolute) {
+        (Some((stream, tcp)), _) => (stream, Some(tcp)),
+        (None, Some(_)) => {
+            let stream = within(p, || format!("cannot reach {name}"), reach(p, hops)).await?;
+            let socket = socket_of(&stream);
+            (stream, socket)
+        }
         (None, None) => {
             let stream = tunnel(p, hops, &t.host, t.port).await?;
+            let socket = socket_of(&stream);
             if t.scheme == Scheme::Https {
                 let handshake = tls::connect(&p.cfg.trust, &t.host, stream);
-                within(p, || format!("TLS with {name}"), async {
+                let stream = within(p, || format!("TLS with {name}"), async {
                     handshake
                         .await
                         .map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
                 })
-                .await?
+                .await?;
+                (stream, socket)
             } else {
-                stream
+                (stream, socket)
             }
         }
     };
     Ok(Hop {
         stream,
+        socket,
         reused,
         absolute: absolute.is_some(),
         extra,
         key,
         name_at,
     })
+}
+
+/// The socket of a stream that is plain TCP; a stream through a proxy has none to pool by.
+fn socket_of(stream: &Stream) -> Option<Tcp> {
+    match stream {
+        Stream::Tcp(tcp) => Some(tcp.clone()),
+        Stream::Shared(_) => None,
+    }
 }
 
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
