@@ -409,7 +409,6 @@ fn record<'a>(records: &'a [Value], method: &str, url: &str) -> &'a Value {
 /// run, then a JSON POST; each request reaches the origin through the proxy, is logged and is
 /// captured with its https URL.
 #[test]
-#[ignore = "waiting for interception"]
 fn curl_requests_inside_tls_are_forwarded_logged_and_captured() {
     if !tls_tools() || !need_tool("curl") {
         return;
@@ -526,7 +525,6 @@ fn curl_requests_inside_tls_are_forwarded_logged_and_captured() {
 /// replays the Postman collection through the proxy (HTTPS_PROXY, trusting the interception
 /// CA), so every request reaches the origin again and is captured again.
 #[test]
-#[ignore = "waiting for interception"]
 fn intercepted_capture_exports_and_newman_replays_it_through_the_proxy() {
     let Some(modules) = node_tools() else { return };
     if !tls_tools() || !need_tool("curl") {
@@ -621,7 +619,6 @@ fn intercepted_capture_exports_and_newman_replays_it_through_the_proxy() {
 /// WebSocket inside an intercepted session: the upgrade goes through the proxy to the origin,
 /// then frames travel both ways.
 #[test]
-#[ignore = "waiting for interception"]
 fn websocket_upgrade_inside_an_intercepted_session() {
     if !tls_tools() {
         return;
@@ -668,7 +665,6 @@ fn websocket_upgrade_inside_an_intercepted_session() {
 /// The authorization service is asked about each request inside the session with its full
 /// https URL and method; a refusal is a 403 inside TLS and the origin never sees it.
 #[test]
-#[ignore = "waiting for interception"]
 fn the_authorization_service_judges_each_request_inside_the_session() {
     if !tls_tools() || !need_tool("curl") {
         return;
@@ -719,7 +715,6 @@ fn the_authorization_service_judges_each_request_inside_the_session() {
 /// A Host that names another server than the one the tunnel was opened for is 421 (and the
 /// origin is not asked); the right Host goes through on the same kind of session.
 #[test]
-#[ignore = "waiting for interception"]
 fn a_host_that_differs_from_the_tunnel_gets_421() {
     if !tls_tools() {
         return;
@@ -751,7 +746,6 @@ fn a_host_that_differs_from_the_tunnel_gets_421() {
 /// An origin certificate that fails verification is a 502 inside the client's TLS session
 /// naming the failure, and the origin receives nothing; a good one goes through.
 #[test]
-#[ignore = "waiting for interception"]
 fn origin_certificate_failures_are_502_and_nothing_reaches_the_origin() {
     if !tls_tools() || !need_tool("curl") {
         return;
@@ -786,7 +780,6 @@ fn origin_certificate_failures_are_502_and_nothing_reaches_the_origin() {
 /// name it asked (a DNS name, or an IP address for an IP); where the destination does not
 /// match `--intercept`, it sees the origin's own certificate, byte for byte.
 #[test]
-#[ignore = "waiting for interception"]
 fn the_client_sees_our_leaf_when_intercepted_and_the_origin_certificate_otherwise() {
     if !tls_tools() {
         return;
@@ -899,7 +892,6 @@ fn now_unix() -> u64 {
 /// CONNECT's own access log entry, that costs at most one line, and a line names the host and
 /// the failure; the proxy goes on serving.
 #[test]
-#[ignore = "waiting for interception"]
 fn a_client_that_rejects_our_certificate_costs_one_log_line() {
     if !tls_tools() || !need_tool("curl") {
         return;
@@ -964,7 +956,6 @@ fn is_access_entry(line: &str) -> bool {
 /// ALPN: a client that offers only h2 gets the alert no_application_protocol; one that also
 /// offers http/1.1 gets http/1.1. The proxy goes on serving.
 #[test]
-#[ignore = "waiting for interception"]
 fn alpn_offers_http11_only() {
     if !tls_tools() || !need_tool("curl") {
         return;
@@ -995,7 +986,6 @@ fn alpn_offers_http11_only() {
 /// Bytes that are not a TLS ClientHello in a tunnel to an intercepted destination are relayed
 /// as they are, while a TLS client to the same kind of destination is intercepted.
 #[test]
-#[ignore = "waiting for interception"]
 fn non_tls_bytes_in_an_intercepted_tunnel_are_relayed() {
     if !tls_tools() {
         return;
@@ -1026,7 +1016,6 @@ fn non_tls_bytes_in_an_intercepted_tunnel_are_relayed() {
 /// A bad interception CA or key is a one-line start error with exit 2, never a proxy that
 /// starts; the three flags need each other.
 #[test]
-#[ignore = "waiting for interception"]
 fn a_bad_interception_ca_is_refused_at_start() {
     if !need_tool("openssl") {
         return;
