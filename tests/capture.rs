@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    build_request, chunked, need, pattern, request, run_to_exit, temp_dir, Conn, Head, Origin,
-    Proxy,
+    build_request, chunked, export, need, node, node_tools, pattern, request, run_to_exit,
+    temp_dir, Conn, Head, Origin, Proxy, VALIDATE_HAR,
 };
 use serde_json::Value;
 
@@ -380,60 +380,6 @@ fn headers_only_with_a_zero_limit() {
         (Some(5), Some(true), Some(""))
     );
 }
-
-/// Where the npm tools are, or `None` (after a visible skip) when they are missing.
-fn node_tools() -> Option<PathBuf> {
-    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules");
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !need("node not installed", node) {
-        return None;
-    }
-    let installed = ["newman", "har-validator", "postman-collection"]
-        .iter()
-        .all(|m| modules.join(m).is_dir());
-    need(
-        "newman, har-validator or postman-collection not in node_modules (run npm install)",
-        installed,
-    )
-    .then_some(modules)
-}
-
-/// Runs `smolproxy export` with `args`; returns (exit code, stdout, stderr).
-fn export(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("export").args(args);
-    let done = run_to_exit(cmd, Duration::from_secs(20));
-    (done.code, done.stdout, done.stderr)
-}
-
-/// Runs a node script with the repository's node_modules; panics with its output on failure.
-fn node(modules: &Path, script: &str, args: &[&Path]) -> String {
-    let mut cmd = Command::new("node");
-    cmd.arg("-e")
-        .arg(script)
-        .arg("--")
-        .args(args)
-        .env("NODE_PATH", modules);
-    let done = run_to_exit(cmd, Duration::from_secs(30));
-    assert_eq!(
-        done.code,
-        Some(0),
-        "node failed:\n{}\n{}",
-        done.stdout,
-        done.stderr
-    );
-    done.stdout
-}
-
-const VALIDATE_HAR: &str = r#"
-const har = JSON.parse(require('fs').readFileSync(process.argv[process.argv.length - 1]));
-require('har-validator').har(har)
-  .then(() => console.log('valid ' + har.log.entries.length))
-  .catch(e => { console.error(JSON.stringify(e.errors || e.message, null, 1)); process.exit(1); });
-"#;
 
 const LOAD_COLLECTION: &str = r#"
 const { Collection } = require('postman-collection');

@@ -247,39 +247,6 @@ fn bad_entries_and_route() {
 // The authorization service
 // ---------------------------------------------------------------------------------------------
 
-/// Postman's reference rules: unsafe methods and admin paths are blocked, the rest allowed;
-/// 200 `{"allowed":true}` or 403 `{"allowed":false}`, 400 when url or method is missing.
-/// Answers after `delay`.
-fn reference_service(delay: Duration) -> Origin {
-    Origin::start(move |head, conn| {
-        let body = conn.read_body(head).unwrap_or_default();
-        thread::sleep(delay);
-        let q: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (Some(url), Some(method)) = (q["url"].as_str(), q["method"].as_str()) else {
-            conn.respond(
-                "400 Bad Request",
-                &[("Content-Type", "application/json")],
-                br#"{"allowed":false}"#,
-            );
-            return false;
-        };
-        let path = url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.find('/').map(|i| &r[i..]))
-            .unwrap_or("/");
-        let path = path.split('?').next().unwrap_or("/");
-        let allowed = !["DELETE", "PUT", "PATCH"].contains(&method) && !path.contains("/admin");
-        let (status, answer) = if allowed {
-            ("200 OK", &br#"{"allowed":true}"#[..])
-        } else {
-            ("403 Forbidden", &br#"{"allowed":false}"#[..])
-        };
-        conn.respond(status, &[("Content-Type", "application/json")], answer);
-        false
-    })
-}
-
 /// A service that always answers `status` with `body`.
 fn fixed_service(status: &'static str, body: &'static [u8]) -> Origin {
     Origin::start(move |head, conn| {
@@ -287,15 +254,6 @@ fn fixed_service(status: &'static str, body: &'static [u8]) -> Origin {
         conn.respond(status, &[("Content-Type", "application/json")], body);
         false
     })
-}
-
-/// The questions a service received, parsed.
-fn questions(service: &Origin) -> Vec<Value> {
-    service
-        .seen()
-        .iter()
-        .map(|s| serde_json::from_slice(&s.body).expect("a JSON question"))
-        .collect()
 }
 
 #[test]
@@ -543,51 +501,6 @@ fn decisions_are_cached_and_shared() {
 #[cfg(feature = "tls")]
 mod https {
     use super::*;
-    use std::net::TcpListener;
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
-
-    /// A process killed when dropped.
-    struct Killed(Child);
-
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// stunnel terminating TLS on a free port and passing the bytes to 127.0.0.1:`to`.
-    fn stunnel(dir: &Path, cert: &Path, key: &Path, to: u16) -> (Killed, u16) {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("stunnel.conf");
-        let text = format!(
-        "foreground = yes\npid =\n[authz]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\n\
-         cert = {}\nkey = {}\n",
-        cert.display(),
-        key.display()
-    );
-        std::fs::write(&conf, text).unwrap();
-        let log = std::fs::File::create(dir.join("stunnel.log")).unwrap();
-        let child = Command::new("stunnel")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("stunnel starts");
-        let peer = Killed(child);
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "stunnel did not listen");
-            thread::sleep(Duration::from_millis(20));
-        }
-        (peer, port)
-    }
 
     #[test]
     fn authz_over_https_with_a_test_ca() {
@@ -595,9 +508,10 @@ mod https {
             return;
         }
         let dir = temp_dir("authz-https");
-        let Pki { ca, cert, key } = pki();
+        let Pki { ca, cert, key, .. } = pki();
         let service = reference_service(Duration::ZERO);
-        let (_tls, port) = stunnel(&dir, cert, key, service.port());
+        let tls = stunnel(&dir, cert, key, service.port());
+        let port = tls.port;
         let origin = Origin::echo();
         let url = format!("https://127.0.0.1:{port}/validate");
         let ca = ca.to_str().unwrap();

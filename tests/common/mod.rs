@@ -1,5 +1,8 @@
 //! Shared helpers for the integration tests: the real proxy binary, origin servers on port 0,
-//! and raw HTTP/1.1 clients over std sockets.
+//! raw HTTP/1.1 clients over std sockets, peer processes (stunnel as TLS in front of an
+//! origin), a reference authorization service, test certificates made with the openssl
+//! command (a PKI, and certificates a verifying client must refuse), and the npm tools that
+//! check exports.
 //!
 //! Everything listens and connects on loopback only (127.0.0.1 or [::1]); the only name any
 //! test may resolve is `localhost`. Every read is bounded by a timeout, so a broken proxy fails
@@ -1265,10 +1268,226 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Export and the npm tools
+// ---------------------------------------------------------------------------------------------
+
+/// Where the npm tools are, or `None` (after a visible skip) when they are missing.
+pub fn node_tools() -> Option<PathBuf> {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules");
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !need("node not installed", node) {
+        return None;
+    }
+    let installed = ["newman", "har-validator", "postman-collection"]
+        .iter()
+        .all(|m| modules.join(m).is_dir());
+    need(
+        "newman, har-validator or postman-collection not in node_modules (run npm install)",
+        installed,
+    )
+    .then_some(modules)
+}
+
+/// Runs `smolproxy export` with `args`; returns (exit code, stdout, stderr).
+pub fn export(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("export").args(args);
+    let done = run_to_exit(cmd, Duration::from_secs(20));
+    (done.code, done.stdout, done.stderr)
+}
+
+/// Runs a node script with the repository's node_modules; panics with its output on failure.
+pub fn node(modules: &Path, script: &str, args: &[&Path]) -> String {
+    let mut cmd = Command::new("node");
+    cmd.arg("-e")
+        .arg(script)
+        .arg("--")
+        .args(args)
+        .env("NODE_PATH", modules);
+    let done = run_to_exit(cmd, Duration::from_secs(30));
+    assert_eq!(
+        done.code,
+        Some(0),
+        "node failed:\n{}\n{}",
+        done.stdout,
+        done.stderr
+    );
+    done.stdout
+}
+
+/// A node script validating the HAR file named last on its command line with
+/// `har-validator`; prints `valid N` (N entries) or fails with the validator's errors.
+pub const VALIDATE_HAR: &str = r#"
+const har = JSON.parse(require('fs').readFileSync(process.argv[process.argv.length - 1]));
+require('har-validator').har(har)
+  .then(() => console.log('valid ' + har.log.entries.length))
+  .catch(e => { console.error(JSON.stringify(e.errors || e.message, null, 1)); process.exit(1); });
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Peer processes
+// ---------------------------------------------------------------------------------------------
+
+/// A peer process (tinyproxy, stunnel, ...), killed when dropped.
+pub struct Peer {
+    /// The process.
+    child: Child,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Peer {
+    /// Starts `cmd` (output to `log`) and waits until 127.0.0.1:`port` accepts connections.
+    pub fn start(mut cmd: Command, port: u16, log: &Path) -> Peer {
+        let out = std::fs::File::create(log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut peer = Peer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!(
+                    "{cmd:?} exited with {status}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cmd:?} did not listen: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        peer
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stunnel on a free port of 127.0.0.1, terminating TLS with `cert` and `key` and forwarding
+/// the plain bytes to 127.0.0.1:`to`: TLS in front of an [`Origin`]. Its config and log go
+/// to `dir`.
+pub fn stunnel(dir: &Path, cert: &Path, key: &Path, to: u16) -> Peer {
+    let port = closed_port();
+    let conf = dir.join(format!("stunnel-{port}.conf"));
+    let text = format!(
+        "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\n\
+         cert = {}\nkey = {}\n",
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let mut cmd = Command::new("stunnel");
+    cmd.arg(&conf);
+    Peer::start(cmd, port, &dir.join(format!("stunnel-{port}.log")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorization services
+// ---------------------------------------------------------------------------------------------
+
+/// An authorization service with the rules of Postman's reference runner service: DELETE,
+/// PUT and PATCH are refused, and so is every path containing `/admin`; anything else is
+/// allowed. 200 `{"allowed":true}` or 403 `{"allowed":false}`, 400 when url or method is
+/// missing. Answers after `delay`; every question is recorded (see [`questions`]).
+pub fn reference_service(delay: Duration) -> Origin {
+    Origin::start(move |head, conn| {
+        let body = conn.read_body(head).unwrap_or_default();
+        thread::sleep(delay);
+        let q: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (Some(url), Some(method)) = (q["url"].as_str(), q["method"].as_str()) else {
+            conn.respond(
+                "400 Bad Request",
+                &[("Content-Type", "application/json")],
+                br#"{"allowed":false}"#,
+            );
+            return false;
+        };
+        let path = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/");
+        let path = path.split('?').next().unwrap_or("/");
+        let allowed = !["DELETE", "PUT", "PATCH"].contains(&method) && !path.contains("/admin");
+        let (status, answer) = if allowed {
+            ("200 OK", &br#"{"allowed":true}"#[..])
+        } else {
+            ("403 Forbidden", &br#"{"allowed":false}"#[..])
+        };
+        conn.respond(status, &[("Content-Type", "application/json")], answer);
+        false
+    })
+}
+
+/// The questions an authorization service received, parsed.
+pub fn questions(service: &Origin) -> Vec<serde_json::Value> {
+    service
+        .seen()
+        .iter()
+        .map(|s| serde_json::from_slice(&s.body).expect("a JSON question"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `openssl ARGS` in `dir`, panicking with its stderr if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openssl` arguments for a new P-256 key without a passphrase (fast to make).
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+/// Extensions of a TLS server certificate for these subjectAltNames.
+fn server_ext(san: &str) -> String {
+    format!(
+        "subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth\n"
+    )
+}
+
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1.
 pub struct Pki {
     /// The CA certificate (what `--ca-file` gets).
     pub ca: PathBuf,
+    /// The CA's key.
+    pub ca_key: PathBuf,
     /// The server certificate.
     pub cert: PathBuf,
     /// The server key.
@@ -1280,25 +1499,6 @@ pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
         let dir = temp_dir("pki");
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         let mut ca = vec![
             "req",
             "-x509",
@@ -1309,7 +1509,7 @@ pub fn pki() -> &'static Pki {
             "-keyout",
             "ca.key",
         ];
-        ca.extend(ec);
+        ca.extend(EC_KEY);
         ca.extend([
             "-out",
             "ca.pem",
@@ -1317,7 +1517,7 @@ pub fn pki() -> &'static Pki {
             "basicConstraints=critical,CA:TRUE",
         ]);
         ca.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        run(&ca);
+        openssl(&dir, &ca);
         let mut csr = vec![
             "req",
             "-subj",
@@ -1327,35 +1527,195 @@ pub fn pki() -> &'static Pki {
             "-out",
             "server.csr",
         ];
-        csr.extend(ec);
-        run(&csr);
+        csr.extend(EC_KEY);
+        openssl(&dir, &csr);
         std::fs::write(
             dir.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+            server_ext("DNS:localhost,IP:127.0.0.1"),
         )
         .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ]);
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "server.pem",
+            ],
+        );
         Pki {
             ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
         }
     })
+}
+
+/// A certificate file and its key file.
+pub struct Identity {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+/// Certificates that a verifying client must refuse, each for one reason only.
+pub struct BadCerts {
+    /// For `localhost` and 127.0.0.1, signed by the [`pki`] CA, valid only in January 2020.
+    pub expired: Identity,
+    /// Signed by the [`pki`] CA, valid now, but for `wrong.example` only.
+    pub wrong_name: Identity,
+    /// For `localhost` and 127.0.0.1, valid now, signed by a CA nobody trusts.
+    pub unknown_issuer: Identity,
+    /// A CA certificate (CA:TRUE, keyCertSign) that expired in January 2020, and its key.
+    pub expired_ca: Identity,
+}
+
+/// Makes the [`BadCerts`] once per test run, with the openssl command. OpenSSL 3.0's
+/// `x509 -req` cannot set dates in the past (`-days -1` gives a notAfter before the notBefore,
+/// which is another error), so these come from `openssl ca` and its `-startdate`.
+pub fn bad_certs() -> &'static BadCerts {
+    static BAD: OnceLock<BadCerts> = OnceLock::new();
+    BAD.get_or_init(|| {
+        let pki = pki();
+        let dir = temp_dir("bad-certs");
+        let localhost = server_ext("DNS:localhost,IP:127.0.0.1");
+        let january_2020 = Some(("20200101000000Z", "20200131000000Z"));
+
+        let mut other_ca = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nobody trusts this CA",
+            "-keyout",
+            "other-ca.key",
+            "-out",
+            "other-ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        other_ca.extend(EC_KEY);
+        openssl(&dir, &other_ca);
+        let other = Identity {
+            cert: dir.join("other-ca.pem"),
+            key: dir.join("other-ca.key"),
+        };
+        let trusted = Identity {
+            cert: pki.ca.clone(),
+            key: pki.ca_key.clone(),
+        };
+        let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+                      subjectKeyIdentifier=hash\n";
+        BadCerts {
+            expired: issue(
+                &dir,
+                "expired",
+                "localhost",
+                Some(&trusted),
+                &localhost,
+                january_2020,
+            ),
+            wrong_name: issue(
+                &dir,
+                "wrong-name",
+                "wrong.example",
+                Some(&trusted),
+                &server_ext("DNS:wrong.example"),
+                None,
+            ),
+            unknown_issuer: issue(
+                &dir,
+                "unknown-issuer",
+                "localhost",
+                Some(&other),
+                &localhost,
+                None,
+            ),
+            expired_ca: issue(
+                &dir,
+                "expired-ca",
+                "expired test CA",
+                None,
+                ca_ext,
+                january_2020,
+            ),
+        }
+    })
+}
+
+/// Makes `dir/NAME.key` and `dir/NAME.pem` for the common name `cn` with the extensions
+/// `ext`, signed by `issuer` (self-signed when `None`), valid for two days or between `dates`
+/// (openssl ca's `YYYYMMDDHHMMSSZ`). `openssl ca` wants a database: each gets its own.
+fn issue(
+    dir: &Path,
+    name: &str,
+    cn: &str,
+    issuer: Option<&Identity>,
+    ext: &str,
+    dates: Option<(&str, &str)>,
+) -> Identity {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let subject = format!("/CN={cn}");
+    let mut req = vec!["req", "-subj", &subject, "-keyout", &key, "-out", &csr];
+    req.extend(EC_KEY);
+    openssl(dir, &req);
+
+    let db = dir.join(format!("{name}-db"));
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("index.txt"), "").unwrap();
+    std::fs::write(db.join("serial"), "1000\n").unwrap();
+    let conf = dir.join(format!("{name}-ca.cnf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = {db}/index.txt\nnew_certs_dir = {db}\n\
+             serial = {db}/serial\ndefault_md = sha256\ndefault_days = 2\npolicy = any\n\
+             unique_subject = no\n[any]\ncommonName = supplied\n",
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let ext_file = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext_file, ext).unwrap();
+    let (conf, ext_file) = (conf.to_str().unwrap(), ext_file.to_str().unwrap());
+    let mut args = vec![
+        "ca", "-batch", "-notext", "-config", conf, "-in", &csr, "-extfile", ext_file, "-out", &pem,
+    ];
+    match issuer {
+        Some(ca) => args.extend([
+            "-cert",
+            ca.cert.to_str().unwrap(),
+            "-keyfile",
+            ca.key.to_str().unwrap(),
+        ]),
+        None => args.extend(["-selfsign", "-keyfile", &key]),
+    }
+    if let Some((start, end)) = dates {
+        args.extend(["-startdate", start, "-enddate", end]);
+    }
+    openssl(dir, &args);
+    Identity {
+        cert: dir.join(pem),
+        key: dir.join(key),
+    }
 }
