@@ -13,7 +13,7 @@ mod common;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -145,56 +145,6 @@ fn through_connect(proxy: SocketAddr, authority: &str) -> String {
     c.response().text()
 }
 
-/// A peer process (tinyproxy, stunnel, ...), killed when dropped.
-struct Peer {
-    /// The process.
-    child: Child,
-    /// Where it listens on 127.0.0.1.
-    port: u16,
-}
-
-impl Peer {
-    /// Starts `cmd` (output to `log`) and waits until 127.0.0.1:`port` accepts connections.
-    fn start(mut cmd: Command, port: u16, log: &Path) -> Peer {
-        let out = std::fs::File::create(log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut peer = Peer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = peer.child.try_wait() {
-                panic!(
-                    "{cmd:?} exited with {status}: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{cmd:?} did not listen: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        peer
-    }
-
-    /// `127.0.0.1:PORT`.
-    fn authority(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// tinyproxy on a free port, with `BasicAuth` when `auth` is given.
 fn tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Peer {
     let port = closed_port();
@@ -225,23 +175,6 @@ fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
         pass,
     ]);
     Peer::start(cmd, port, &dir.join(format!("microsocks-{port}.log")))
-}
-
-/// stunnel on a free port, terminating TLS with the test server certificate and forwarding
-/// the plain bytes to 127.0.0.1:`to`.
-#[cfg(feature = "tls")]
-fn stunnel(dir: &Path, pki: &Pki, to: u16) -> Peer {
-    let port = closed_port();
-    let conf = dir.join(format!("stunnel-{port}.conf"));
-    let text = format!(
-        "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
-        pki.cert.display(),
-        pki.key.display()
-    );
-    std::fs::write(&conf, text).unwrap();
-    let mut cmd = Command::new("stunnel");
-    cmd.arg(&conf);
-    Peer::start(cmd, port, &dir.join(format!("stunnel-{port}.log")))
 }
 
 /// Runs `smolproxy FLAGS route ARGS` with `env` and returns its stdout (asserting exit 0).

@@ -1359,3 +1359,131 @@ pub fn pki() -> &'static Pki {
         }
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Peer processes
+// ---------------------------------------------------------------------------------------------
+
+/// A peer process (tinyproxy, stunnel, ...), killed when dropped.
+pub struct Peer {
+    /// The process.
+    child: Child,
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Peer {
+    /// Starts `cmd` (output to `log`) and waits until 127.0.0.1:`port` accepts connections.
+    pub fn start(mut cmd: Command, port: u16, log: &Path) -> Peer {
+        let out = std::fs::File::create(log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut peer = Peer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!(
+                    "{cmd:?} exited with {status}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cmd:?} did not listen: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        peer
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stunnel on a free port, terminating TLS with the test server certificate and forwarding
+/// the plain bytes to 127.0.0.1:`to`.
+pub fn stunnel(dir: &Path, pki: &Pki, to: u16) -> Peer {
+    let port = closed_port();
+    let conf = dir.join(format!("stunnel-{port}.conf"));
+    let text = format!(
+        "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{to}\ncert = {}\nkey = {}\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let mut cmd = Command::new("stunnel");
+    cmd.arg(&conf);
+    Peer::start(cmd, port, &dir.join(format!("stunnel-{port}.log")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// No DNS
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `$2 ...` with /etc/resolv.conf and /etc/nsswitch.conf replaced by `$0` and `$1` (bind
+/// mounts, seen only inside the namespace `unshare --mount` made), and an empty /run/nscd so a
+/// caching daemon cannot answer either.
+const NO_DNS_SCRIPT: &str = concat!(
+    r#"mount --bind "$0" /etc/resolv.conf && "#,
+    r#"{ [ ! -e /etc/nsswitch.conf ] || mount --bind "$1" /etc/nsswitch.conf; } && "#,
+    r#"{ [ ! -d /run/nscd ] || mount -t tmpfs none /run/nscd; } && "#,
+    r#"shift && exec "$@""#
+);
+
+/// A command that runs `program` in its own mount namespace where /etc/resolv.conf names a
+/// resolver on 127.0.0.1:53, where nothing answers, and names are looked up in /etc/hosts and
+/// that resolver only: every other lookup fails at once and no DNS query leaves this machine.
+/// Add the program's arguments to it. `None` after a visible skip (a panic in CI) when mount
+/// namespaces are not available here (they need root and util-linux's `unshare`).
+pub fn without_dns(program: impl AsRef<std::ffi::OsStr>) -> Option<Command> {
+    static FILES: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    let files = FILES.get_or_init(|| {
+        let dir = temp_dir("no-dns");
+        let resolv = dir.join("resolv.conf");
+        let nsswitch = dir.join("nsswitch.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        std::fs::write(&nsswitch, "hosts: files dns\n").unwrap();
+        let works = Command::new("unshare")
+            .args(["--mount", "sh", "-c", NO_DNS_SCRIPT])
+            .arg(&resolv)
+            .arg(&nsswitch)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        works.then_some((resolv, nsswitch))
+    });
+    let available = need(
+        "unshare --mount with bind mounts is not available (needs root and util-linux)",
+        files.is_some(),
+    );
+    let (resolv, nsswitch) = files.as_ref().filter(|_| available)?;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", NO_DNS_SCRIPT])
+        .arg(resolv)
+        .arg(nsswitch)
+        .arg(program);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    Some(cmd)
+}
