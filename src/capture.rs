@@ -44,6 +44,8 @@ pub struct Trace {
     pub answer: Answer,
     /// For a CONNECT tunnel that was set up: payload bytes (up, down).
     pub tunnel: Option<(u64, u64)>,
+    /// The exchange happened inside an intercepted tunnel (SPEC §10).
+    pub intercepted: bool,
 }
 
 /// The response side of a [`Trace`].
@@ -76,6 +78,7 @@ impl Trace {
                 body: Tap::new(limit),
             },
             tunnel: None,
+            intercepted: false,
         }
     }
 
@@ -165,6 +168,9 @@ pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets
         },
         "response" => response,
     });
+    if trace.intercepted {
+        rec.extend(obj! { "intercepted" => true });
+    }
     rec
 }
 

@@ -228,6 +228,22 @@ pub struct Flags {
     #[argh(option, arg_name = "PEM")]
     pub ca_file: Vec<PathBuf>,
 
+    /// CONNECT destinations whose TLS is opened so that capture, policy and --authz-url see
+    /// each request inside (SPEC §10); same patterns as --bypass; needs --intercept-ca and
+    /// --intercept-key; repeatable (default none)
+    #[argh(option, arg_name = "PATTERNS", from_str_fn(PatternList::parse))]
+    pub intercept: Vec<PatternList>,
+
+    /// the CA certificate that signs interception certificates (PEM; make one with
+    /// `smolproxy ca new`) (default none)
+    #[argh(option, arg_name = "PEM")]
+    pub intercept_ca: Option<PathBuf>,
+
+    /// the private key of --intercept-ca (PEM, PKCS#8; refused if group or others can read
+    /// it) (default none)
+    #[argh(option, arg_name = "PEM")]
+    pub intercept_key: Option<PathBuf>,
+
     /// what to do instead of running the proxy (route, export)
     #[argh(subcommand)]
     pub command: Option<Command>,
@@ -486,6 +502,21 @@ pub struct Config {
     pub ca_files: Vec<PathBuf>,
     /// Trusted CA certificates for TLS to upstreams and origins, from [`Config::read_files`].
     pub trust: Trust,
+    /// HTTPS interception, with `--intercept`.
+    pub intercept: Option<Intercept>,
+}
+
+/// The checked `--intercept*` flags (SPEC §10).
+#[derive(Debug, Clone)]
+pub struct Intercept {
+    /// CONNECT destinations to intercept.
+    pub patterns: PatternList,
+    /// The CA certificate file.
+    pub ca_file: PathBuf,
+    /// The CA key file.
+    pub key_file: PathBuf,
+    /// The CA, read and checked in [`Config::read_files`].
+    pub ca: Option<std::sync::Arc<crate::ca::Ca>>,
 }
 
 /// A configuration refused at start: the one line to print and the exit status (SPEC §2).
@@ -532,6 +563,11 @@ impl Config {
         }
         self.trust = Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
             .map_err(|(status, message)| Refused { status, message })?;
+        if let Some(i) = &mut self.intercept {
+            let ca = crate::ca::Ca::load(&i.ca_file, &i.key_file)
+                .map_err(|(status, message)| Refused { status, message })?;
+            i.ca = Some(std::sync::Arc::new(ca));
+        }
         Ok(())
     }
 }
@@ -581,6 +617,7 @@ impl Flags {
                 ));
             }
         }
+        let intercept = intercept(self.intercept, self.intercept_ca, self.intercept_key)?;
         let policy = Policy::new(self.allow, self.deny, self.block_private, &listen);
         let authz = self.authz_url.map(|url| AuthzSettings {
             url,
@@ -601,6 +638,7 @@ impl Flags {
             policy,
             authz,
             ca_files: self.ca_file,
+            intercept,
             trust: Trust::default(),
             listen,
             connect_ports,
@@ -623,6 +661,38 @@ impl Flags {
             capture_body_limit: self.capture_body_limit,
             capture_secrets: self.capture_secrets,
         })
+    }
+}
+
+/// Checks the `--intercept*` flags together: all three or none.
+fn intercept(
+    lists: Vec<PatternList>,
+    ca: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<Intercept>, String> {
+    let mut patterns = PatternList::default();
+    for list in lists {
+        patterns.extend(list);
+    }
+    let any = !patterns.is_empty() || ca.is_some() || key.is_some();
+    if any && !cfg!(feature = "tls-server") {
+        return Err(
+            "--intercept: this build has no TLS server (the tls-server feature is off)".into(),
+        );
+    }
+    match (patterns.is_empty(), ca, key) {
+        (true, None, None) => Ok(None),
+        (false, Some(ca_file), Some(key_file)) => Ok(Some(Intercept {
+            patterns,
+            ca_file,
+            key_file,
+            ca: None,
+        })),
+        (true, _, _) => Err("--intercept-ca and --intercept-key need --intercept".into()),
+        (false, None, _) => {
+            Err("--intercept needs --intercept-ca (make one with `smolproxy ca new`)".into())
+        }
+        (false, _, None) => Err("--intercept needs --intercept-key".into()),
     }
 }
 
@@ -649,7 +719,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// A duration the way the flags write it (`500ms`, `2s`), for messages.
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

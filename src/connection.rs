@@ -17,31 +17,87 @@ use crate::alarm::Alarm;
 use crate::capture::Trace;
 use crate::error::Error;
 use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
-use crate::head::{parse_request, Request};
+use crate::head::{parse_request_in, Request};
 use crate::log::Entry;
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::stream::{Stream, Tcp};
-use crate::target::Scheme;
+use crate::target::{Scheme, Target};
 use crate::tunnel;
 use crate::{authz, route, upstream};
 
+/// The client's side of a connection.
+#[derive(Clone)]
+struct Client {
+    /// The socket.
+    tcp: Tcp,
+    /// What requests are read from and answers written to: the socket itself, or the TLS
+    /// session over it inside an intercepted tunnel.
+    io: Stream,
+}
+
+/// An intercepted tunnel whose requests are being served (SPEC §10).
+struct Inside {
+    /// The server the tunnel was opened for, as an `https://` target without a path.
+    target: Target,
+    /// The user who opened it: requests inside carry no proxy credentials.
+    user: Option<String>,
+    /// The client's SNI when it names another server than the tunnel's: every request inside
+    /// is then misdirected (421).
+    other_sni: Option<String>,
+}
+
+/// What a request left open when the connection stops reading requests.
+enum Opened {
+    /// A CONNECT tunnel to relay: the stream to the destination and the client's early bytes.
+    Tunnel(Stream, Vec<u8>),
+    /// A CONNECT tunnel to intercept, with the client's early bytes.
+    #[cfg_attr(not(feature = "tls-server"), allow(dead_code))] // made only with tls-server
+    Intercept(Vec<u8>),
+}
+
 /// Serves one accepted client until it closes, errs, idles out, or the proxy stops.
-pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunnel> {
+pub async fn serve(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> {
+    let client = Client {
+        io: Stream::Tcp(tcp.clone()),
+        tcp,
+    };
     // Clients outside --allow-client are turned away before a byte is read from them.
     if let Err(err) = p.cfg.access.admit(peer.ip()) {
         Box::pin(refuse(&p, &client, peer, &err)).await;
         return None;
     }
-    let mut reader = Reader::new(client.clone(), p.cfg.idle_timeout);
+    requests(p, client, peer, None).await
+}
+
+/// Reads and handles requests one after another, on a client connection or inside an
+/// intercepted tunnel; returns a tunnel left open by CONNECT.
+async fn requests(
+    p: Arc<Proxy>,
+    client: Client,
+    peer: SocketAddr,
+    inside: Option<&Inside>,
+) -> Option<Tunnel> {
+    let mut reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
     let mut first = true;
     // One timer each for the idle wait and the head timeout, kept across requests (see alarm.rs).
     let (mut idle_alarm, mut head_alarm) = (Alarm::default(), Alarm::default());
     loop {
-        if !first && reader.buffered().is_empty() {
+        if !first && reader.buffered().is_empty() && inside.is_some() {
+            // Idle inside TLS: the session may hold decrypted bytes that the socket no longer
+            // shows, so wait by reading (the reader's timeout is the idle timeout).
+            let more = async { matches!(reader.fill().await, Ok(n) if n > 0) };
+            let stop = async {
+                p.stopped().await;
+                false
+            };
+            if !more.or(stop).await {
+                return None;
+            }
+        } else if !first && reader.buffered().is_empty() {
             // Idle between requests: no buffer held, woken by data, the idle timer or shutdown.
             reader.release();
-            let readable = async { client.0.readable().await.is_ok() };
+            let readable = async { client.tcp.0.readable().await.is_ok() };
             let idle_since = Instant::now();
             let idle = async {
                 idle_alarm.wait(|| idle_since + p.cfg.idle_timeout).await;
@@ -87,7 +143,7 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
             }
         };
         entry.up = len as u64;
-        let req = match parse_request(&reader.buffered()[..len]) {
+        let req = match parse_request_in(&reader.buffered()[..len], inside.map(|i| &i.target)) {
             Ok(r) => r,
             Err(err) => {
                 (entry.method, entry.target) = request_line(&reader.buffered()[..len]);
@@ -100,26 +156,35 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
         entry.target = req.uri.clone();
 
         let mut trace = Trace::new(p.capture.as_ref(), started);
+        trace.intercepted = inside.is_some();
         let mut opened = None;
         let keep_alive = Box::pin(handle(
             &p,
             &mut reader,
             &client,
             &req,
-            &mut entry,
-            &mut trace,
+            (&mut entry, &mut trace),
             &mut opened,
+            inside,
         ))
         .await;
-        if let Some((origin, early)) = opened {
+        if let Some(opened) = opened {
             // An open tunnel outlives everything this connection held for reading requests:
             // it goes on as a future of its own, so an idle tunnel costs only its relay.
+            let target = req.target.clone();
             let done = Box::new(Done {
                 entry,
                 started,
                 record: p.capture.is_some().then(|| Box::new((req, trace))),
             });
-            return Some(Box::pin(run_tunnel(p, client, origin, early, done)));
+            return Some(match opened {
+                Opened::Tunnel(origin, early) => {
+                    Box::pin(run_tunnel(p, client.tcp, origin, early, done))
+                }
+                Opened::Intercept(early) => {
+                    Box::pin(run_intercepted(p, client.tcp, early, done, target))
+                }
+            });
         }
         entry.duration = started.elapsed();
         p.log.write(&entry);
@@ -136,24 +201,36 @@ pub async fn serve(p: Arc<Proxy>, client: Tcp, peer: SocketAddr) -> Option<Tunne
 /// Handles one parsed request; returns whether the connection can carry another.
 async fn handle(
     p: &Proxy,
-    reader: &mut Reader<Tcp>,
-    client: &Tcp,
+    reader: &mut Reader<Stream>,
+    client: &Client,
     req: &Request,
-    entry: &mut Entry,
-    trace: &mut Trace,
-    opened: &mut Option<(Stream, Vec<u8>)>,
+    (entry, trace): (&mut Entry, &mut Trace),
+    opened: &mut Option<Opened>,
+    inside: Option<&Inside>,
 ) -> bool {
-    // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
-    // kept-alive connection open so the client can retry on it with credentials.
-    match p
-        .cfg
-        .access
-        .authenticate(entry.client.ip(), req.head.all("proxy-authorization"))
-    {
-        Ok(user) => entry.user = user,
-        Err(denial) => {
-            entry.rule = Some(denial.to_string());
-            return reply(p, client, &Error::AuthRequired, req, entry).await;
+    if let Some(inside) = inside {
+        // The tunnel's CONNECT carried the credentials; its user is this request's.
+        entry.user.clone_from(&inside.user);
+        if let Some(sni) = &inside.other_sni {
+            let err = Error::Misdirected(format!(
+                "this TLS session is for {sni}, not {}",
+                inside.target.host_port()
+            ));
+            return reply(p, client, &err, req, entry).await;
+        }
+    } else {
+        // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
+        // kept-alive connection open so the client can retry on it with credentials.
+        match p
+            .cfg
+            .access
+            .authenticate(entry.client.ip(), req.head.all("proxy-authorization"))
+        {
+            Ok(user) => entry.user = user,
+            Err(denial) => {
+                entry.rule = Some(denial.to_string());
+                return reply(p, client, &Error::AuthRequired, req, entry).await;
+            }
         }
     }
     match decide(p, req) {
@@ -163,7 +240,7 @@ async fn handle(
             let bytes = answer_here(req, keep);
             entry.status = 200;
             entry.down = bytes.len() as u64;
-            let sent = write_with_timeout(&mut client.clone(), &bytes, p)
+            let sent = write_with_timeout(&mut client.io.clone(), &bytes, p)
                 .await
                 .is_ok();
             if sent && !keep {
@@ -218,7 +295,7 @@ async fn handle(
                     let early = reader.buffered().to_vec();
                     reader.consume(early.len());
                     let (up, down) = Box::pin(tunnel::relay(
-                        client.clone(),
+                        client.io.clone(),
                         &early,
                         origin.io.clone(),
                         origin.buffered(),
@@ -247,7 +324,7 @@ async fn handle(
                 entry.down = down;
                 // The response is cut short: reset rather than close, so that a client reading
                 // until close (HTTP/1.0, close-delimited) does not take it as complete.
-                client.abort_on_close();
+                client.tcp.abort_on_close();
                 return false;
             }
         }
@@ -325,28 +402,33 @@ fn answer_here(req: &Request, keep_alive: bool) -> Vec<u8> {
     out
 }
 
-/// CONNECT: reach the target, say 200, then relay bytes both ways.
+/// CONNECT: reach the target, say 200, then relay bytes both ways. A destination that
+/// `--intercept` names is not reached yet: what the client sends decides (`run_intercepted`).
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the request's state
 async fn connect(
     p: &Proxy,
-    reader: &mut Reader<Tcp>,
-    client: &Tcp,
+    reader: &mut Reader<Stream>,
+    client: &Client,
     req: &Request,
     entry: &mut Entry,
     trace: &mut Trace,
     hops: &[route::Upstream],
-) -> Option<(Stream, Vec<u8>)> {
+) -> Option<Opened> {
     let t = &req.target;
-    let origin = match Box::pin(upstream::tunnel(p, hops, &t.host, t.port)).await {
-        Ok(stream) => stream,
-        Err(err) => {
-            reply(p, client, &err, req, entry).await;
-            return None;
+    let origin = if intercepts(p, t) {
+        None
+    } else {
+        match Box::pin(upstream::tunnel(p, hops, &t.host, t.port)).await {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                reply(p, client, &err, req, entry).await;
+                return None;
+            }
         }
     };
     trace.ready = trace.stamp();
     let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
-    if write_with_timeout(&mut client.clone(), ok, p)
+    if write_with_timeout(&mut client.io.clone(), ok, p)
         .await
         .is_err()
     {
@@ -358,7 +440,18 @@ async fn connect(
     let early = reader.buffered().to_vec();
     reader.consume(early.len());
     reader.release();
-    Some((origin, early))
+    Some(match origin {
+        Some(origin) => Opened::Tunnel(origin, early),
+        None => Opened::Intercept(early),
+    })
+}
+
+/// Whether `--intercept` names this CONNECT destination.
+fn intercepts(p: &Proxy, t: &Target) -> bool {
+    p.cfg
+        .intercept
+        .as_ref()
+        .is_some_and(|i| i.patterns.matches(&t.host, t.port).is_some())
 }
 
 /// A relaying tunnel, detached from the connection that opened it.
@@ -383,7 +476,8 @@ async fn run_tunnel(
     early: Vec<u8>,
     mut done: Box<Done>,
 ) {
-    let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
+    let (up, down) =
+        tunnel::relay(Stream::Tcp(client), &early, origin, &[], p.cfg.idle_timeout).await;
     drop(early);
     // Only pointers are kept across the capture's wait: a local copy of the entry or the
     // request would make every idle tunnel's future larger.
@@ -397,6 +491,117 @@ async fn run_tunnel(
     }
 }
 
+/// An intercepted CONNECT after its 200 (SPEC §10): a TLS client gets a session whose
+/// requests are served like absolute-form `https://` ones; anything else is relayed opaque,
+/// as if it had not been intercepted. The CONNECT's own log line comes when it ends.
+#[cfg(feature = "tls-server")]
+async fn run_intercepted(
+    p: Arc<Proxy>,
+    tcp: Tcp,
+    early: Vec<u8>,
+    mut done: Box<Done>,
+    target: Target,
+) {
+    use crate::config::show_duration;
+    use crate::intercept::{self, Peek};
+    let Some(interceptor) = &p.intercept else {
+        return;
+    };
+    let name = target.host_port();
+    match intercept::peek(&tcp, &early).await {
+        Peek::Tls => {
+            match interceptor
+                .accept(tcp.clone(), early, &target.host, p.cfg.header_timeout)
+                .await
+            {
+                Ok(session) => {
+                    let inside = Inside {
+                        other_sni: session.sni.filter(|sni| *sni != target.host),
+                        target: Target {
+                            scheme: Scheme::Https,
+                            path: String::new(),
+                            ..target
+                        },
+                        user: done.entry.user.clone(),
+                    };
+                    let client = Client {
+                        tcp,
+                        io: session.stream,
+                    };
+                    let peer = done.entry.client;
+                    serve_session(p.clone(), client.clone(), peer, &inside).await;
+                    // close_notify, so the client knows the session ended whole.
+                    let _ = futures_lite::AsyncWriteExt::close(&mut client.io.clone())
+                        .or(async {
+                            Timer::after(LINGER).await;
+                            Ok(())
+                        })
+                        .await;
+                }
+                Err(why) => {
+                    // A client that does not trust the CA, or pins its certificates.
+                    eprintln!(
+                        "intercept: TLS with {} for {name} failed: {why}",
+                        done.entry.client
+                    );
+                    done.entry.rule = Some(format!("interception failed: {why}"));
+                }
+            }
+        }
+        peek @ (Peek::Other(_) | Peek::Silent) => {
+            let what = match peek {
+                Peek::Other(byte) => format!("not TLS (first byte 0x{byte:02x})"),
+                _ => format!(
+                    "the client sent nothing for {}",
+                    show_duration(intercept::SILENT_CLIENT)
+                ),
+            };
+            eprintln!("intercept: {name}: {what}; relayed as an opaque tunnel");
+            let route = route::decide(&p.cfg.routing, Scheme::Connect, &target.host, target.port);
+            match Box::pin(upstream::tunnel(
+                &p,
+                route.hops(),
+                &target.host,
+                target.port,
+            ))
+            .await
+            {
+                Ok(origin) => {
+                    if let Some(record) = &mut done.record {
+                        record.1.ready = record.1.stamp();
+                    }
+                    return run_tunnel(p, tcp, origin, early, done).await;
+                }
+                Err(err) => {
+                    // The 200 is out: the client learns it from the closed tunnel.
+                    eprintln!("intercept: {name}: {err}");
+                    done.entry.rule = Some(err.to_string());
+                }
+            }
+        }
+        Peek::Closed => {}
+    }
+    done.entry.duration = done.started.elapsed();
+    p.log.write(&done.entry);
+}
+
+/// The requests of an intercepted session. A plain function returning a boxed future, because
+/// the session's future is inside the future of the connection that opened it: the type ends
+/// the cycle the compiler would otherwise have to see through to know it is `Send`.
+#[cfg(feature = "tls-server")]
+fn serve_session(
+    p: Arc<Proxy>,
+    client: Client,
+    peer: SocketAddr,
+    inside: &Inside,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Tunnel>> + Send + '_>> {
+    Box::pin(requests(p, client, peer, Some(inside)))
+}
+
+/// Without the `tls-server` feature no CONNECT is intercepted: `--intercept` is refused.
+#[cfg(not(feature = "tls-server"))]
+async fn run_intercepted(_: Arc<Proxy>, _: Tcp, _: Vec<u8>, _: Box<Done>, _: Target) {}
+
 /// Whether the connection can carry another request after this one is answered here, without
 /// its body being read: a body still on the wire would be read as the next request.
 fn can_continue(p: &Proxy, req: &Request) -> bool {
@@ -404,7 +609,7 @@ fn can_continue(p: &Proxy, req: &Request) -> bool {
 }
 
 /// Sends an error reply for a parsed request; returns whether the connection stays usable.
-async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut Entry) -> bool {
+async fn reply(p: &Proxy, client: &Client, err: &Error, req: &Request, entry: &mut Entry) -> bool {
     let keep = err.keeps_connection() && can_continue(p, req);
     if let Error::Forbidden(rule) = err {
         // Also a denial found while dialling: an address the egress policy refused.
@@ -428,7 +633,7 @@ async fn reply(p: &Proxy, client: &Tcp, err: &Error, req: &Request, entry: &mut 
 /// and size in `entry`; returns whether it was sent.
 async fn send_error(
     p: &Proxy,
-    client: &Tcp,
+    client: &Client,
     err: &Error,
     extra: &str,
     close: bool,
@@ -437,7 +642,7 @@ async fn send_error(
     let bytes = err.reply(extra, close);
     entry.status = err.status().0;
     entry.down = bytes.len() as u64;
-    write_with_timeout(&mut client.clone(), &bytes, p)
+    write_with_timeout(&mut client.io.clone(), &bytes, p)
         .await
         .is_ok()
 }
@@ -445,7 +650,7 @@ async fn send_error(
 /// Answers a request that could not be read or parsed, logs it, and lets the caller close.
 async fn finish_with_error(
     p: &Proxy,
-    client: &Tcp,
+    client: &Client,
     err: &Error,
     entry: &mut Entry,
     started: Instant,
@@ -464,7 +669,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Turns away a client outside `--allow-client`: a complete 403, one log line, then close.
-async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
+async fn refuse(p: &Proxy, client: &Client, peer: SocketAddr, err: &Error) {
     let mut entry = Entry::new(peer);
     entry.rule = Some(err.to_string());
     entry.denied = true;
@@ -475,7 +680,8 @@ async fn refuse(p: &Proxy, client: &Tcp, peer: SocketAddr, err: &Error) {
 /// written: closing a socket with unread input sends a TCP reset, which can discard the reply
 /// before the client reads it (RFC 9112 §9.6). So: half-close, then drop what arrives until
 /// the client closes, for at most [`LINGER`] and [`LINGER_BYTES`].
-async fn linger(client: &Tcp) {
+async fn linger(client: &Client) {
+    let client = &client.tcp;
     client.shutdown_write();
     let mut sink = vec![0u8; 4096];
     let mut left = LINGER_BYTES;

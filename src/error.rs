@@ -19,6 +19,8 @@ pub enum Error {
     AuthRequired,
     /// 408: the request head did not arrive in time.
     HeadTimeout,
+    /// 421: inside an intercepted tunnel, a request for another server than the tunnel's.
+    Misdirected(String),
     /// 414: the request line is longer than [`crate::head::MAX_URI`].
     UriTooLong,
     /// 431: the head is larger than [`crate::head::MAX_HEAD`] or has too many fields.
@@ -31,7 +33,7 @@ pub enum Error {
     Unavailable(String),
     /// 504: the next hop did not answer in time.
     GatewayTimeout(String),
-    /// 505: an HTTP version other than 1.0 and 1.1.
+    /// 505: a well-formed request line with a major HTTP version other than 1 (RFC 9112 §2.3).
     VersionNotSupported,
     /// 508: the request already passed through this proxy.
     Loop(String),
@@ -56,6 +58,7 @@ impl Error {
             Error::AuthRequired => 407,
             Error::HeadTimeout => 408,
             Error::UriTooLong => 414,
+            Error::Misdirected(_) => 421,
             Error::HeadTooLarge => 431,
             Error::NotImplemented(_) => 501,
             Error::BadGateway(_) => 502,
@@ -79,6 +82,7 @@ impl Error {
                 | Error::BadGateway(_)
                 | Error::GatewayTimeout(_)
                 | Error::Loop(_)
+                | Error::Misdirected(_)
                 | Error::Unavailable(_)
         )
     }
@@ -108,12 +112,13 @@ impl fmt::Display for Error {
             | Error::BadGateway(m)
             | Error::Unavailable(m)
             | Error::GatewayTimeout(m)
+            | Error::Misdirected(m)
             | Error::Loop(m) => f.write_str(m),
             Error::AuthRequired => f.write_str("proxy credentials missing or wrong"),
             Error::HeadTimeout => f.write_str("request head not received in time"),
             Error::UriTooLong => f.write_str("request target too long"),
             Error::HeadTooLarge => f.write_str("request head too large"),
-            Error::VersionNotSupported => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            Error::VersionNotSupported => f.write_str("only HTTP/1.x is supported"),
         }
     }
 }
@@ -128,6 +133,7 @@ pub fn reason(code: u16) -> &'static str {
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         414 => "URI Too Long",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",

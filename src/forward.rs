@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::head::{parse_response, Framing, Request, Response};
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
-use crate::stream::{Stream, Tcp};
+use crate::stream::Stream;
 
 /// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that
 /// Connection names.
@@ -89,7 +89,7 @@ pub struct Hop<'a> {
 /// capture needs (timings, the response head, the first bytes of both bodies).
 pub async fn exchange(
     p: &Proxy,
-    client: &mut Reader<Tcp>,
+    client: &mut Reader<Stream>,
     req: &Request,
     hop: Hop<'_>,
     trace: &mut Trace,
@@ -216,7 +216,7 @@ struct Down {
 async fn respond(
     p: &Proxy,
     origin: &mut Reader<Stream>,
-    mut client: Tcp,
+    mut client: Stream,
     req: &Request,
     (hop_name, via_proxy): (&str, bool),
     (answer, progress): (&mut Answer, &Progress),
@@ -521,12 +521,16 @@ pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(
     p: &Proxy,
 ) -> io::Result<()> {
     let timeout = p.cfg.idle_timeout;
-    w.write_all(data)
-        .or(async {
-            async_io::Timer::after(timeout).await;
-            Err(io::ErrorKind::TimedOut.into())
-        })
-        .await
+    // Flushed: a TLS session may keep records back until asked.
+    async {
+        w.write_all(data).await?;
+        w.flush().await
+    }
+    .or(async {
+        async_io::Timer::after(timeout).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
 }
 
 /// Whether the exchange may be retried on a fresh connection after a reused one failed

@@ -7,7 +7,7 @@
 //! It does not read sockets: [`crate::reader::Reader`] finds the end of a head and calls in here.
 
 use crate::error::Error;
-use crate::target::{Target, TargetError};
+use crate::target::{Scheme, Target, TargetError};
 
 /// Largest request or response head accepted, in bytes; beyond it 431 (requests) or 502.
 /// 16 KiB is what nginx and tinyproxy accept by default and fits a router's RAM many times.
@@ -20,7 +20,7 @@ pub const MAX_HEADERS: usize = 100;
 /// The header fields of a head: one owned copy of the bytes plus ranges into it.
 #[derive(Debug, Clone, Default)]
 pub struct Head {
-    /// The raw head bytes as received.
+    /// The raw head bytes as received (a request's newer HTTP/1 minor version reads 1.1).
     raw: Vec<u8>,
     /// Name and value ranges of each field, in order, duplicates kept.
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
@@ -80,7 +80,7 @@ impl Head {
             .collect()
     }
 
-    /// The head exactly as received.
+    /// The head as received, except that a request's newer HTTP/1 minor version reads 1.1.
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
@@ -108,7 +108,7 @@ pub struct Request {
     pub target: Target,
     /// The target as received, for logs.
     pub uri: String,
-    /// HTTP minor version: 0 or 1.
+    /// HTTP minor version: 0 or 1 (a newer HTTP/1 minor version is processed as 1).
     pub minor: u8,
     /// The header fields.
     pub head: Head,
@@ -189,12 +189,36 @@ impl Response {
 
 /// Parses a complete request head (`buf` ends with the blank line).
 pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
+    parse_request_in(buf, None)
+}
+
+/// Parses a request head; inside an intercepted tunnel to `tunnel` (an `https://` target
+/// without a path), as an origin server would: origin-form targets are that server's, an
+/// absolute-form one must name it, and so must Host (RFC 9110 §7.4: else 421). The request's
+/// `uri` is then the absolute URL it stands for, for logs and the capture.
+pub fn parse_request_in(buf: &[u8], tunnel: Option<&Target>) -> Result<Request, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let rewritten;
+    let (buf, parsed) = match req.parse(buf) {
+        // httparse says where it stopped, not what is wrong: a space in the target makes it
+        // read the rest of the target as the version. The request line itself decides.
+        Err(e) => match request_line(buf)? {
+            Line::Sound => (buf, Err(e)),
+            // RFC 9112 §2.3: a newer HTTP/1 minor version is processed as 1.1. httparse only
+            // knows 1.0 and 1.1, so a copy that says HTTP/1.1 (same length) is parsed instead.
+            Line::NewerMinor(at) => {
+                rewritten = as_http11(buf, at);
+                req = httparse::Request::new(&mut headers);
+                (&rewritten[..], req.parse(&rewritten))
+            }
+        },
+        parsed => (buf, parsed),
+    };
+    match parsed {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
-        Err(httparse::Error::Version) => return Err(Error::VersionNotSupported),
+        // The request line passed `request_line`, so what failed is in the fields.
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
         Err(e) => return Err(bad(&format!("malformed request head: {}", parse_error(e)))),
     }
@@ -204,19 +228,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
     if uri.len() > MAX_URI {
         return Err(Error::UriTooLong);
     }
-    let target = if method == "CONNECT" {
-        Target::parse_authority(&uri)
-    } else {
-        Target::parse_absolute(&uri)
-    }
-    .map_err(|e| match e {
-        TargetError::NotProxy => bad(
-            "this is a proxy: send the full URL (absolute-form, e.g. GET http://host/path) \
-             or use CONNECT",
-        ),
-        TargetError::Scheme(s) => Error::NotImplemented(format!("scheme {s}:// is not supported")),
-        TargetError::Invalid(why) => bad(&format!("bad request target: {why}")),
-    })?;
+    let target = match tunnel {
+        Some(tunnel) => inside(&method, &uri, tunnel)?,
+        None if method == "CONNECT" => Target::parse_authority(&uri).map_err(target_error)?,
+        None => Target::parse_absolute(&uri).map_err(target_error)?,
+    };
     let head = Head::new(buf, req.headers);
 
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1; never more than one.
@@ -228,7 +244,14 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
     if method == "CONNECT" && framing != Framing::Empty {
         return Err(bad("CONNECT with a body"));
     }
+    if let Some(tunnel) = tunnel {
+        same_server(&head, tunnel)?;
+    }
     let connection = head.tokens("connection");
+    let uri = match tunnel {
+        Some(_) => target.to_string(),
+        None => uri,
+    };
     Ok(Request {
         method,
         target,
@@ -238,6 +261,141 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, Error> {
         framing,
         connection,
     })
+}
+
+/// What the request line says once its shape is checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// Well formed, HTTP/1.0 or HTTP/1.1.
+    Sound,
+    /// Well formed, HTTP/1.x with x > 1; the version token starts at this offset of the head.
+    NewerMinor(usize),
+}
+
+/// Checks the request line of a head on its own (RFC 9112 §3): exactly
+/// `method SP request-target SP HTTP-version`, a token as method, no whitespace or control
+/// character in the target, and `HTTP/DIGIT.DIGIT` with a case-sensitive name (§2.3).
+/// A malformed line is 400 whatever its version; a well-formed one with a major version other
+/// than 1 is 505.
+fn request_line(buf: &[u8]) -> Result<Line, Error> {
+    // RFC 9112 §2.2: empty lines before the request line are ignored, as httparse does.
+    let mut start = 0;
+    while let Some(rest) = buf.get(start..) {
+        match rest {
+            [b'\r', b'\n', ..] => start += 2,
+            [b'\n', ..] => start += 1,
+            _ => break,
+        }
+    }
+    let rest = buf.get(start..).unwrap_or_default();
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Single spaces are the only separators; any other whitespace (HTAB, VT, FF, a bare CR)
+    // or control character has no place in any of the three parts.
+    if line.iter().any(|&b| b != b' ' && (b < 0x21 || b == 0x7f)) {
+        return Err(bad(
+            "bad request line: whitespace other than single spaces, or a control character",
+        ));
+    }
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None) if !m.is_empty() && !t.is_empty() && !v.is_empty() => {
+            (m, t, v)
+        }
+        (_, _, Some(_), _) => {
+            return Err(bad(
+                "bad request line: extra space (a space in the target must be sent as %20)",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "bad request line: it needs a method, a target and an HTTP version",
+            ))
+        }
+    };
+    if !method.iter().all(|&b| is_tchar(b)) {
+        return Err(bad("bad request line: invalid method"));
+    }
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major @ b'0'..=b'9', b'.', minor @ b'0'..=b'9'] => {
+            match (major, minor) {
+                (b'1', b'0' | b'1') => Ok(Line::Sound),
+                (b'1', _) => Ok(Line::NewerMinor(start + method.len() + target.len() + 2)),
+                _ => Err(Error::VersionNotSupported),
+            }
+        }
+        _ => Err(bad(
+            "bad request line: the version is not HTTP/<digit>.<digit>",
+        )),
+    }
+}
+
+/// A copy of `buf` whose version token at `at` says HTTP/1.1 (the same length, so every
+/// offset into it stays valid).
+fn as_http11(buf: &[u8], at: usize) -> Vec<u8> {
+    let mut copy = buf.to_vec();
+    // Always in range (`request_line` found the 8-byte token there); if not, the copy keeps
+    // its version and httparse rejects it: 400, never a panic or a loop.
+    if let Some(version) = copy.get_mut(at..at.saturating_add(8)) {
+        version.copy_from_slice(b"HTTP/1.1");
+    }
+    copy
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The reply for a target that cannot be forwarded.
+fn target_error(e: TargetError) -> Error {
+    match e {
+        TargetError::NotProxy => bad(
+            "this is a proxy: send the full URL (absolute-form, e.g. GET http://host/path) \
+             or use CONNECT",
+        ),
+        TargetError::Scheme(s) => Error::NotImplemented(format!("scheme {s}:// is not supported")),
+        TargetError::Invalid(why) => bad(&format!("bad request target: {why}")),
+    }
+}
+
+/// The target of a request inside an intercepted tunnel to `tunnel`.
+fn inside(method: &str, uri: &str, tunnel: &Target) -> Result<Target, Error> {
+    if method == "CONNECT" {
+        return Err(bad("CONNECT inside an intercepted tunnel"));
+    }
+    // RFC 9112 §3.2.1 (origin-form) and §3.2.4 (asterisk-form, OPTIONS only).
+    if uri.starts_with('/') || (uri == "*" && method == "OPTIONS") {
+        return Ok(Target {
+            path: uri.to_string(),
+            ..tunnel.clone()
+        });
+    }
+    let t = Target::parse_absolute(uri).map_err(target_error)?;
+    if t.scheme != Scheme::Https || t.host != tunnel.host || t.port != tunnel.port {
+        return Err(Error::Misdirected(format!(
+            "{uri} is not on {}, which this tunnel was opened for",
+            tunnel.host_port()
+        )));
+    }
+    Ok(t)
+}
+
+/// RFC 9110 §7.4: inside a tunnel, Host must name the tunnel's server (port 443 if none).
+fn same_server(head: &Head, tunnel: &Target) -> Result<(), Error> {
+    let Some(value) = head.get("host") else {
+        return Ok(()); // HTTP/1.0 without Host: the tunnel says where it goes.
+    };
+    let value = std::str::from_utf8(value).unwrap_or("").trim();
+    let named =
+        Target::parse_absolute(&format!("https://{value}/")).map_err(|_| bad("bad Host header"))?;
+    if named.host != tunnel.host || named.port != tunnel.port {
+        return Err(Error::Misdirected(format!(
+            "Host {value} is not {}, which this tunnel was opened for",
+            tunnel.host_port()
+        )));
+    }
+    Ok(())
 }
 
 /// RFC 9112 §6.1–§6.3 for requests.
@@ -441,6 +599,95 @@ mod tests {
         }
     }
 
+    /// One line per case: raw head → the HTTP minor version it is processed as, or the status.
+    macro_rules! request_lines {
+        ($($raw:expr => $expect:expr;)*) => {$(
+            let got = match parse_request($raw) {
+                Ok(r) => Ok(r.minor),
+                Err(e) => Err(e.status().0),
+            };
+            assert_eq!(got, $expect, "{:?}", String::from_utf8_lossy($raw));
+        )*};
+    }
+
+    /// RFC 9112 §2.3 and §3: the status says what is wrong with the line, whatever httparse
+    /// reported (its `Error::Version` covers both `HTTP/1.2` and `GET /a b HTTP/1.1`).
+    #[test]
+    fn request_lines() {
+        request_lines! {
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Ok(1);
+            b"GET http://a/ HTTP/1.0\r\n\r\n" => Ok(0);
+            // A newer HTTP/1 minor version is processed as 1.1, Host rule included.
+            b"GET http://a/ HTTP/1.2\r\nHost: a\r\n\r\n" => Ok(1);
+            b"GET http://a/ HTTP/1.9\r\nHost: a\r\n\r\n" => Ok(1);
+            b"GET http://a/ HTTP/1.2\nHost: a\n\n" => Ok(1);
+            b"\r\n\nGET http://a/ HTTP/1.2\r\nHost: a\r\n\r\n" => Ok(1);
+            b"GET http://a/ HTTP/1.2\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.2\r\nHost: a\r\nX A: b\r\n\r\n" => Err(400);
+            b"GET /a HTTP/1.2\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET ftp://a/ HTTP/1.2\r\nHost: a\r\n\r\n" => Err(501);
+            // Another major version, in a well-formed line.
+            b"GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n" => Err(505);
+            b"GET http://a/ HTTP/3.0\r\nHost: a\r\n\r\n" => Err(505);
+            b"GET http://a/ HTTP/0.9\r\nHost: a\r\n\r\n" => Err(505);
+            b"PRI * HTTP/2.0\r\n\r\n" => Err(505);
+            // Whitespace in the target: never 505, whatever the version.
+            b"GET http://a/a b HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a b HTTP/2.0\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a\tb HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a\x0bb HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a\x0cb HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a\rb HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/\t HTTP/2.0\r\nHost: a\r\n\r\n" => Err(400);
+            // Missing parts.
+            b"GET http://a/\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ \r\nHost: a\r\n\r\n" => Err(400);
+            b"GET /\r\n\r\n" => Err(400);
+            b"GET\r\n\r\n" => Err(400);
+            b"GET  HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            // Extra parts and extra spaces.
+            b"GET http://a/ HTTP/1.1 x\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/2.0 x\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.2 x\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.1 \r\nHost: a\r\n\r\n" => Err(400);
+            b"GET  http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/  HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/  HTTP/2.0\r\nHost: a\r\n\r\n" => Err(400);
+            b" GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET\thttp://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            // Malformed versions: the name is case-sensitive, one digit each side of the dot.
+            b"GET http://a/ HTTP/1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/2\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.10\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/11.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ http/1.1\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.x\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.1\r\r\nHost: a\r\n\r\n" => Err(400);
+            b"GET http://a/ HTTP/1.1\rHost: a\r\n\r\n" => Err(400);
+            // A bad method is a bad line, even with an unsupported version.
+            b"G(T http://a/ HTTP/2.0\r\nHost: a\r\n\r\n" => Err(400);
+            // A lone CR is not an empty line.
+            b"\rGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n" => Err(400);
+        }
+    }
+
+    #[test]
+    fn newer_minor_version_is_forwarded_as_1_1() {
+        let r = parse_request(b"GET http://a/x HTTP/1.2\r\nHost: a\r\nX-A: b\r\n\r\n").unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.uri.as_str(), r.minor),
+            ("GET", "http://a/x", 1)
+        );
+        assert_eq!(
+            r.head.raw(),
+            b"GET http://a/x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n"
+        );
+        let fields: Vec<_> = r.head.fields().collect();
+        assert_eq!(fields, [("Host", &b"a"[..]), ("X-A", &b"b"[..])]);
+        assert!(r.keep_alive());
+    }
+
     #[test]
     fn too_many_headers_is_431() {
         let mut raw = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n".to_vec();
@@ -460,6 +707,18 @@ mod tests {
         assert_eq!(
             parse_request(raw.as_bytes()).unwrap_err(),
             Error::UriTooLong
+        );
+        // The same long target with a newer minor version is still too long; with a space
+        // in it the line is malformed first.
+        let newer = raw.replace("HTTP/1.1", "HTTP/1.2");
+        assert_eq!(
+            parse_request(newer.as_bytes()).unwrap_err(),
+            Error::UriTooLong
+        );
+        let spaced = raw.replace("x HTTP", "x y HTTP");
+        assert_eq!(
+            parse_request(spaced.as_bytes()).unwrap_err().status().0,
+            400
         );
     }
 
@@ -504,6 +763,9 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n", false => Err(());
             b"HTTP/1.1 099 OK\r\n\r\n", false => Err(());
             b"HTTX/1.1 200 OK\r\n\r\n", false => Err(());
+            b"HTTP/1.0 200 OK\r\n\r\n", false => Ok(Close);
+            b"HTTP/2.0 200 OK\r\n\r\n", false => Err(());
+            b"HTTP/1.1  200 OK\r\n\r\n", false => Err(());
             b"garbage\r\n\r\n", false => Err(());
             b"HTTP/1.1 200 OK\r\nX-A : b\r\nContent-Length: 0\r\n\r\n", false => Ok(Empty);
             b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 1\r\n\r\n", false => Ok(Length(1));

@@ -32,6 +32,8 @@ pub mod export;
 pub mod file;
 pub mod forward;
 pub mod head;
+#[cfg(feature = "tls-server")]
+pub mod intercept;
 pub mod json;
 pub mod log;
 pub mod pattern;

@@ -35,7 +35,13 @@ fn main() -> ExitCode {
         command: CaCommand::New(args),
     })) = &flags.command
     {
-        return match smolproxy::ca::create(args) {
+        let new = smolproxy::ca::NewCa {
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            name: args.name.clone(),
+            days: args.days,
+        };
+        return match smolproxy::ca::create(&new) {
             Ok(text) => {
                 let _ = write!(std::io::stdout(), "{text}");
                 ExitCode::SUCCESS

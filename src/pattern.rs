@@ -87,7 +87,7 @@ impl Pattern {
     /// Whether the entry matches a resolved address: only address rules (addresses, networks,
     /// the loopback half of `<local>`, and `*`) can.
     pub fn matches_ip(&self, ip: IpAddr, port: u16) -> bool {
-        self.port.map_or(true, |p| p == port)
+        self.port.is_none_or(|p| p == port)
             && match &self.host {
                 HostRule::Any => true,
                 HostRule::Local => is_loopback(ip),

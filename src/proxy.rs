@@ -28,6 +28,9 @@ pub struct Proxy {
     pub capture: Option<Capture>,
     /// The authorization service client and its decision cache, with `--authz-url`.
     pub authz: Option<Authz>,
+    /// The interception CA and its leaves, with `--intercept`.
+    #[cfg(feature = "tls-server")]
+    pub intercept: Option<crate::intercept::Interceptor>,
     /// Client connections being served.
     pub active: AtomicUsize,
     /// Clients being turned away with 503 (see `server.rs`).
@@ -39,13 +42,24 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The shared state for `cfg`, and the sender whose drop (see [`Proxy::stop`]) starts
-    /// shutdown.
-    pub fn new(cfg: Config, log: Log, capture: Option<Capture>) -> (Proxy, Sender<()>) {
+    /// The shared state for `cfg` (its files read), and the sender whose drop (see
+    /// [`Proxy::stop`]) starts shutdown.
+    pub fn new(
+        cfg: Config,
+        log: Log,
+        capture: Option<Capture>,
+    ) -> Result<(Proxy, Sender<()>), String> {
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let authz = cfg.authz.clone().map(Authz::new);
+        #[cfg(feature = "tls-server")]
+        let intercept = match cfg.intercept.as_ref().and_then(|i| i.ca.clone()) {
+            Some(ca) => Some(crate::intercept::Interceptor::new(ca)?),
+            None => None,
+        };
         let proxy = Proxy {
             authz,
+            #[cfg(feature = "tls-server")]
+            intercept,
             cfg,
             log,
             pool: Pool::default(),
@@ -55,7 +69,7 @@ impl Proxy {
             stopping: AtomicBool::new(false),
             stop_rx,
         };
-        (proxy, stop_tx)
+        Ok((proxy, stop_tx))
     }
 
     /// Begins shutdown: marks it and drops `stop_tx`, which wakes every idle connection.

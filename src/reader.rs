@@ -120,16 +120,15 @@ impl<S: AsyncRead + Unpin> Reader<S> {
     /// Reads until a whole head is buffered and returns its length (including the blank
     /// line). Empty lines before it are skipped (RFC 9112 §2.2).
     pub async fn read_head(&mut self) -> Result<usize, HeadError> {
-        let mut scanned = 0;
+        let (mut scanned, mut skipped) = (0, 0);
         loop {
-            // Skip CRLFs left over between messages.
-            let blank = self
-                .buffered()
-                .iter()
-                .take_while(|b| matches!(b, b'\r' | b'\n'))
-                .count();
+            // Skip empty lines (CRLF, or a bare LF) left over between messages, e.g. the CRLF
+            // old clients send after a body. A CR alone is not an empty line: it stays, and
+            // the head parser rejects it.
+            let blank = empty_lines(self.buffered());
             if blank > 0 {
                 self.consume(blank);
+                skipped += blank;
                 scanned = 0;
             }
             let data = self.buffered();
@@ -138,7 +137,8 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             }
             // Resume the scan a little before the end: a terminator may straddle two reads.
             scanned = data.len().saturating_sub(3);
-            if data.len() > MAX_HEAD {
+            // Skipped lines count too, so a peer cannot send empty lines for ever.
+            if skipped + data.len() > MAX_HEAD {
                 return Err(HeadError::TooLarge);
             }
             if data.len() > MAX_URI + 64 && !data.contains(&b'\n') {
@@ -151,6 +151,19 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             }
         }
     }
+}
+
+/// The length of the empty lines (CRLF or LF) at the start of `data`.
+fn empty_lines(data: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(rest) = data.get(n..) {
+        match rest {
+            [b'\r', b'\n', ..] => n += 2,
+            [b'\n', ..] => n += 1,
+            _ => break,
+        }
+    }
+    n
 }
 
 /// Finds the end of a head (after `\n\r\n` or `\n\n`), looking from `from` on.
@@ -190,6 +203,31 @@ mod tests {
         assert!(r.buffered()[..n].starts_with(b"GET"));
         r.consume(n);
         assert_eq!(r.buffered(), b"NEXT");
+    }
+
+    #[test]
+    fn empty_lines_before_a_head() {
+        assert_eq!(empty_lines(b"\r\n\n\r\nGET"), 5);
+        assert_eq!(empty_lines(b"\r\n\r"), 2);
+        assert_eq!(empty_lines(b"\rGET"), 0);
+        assert_eq!(empty_lines(b"\r\r\n"), 0);
+        assert_eq!(empty_lines(b""), 0);
+        // A CRLF split over two reads is still skipped whole.
+        let data: &[u8] = b"\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        let two_reads = (&data[..1]).chain(&data[1..]);
+        let mut r = Reader::new(two_reads, Duration::from_secs(1));
+        let n = futures_lite::future::block_on(r.read_head()).unwrap();
+        assert_eq!(&r.buffered()[..n], &data[2..]);
+        // A bare CR stays for the head parser to reject.
+        let data: &[u8] = b"\rGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut r = Reader::new(data, Duration::from_secs(1));
+        let n = futures_lite::future::block_on(r.read_head()).unwrap();
+        assert_eq!(&r.buffered()[..n], data);
+        // Endless empty lines end like an oversized head.
+        let data = b"\r\n".repeat(MAX_HEAD);
+        let mut r = Reader::new(&data[..], Duration::from_secs(1));
+        let got = futures_lite::future::block_on(r.read_head());
+        assert!(matches!(got, Err(HeadError::TooLarge)));
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Server {
             let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push(l);
         }
-        let (proxy, stop_tx) = Proxy::new(cfg, log, capture);
+        let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
         let proxy = Arc::new(proxy);
         Ok(Server {
             proxy,

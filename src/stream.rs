@@ -142,3 +142,57 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// A stream that first yields bytes already read from it (after a CONNECT answer, or the
+/// first bytes of an intercepted tunnel).
+pub struct Prefixed {
+    /// The bytes read early.
+    early: Vec<u8>,
+    /// How many of them were handed out.
+    at: usize,
+    /// The stream itself.
+    inner: Stream,
+}
+
+impl Prefixed {
+    /// `inner`, reading `early` first.
+    pub fn new(early: Vec<u8>, inner: Stream) -> Prefixed {
+        Prefixed {
+            early,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.at < self.early.len() {
+            let n = buf.len().min(self.early.len() - self.at);
+            buf[..n].copy_from_slice(&self.early[self.at..self.at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}

@@ -57,7 +57,7 @@ impl Activity {
 /// tunnel is idle. `early_up`/`early_down` are bytes already read from either side. Returns
 /// the bytes moved (toward the origin, toward the client), the early ones included.
 pub async fn relay(
-    client: Tcp,
+    client: Stream,
     early_up: &[u8],
     origin: Stream,
     early_down: &[u8],
@@ -68,18 +68,18 @@ pub async fn relay(
     {
         return (0, 0);
     }
-    let (up, down) = match origin {
-        Stream::Tcp(origin) => TcpRelay::new(client, origin, idle).await,
+    let (up, down) = match (client, origin) {
+        (Stream::Tcp(client), Stream::Tcp(origin)) => TcpRelay::new(client, origin, idle).await,
         // Boxed: its two generic pumps are several times the size of a TCP relay, and an
         // async fn's state is as big as its biggest branch.
-        other => Box::pin(relay_any(client, other, idle)).await,
+        (client, origin) => Box::pin(relay_any(client, origin, idle)).await,
     };
     (up + early_up.len() as u64, down + early_down.len() as u64)
 }
 
 /// The relay for streams that are not plain TCP (TLS, or a hop reached through another proxy):
 /// a pump per direction, each with its own buffer.
-async fn relay_any(client: Tcp, origin: Stream, idle: Duration) -> (u64, u64) {
+async fn relay_any(client: Stream, origin: Stream, idle: Duration) -> (u64, u64) {
     let counts = Counts::default();
     let activity = Activity {
         start: Instant::now(),

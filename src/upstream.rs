@@ -15,11 +15,9 @@
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use async_io::Timer;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 
 use crate::dial::{self, DialError};
 use crate::error::{describe, Error};
@@ -29,7 +27,7 @@ use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::route::{chain, Kind, Upstream};
 use crate::socks5::{self, Addr};
-use crate::stream::Stream;
+use crate::stream::{Prefixed, Stream};
 use crate::target::{authority, Scheme};
 use crate::tls;
 
@@ -274,11 +272,7 @@ async fn http_connect(
     Ok(if early.is_empty() {
         r.io
     } else {
-        Stream::shared(Prefixed {
-            early,
-            at: 0,
-            inner: r.io,
-        })
+        Stream::shared(Prefixed::new(early, r.io))
     })
 }
 
@@ -330,46 +324,4 @@ async fn within<T>(
         Err(Error::GatewayTimeout(format!("{}: timed out", what())))
     })
     .await
-}
-
-/// A stream that first yields bytes already read from it (after a CONNECT answer).
-struct Prefixed {
-    /// The bytes read early.
-    early: Vec<u8>,
-    /// How many of them were handed out.
-    at: usize,
-    /// The stream itself.
-    inner: Stream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        if self.at < self.early.len() {
-            let n = buf.len().min(self.early.len() - self.at);
-            buf[..n].copy_from_slice(&self.early[self.at..self.at + n]);
-            self.at += n;
-            return Poll::Ready(Ok(n));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
 }

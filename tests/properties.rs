@@ -238,7 +238,7 @@ proptest! {
     #[test]
     fn length_body_is_exact(body in prop::collection::vec(any::<u8>(), 0..3000), extra in 0..50usize, step in 1..5000usize) {
         let mut input = body.clone();
-        input.extend(std::iter::repeat(b'x').take(extra));
+        input.extend(std::iter::repeat_n(b'x', extra));
         let n = body.len() as u64;
         prop_assert_eq!(run(&input, step, Framing::Length(n), Mode::Pass), Ok(body.clone()));
         prop_assert!(run(&input, step, Framing::Length(n + extra as u64 + 1), Mode::Pass).is_err());

@@ -1,14 +1,28 @@
 //! Parsing JSON text (RFC 8259) into a [`Json`] tree: strict, and bounded in depth, so a
-//! corrupt or hostile capture file is an error naming the column, never a panic or a stack
-//! overflow. Numbers are checked against the grammar and kept as text.
+//! corrupt or hostile capture file or authorization answer is an error naming the column, never
+//! a panic or a stack overflow. Numbers are checked against the grammar and kept as text.
+//!
+//! Where RFC 8259 leaves a choice, this parser makes serde_json's (tests/json_reference.rs
+//! holds the two against each other), so a document means to the proxy what it means to a
+//! service written with any mainstream library:
+//! - a repeated key keeps its last value, at the key's first place (§4; JavaScript's
+//!   `JSON.parse` does the same), so `{"allowed":true,"allowed":false}` is a denial;
+//! - at most [`MAX_NESTING`] arrays and objects are open at once (§9).
+//!
+//! One deliberate difference: a number beyond the range of f64 (`1e400`) is accepted and kept
+//! as its text (§9 allows any range), where serde_json rejects the document; nothing here reads
+//! a number as a float.
 
 use super::Json;
 
-/// Deepest nesting accepted; capture records are 4 levels deep.
-const MAX_DEPTH: usize = 64;
+/// Most arrays and objects open at once: serde_json's limit (it counts 128 down and fails at
+/// zero), so the two agree on every document. Capture records are 4 levels deep; 127 frames
+/// of [`Parser::value`] fit in a small thread stack (see the test).
+const MAX_NESTING: usize = 127;
 
 impl Json {
     /// Parses one JSON text (surrounding whitespace allowed). The error says what and where.
+    /// A repeated key keeps its last value; a number beyond f64 is kept as text (file doc).
     pub fn parse(text: &str) -> Result<Json, String> {
         let mut p = Parser {
             s: text.as_bytes(),
@@ -53,10 +67,8 @@ impl Parser<'_> {
         yes
     }
 
+    /// One value, inside `depth` arrays and objects.
     fn value(&mut self, depth: usize) -> Result<Json, String> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
-        }
         self.ws();
         let word = |p: &mut Parser<'_>, w: &str, v: Json| {
             if p.s[p.i..].starts_with(w.as_bytes()) {
@@ -72,6 +84,7 @@ impl Parser<'_> {
             Some(b't') => word(self, "true", Json::Bool(true)),
             Some(b'f') => word(self, "false", Json::Bool(false)),
             Some(b'"') => self.string().map(Json::Str),
+            Some(b'[' | b'{') if depth >= MAX_NESTING => Err(self.error("nested too deeply")),
             Some(b'[') => {
                 self.i += 1;
                 let mut items = Vec::new();
@@ -110,6 +123,7 @@ impl Parser<'_> {
                         }
                     }
                 }
+                keep_last(&mut fields);
                 Ok(Json::Obj(fields))
             }
             Some(_) => self.number(),
@@ -219,6 +233,35 @@ impl Parser<'_> {
     }
 }
 
+/// Keeps one field per key: the last value, at the key's first place (see the file doc).
+fn keep_last(fields: &mut Vec<(String, Json)>) {
+    if fields.len() < 2 {
+        return;
+    }
+    // Field indices sorted by key, equal keys in the order they came (a stable sort): a
+    // hostile object with many keys costs n log n, not n².
+    let mut order: Vec<usize> = (0..fields.len()).collect();
+    order.sort_by(|&a, &b| fields[a].0.cmp(&fields[b].0));
+    let mut keep = vec![true; fields.len()];
+    let mut first = order[0];
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if fields[a].0 == fields[b].0 {
+            // `b` came later than everything before it in the run: its value is the newest.
+            // The keys are equal, so swapping whole fields only moves the values.
+            fields.swap(first, b);
+            keep[b] = false;
+        } else {
+            first = b;
+        }
+    }
+    let mut i = 0;
+    fields.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,8 +293,67 @@ mod tests {
             "nul", "\"abc", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\u12\"", "\"\\u+123\"",
             "\"a\u{1}\"", "1 2", "{\"a\":1}x", "[-]", "NaN", "{1:2}"
         }
-        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
-        assert!(Json::parse(&deep).is_err());
+    }
+
+    /// `n` arrays, or objects, one inside the other around `inner`.
+    fn nested(n: usize, object: bool, inner: &str) -> String {
+        let (open, close) = if object { ("{\"k\":", "}") } else { ("[", "]") };
+        open.repeat(n) + inner + &close.repeat(n)
+    }
+
+    #[test]
+    fn nesting_is_bounded_by_containers_as_in_serde_json() {
+        // Regression: the bound was 64 and counted scalars too, so `[[…[1]…]]` 65 deep was
+        // refused while `[[…[]…]]` 65 deep parsed; serde_json takes 127 containers.
+        for (n, object, inner, ok) in [
+            (MAX_NESTING, false, "1", true),
+            (MAX_NESTING, true, "[]", false),
+            (MAX_NESTING, true, "\"s\"", true),
+            (MAX_NESTING + 1, false, "", false),
+            (MAX_NESTING + 1, true, "0", false),
+            (100_000, false, "", false),
+        ] {
+            let text = nested(n, object, inner);
+            assert_eq!(Json::parse(&text).is_ok(), ok, "{n} {object} {inner}");
+        }
+    }
+
+    #[test]
+    fn the_deepest_document_fits_a_small_stack() {
+        let text = nested(MAX_NESTING, true, "1");
+        let parsed = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Json::parse(&text).is_ok())
+            .expect("spawn a test thread")
+            .join();
+        assert!(matches!(parsed, Ok(true)));
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_at_its_first_place() {
+        // Regression: both fields were kept and `v["allowed"]` found the first, so
+        // `{"allowed":true,"allowed":false}` read as allowed where serde_json and JavaScript
+        // read a denial.
+        for (text, fields) in [
+            (
+                r#"{"allowed":true,"allowed":false}"#,
+                r#"{"allowed":false}"#,
+            ),
+            (r#"{"a":1,"b":2,"a":3}"#, r#"{"a":3,"b":2}"#),
+            (r#"{"b":1,"a":2,"b":3,"a":4,"b":5}"#, r#"{"b":5,"a":4}"#),
+            (
+                r#"{"a":{"x":1,"x":2},"a":[{"y":1,"y":null}]}"#,
+                r#"{"a":[{"y":null}]}"#,
+            ),
+            (r#"{"\u0061":1,"a":2,"ab":3}"#, r#"{"a":2,"ab":3}"#),
+        ] {
+            assert_eq!(
+                Json::parse(text).map(|v| v.text()),
+                Ok(fields.into()),
+                "{text}"
+            );
+        }
+        assert!(Json::parse(r#"{"allowed":true,"allowed":false}"#).unwrap()["allowed"] == false);
     }
 
     #[test]
