@@ -244,6 +244,7 @@ fn assert_exchange(records: &[Value], url: &str, body: &str) {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
+/// An https page through an opaque CONNECT tunnel and a plain page through forwarding.
 #[test]
 fn chromium_loads_pages_through_the_proxy() {
     let dir = temp_dir("browser");
@@ -291,8 +292,9 @@ fn chromium_loads_pages_through_the_proxy() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The https page with the tunnel intercepted (SPEC §10): Chromium accepts the proxy's leaf
+/// certificate, the proxy verifies the origin, and the capture sees inside.
 #[test]
-#[ignore = "needs --intercept (SPEC §10)"]
 fn chromium_through_interception() {
     let dir = temp_dir("browser-intercept");
     // The interception CA, made by the proxy itself; the browser trusts it and nothing else.
