@@ -4,7 +4,7 @@
 #   scripts/test.sh [CARGO TEST ARGS...]      e.g. scripts/test.sh tunnel -- --nocapture
 #
 # Test peers (real clients, proxies and servers the integration tests start on port 0):
-#   Debian: curl tinyproxy stunnel4 microsocks squid openssl
+#   Debian: curl tinyproxy stunnel4 microsocks squid openssl chromium libnss3-tools
 #   npm:    newman, har-validator, postman-collection (pinned in package.json and
 #           package-lock.json, installed into ./node_modules, put on PATH for the tests)
 # Each install is skipped when what it brings is already there, so a second run goes straight
@@ -26,6 +26,8 @@ declare -A deb_for=(
     [microsocks]=microsocks
     [squid]=squid
     [openssl]=openssl
+    [chromium]=chromium
+    [certutil]=libnss3-tools
 )
 # The system services those packages install, with the pid file each one writes.
 declare -A service_pid=(

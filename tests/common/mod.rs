@@ -1719,3 +1719,61 @@ fn issue(
         key: dir.join(key),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// No DNS
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `$2 ...` with /etc/resolv.conf and /etc/nsswitch.conf replaced by `$0` and `$1` (bind
+/// mounts, seen only inside the namespace `unshare --mount` made), and an empty /run/nscd so a
+/// caching daemon cannot answer either.
+const NO_DNS_SCRIPT: &str = concat!(
+    r#"mount --bind "$0" /etc/resolv.conf && "#,
+    r#"{ [ ! -e /etc/nsswitch.conf ] || mount --bind "$1" /etc/nsswitch.conf; } && "#,
+    r#"{ [ ! -d /run/nscd ] || mount -t tmpfs none /run/nscd; } && "#,
+    r#"shift && exec "$@""#
+);
+
+/// A command that runs `program` in its own mount namespace where /etc/resolv.conf names a
+/// resolver on 127.0.0.1:53, where nothing answers, and names are looked up in /etc/hosts and
+/// that resolver only: every other lookup fails at once and no DNS query leaves this machine.
+/// Add the program's arguments to it. `None` after a visible skip (a panic in CI) when mount
+/// namespaces are not available here (they need root and util-linux's `unshare`).
+pub fn without_dns(program: impl AsRef<std::ffi::OsStr>) -> Option<Command> {
+    static FILES: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    let files = FILES.get_or_init(|| {
+        let dir = temp_dir("no-dns");
+        let resolv = dir.join("resolv.conf");
+        let nsswitch = dir.join("nsswitch.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        std::fs::write(&nsswitch, "hosts: files dns\n").unwrap();
+        let works = Command::new("unshare")
+            .args(["--mount", "sh", "-c", NO_DNS_SCRIPT])
+            .arg(&resolv)
+            .arg(&nsswitch)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        works.then_some((resolv, nsswitch))
+    });
+    let available = need(
+        "unshare --mount with bind mounts is not available (needs root and util-linux)",
+        files.is_some(),
+    );
+    let (resolv, nsswitch) = files.as_ref().filter(|_| available)?;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", NO_DNS_SCRIPT])
+        .arg(resolv)
+        .arg(nsswitch)
+        .arg(program);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    Some(cmd)
+}

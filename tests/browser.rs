@@ -1,0 +1,343 @@
+//! A real browser through the proxy: Debian's headless Chromium loads pages over plain HTTP and
+//! over HTTPS (CONNECT), runs their scripts, and the test reads what the page saw, what the
+//! origin received and what the capture file holds.
+//!
+//! How Chromium is driven: one launch per page, `chromium --headless ... --dump-dom URL`, which
+//! prints the DOM once the page has loaded and exits. A page's `fetch()` finishes after the load
+//! event, so `--dump-dom` alone prints the DOM before the script wrote into it;
+//! `--virtual-time-budget` makes Chromium wait until the page has been idle (nothing loading,
+//! no timer due) for that much virtual time, which runs fast-forwarded, so the wait costs
+//! nothing. Each page's script writes `fetched VALUE` (or `failed: WHY`) into `#result`.
+//!
+//! Trust: Chromium on Linux takes extra trust anchors from the NSS database under
+//! `$HOME/.pki/nssdb`; each browser gets a HOME of its own whose database trusts one test CA
+//! (made with `certutil`), so certificates are verified for real, with no flag that ignores
+//! errors.
+//!
+//! Containment: Chromium makes requests of its own to outside hosts even with background
+//! networking off. The proxy allows loopback destinations only (`--allow`), so those are
+//! refused and the test asserts nothing about them; and the proxy and Chromium run where DNS
+//! goes nowhere ([`common::without_dns`]), so not even a lookup leaves the machine.
+
+mod common;
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// How long one Chromium launch may take; a launch takes about a second here.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Virtual milliseconds a page may stay idle before its DOM is printed: ample for one fetch.
+const VIRTUAL_TIME_BUDGET: &str = "5000";
+/// How long the proxy may take to write a record once the browser has gone (a tunnel's
+/// record is written when the tunnel closes, which is when Chromium exits).
+const CAPTURE_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// The site and the browser
+// ---------------------------------------------------------------------------------------------
+
+/// The page every test loads: its script fetches `/api/data` from its own origin and writes
+/// the value it got, or why it failed, into `#result`.
+const PAGE: &str = r#"<!doctype html>
+<html><head><title>smolproxy browser test</title></head><body>
+<p id="result">pending</p>
+<script>
+const result = document.getElementById("result");
+fetch("/api/data")
+  .then((res) => res.ok ? res.json() : Promise.reject(new Error("status " + res.status)))
+  .then((data) => { result.textContent = "fetched " + data.value; })
+  .catch((err) => { result.textContent = "failed: " + err; });
+</script>
+</body></html>
+"#;
+
+/// An origin serving [`PAGE`] at `/` and `{"value": VALUE}` at `/api/data`; 404 elsewhere
+/// (Chromium also asks for `/favicon.ico`).
+fn site(value: &str) -> Origin {
+    let data = format!("{{\"value\":\"{value}\"}}");
+    Origin::start(move |head, conn| {
+        let _ = conn.read_body(head);
+        match head.target() {
+            "/" => conn.respond("200 OK", &[("Content-Type", "text/html")], PAGE.as_bytes()),
+            "/api/data" => conn.respond(
+                "200 OK",
+                &[("Content-Type", "application/json")],
+                data.as_bytes(),
+            ),
+            _ => conn.respond("404 Not Found", &[("Content-Type", "text/plain")], b"none"),
+        }
+        true
+    })
+}
+
+/// Headless Chromium using one proxy and trusting one CA. Every page is a fresh launch with a
+/// fresh profile, so nothing is cached between pages.
+struct Browser {
+    /// The HOME whose NSS database trusts the CA.
+    home: PathBuf,
+    /// Where the profiles go.
+    dir: PathBuf,
+    /// `http://127.0.0.1:PORT` of the proxy.
+    proxy: String,
+    /// Launches so far (names each profile).
+    launches: Cell<usize>,
+}
+
+impl Browser {
+    /// A browser whose NSS database (under a new HOME in `dir`) trusts `ca`.
+    fn new(dir: &Path, ca: &Path, proxy: &Proxy) -> Browser {
+        let home = dir.join("home");
+        let nssdb = home.join(".pki/nssdb");
+        std::fs::create_dir_all(&nssdb).unwrap();
+        let db = format!("sql:{}", nssdb.display());
+        let certutil = |args: &[&str]| {
+            let mut cmd = Command::new("certutil");
+            cmd.args(["-d", &db]).args(args).env("HOME", &home);
+            let done = run_to_exit(cmd, IO_TIMEOUT);
+            assert_eq!(done.code, Some(0), "certutil {args:?}: {done:?}");
+        };
+        certutil(&["-N", "--empty-password"]);
+        certutil(&["-A", "-t", "C,,", "-n", "test", "-i", ca.to_str().unwrap()]);
+        Browser {
+            home,
+            dir: dir.to_path_buf(),
+            proxy: proxy.url(),
+            launches: Cell::new(0),
+        }
+    }
+
+    /// Loads `url`, lets its scripts run, and returns the DOM Chromium printed.
+    fn dom(&self, url: &str) -> String {
+        let n = self.launches.get();
+        self.launches.set(n + 1);
+        let profile = self.dir.join(format!("profile-{n}"));
+        let mut cmd = without_dns("chromium").expect("the proxy already runs without DNS");
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--proxy-server={}", self.proxy))
+        // Chromium sends loopback destinations direct unless told otherwise.
+        .arg("--proxy-bypass-list=<-loopback>")
+        .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET}"))
+        .args(["--dump-dom", url])
+        .env("HOME", &self.home)
+        .env("XDG_CONFIG_HOME", self.home.join(".config"))
+        .env("XDG_CACHE_HOME", self.home.join(".cache"));
+        let started = Instant::now();
+        let done = run_to_exit(cmd, LAUNCH_TIMEOUT);
+        eprintln!("chromium --dump-dom {url}: {:?}", started.elapsed());
+        // Chromium's stderr is mostly noise (D-Bus); its tail says why a launch failed.
+        let tail: Vec<&str> = done.stderr.lines().rev().take(20).collect();
+        assert_eq!(
+            done.code,
+            Some(0),
+            "chromium {url} failed; stdout: {}; stderr tail: {tail:#?}",
+            done.stdout
+        );
+        done.stdout
+    }
+}
+
+/// The proxy for a browser test, in a namespace without DNS: loopback destinations only, any
+/// CONNECT port (the TLS origin is on a random one), a capture file, and `extra` flags.
+/// `None` after a visible skip when a tool or mount namespaces are missing.
+fn browser_proxy(capture: &Path, extra: &[&str]) -> Option<Proxy> {
+    if !need_tool("chromium") || !need_tool("certutil") || !need_tool("stunnel") {
+        return None;
+    }
+    if !need_tool("unshare") || !need_tool("openssl") {
+        return None;
+    }
+    let mut cmd = without_dns(bin())?;
+    cmd.args(["--listen", "127.0.0.1:0", "--connect-ports", "any"])
+        // A name pattern: an outside name is refused (403) before any lookup. (An address
+        // entry, 127.0.0.1, would have the proxy resolve every name to compare its addresses.)
+        .args(["--allow", "localhost,127.0.0.*"])
+        .arg("--capture")
+        .arg(capture)
+        .args(extra);
+    Some(Proxy::spawn(cmd))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading what happened
+// ---------------------------------------------------------------------------------------------
+
+/// The capture file's records, once `pred` holds for one of them; panics with what is there
+/// after [`CAPTURE_WAIT`].
+fn records_once(capture: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + CAPTURE_WAIT;
+    loop {
+        let text = std::fs::read_to_string(capture).unwrap_or_default();
+        // Only whole lines: the writer may be in the middle of one.
+        let records: Vec<Value> = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if records.iter().any(&pred) {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no capture record for {what}; the capture: {text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `http` record of `GET url`, if there is one.
+fn exchange<'a>(records: &'a [Value], url: &str) -> Option<&'a Value> {
+    records.iter().find(|r| {
+        r["type"] == "http" && r["request"]["method"] == "GET" && r["request"]["url"] == url
+    })
+}
+
+/// Asserts the DOM shows that the page's script fetched `value`.
+fn assert_fetched(dom: &str, value: &str) {
+    assert!(
+        dom.contains(&format!("<p id=\"result\">fetched {value}</p>")),
+        "the page did not show the fetched value {value}: {dom}"
+    );
+}
+
+/// Asserts `origin` received `GET /` and `GET /api/data` with this Host.
+fn assert_origin_saw_page(origin: &Origin, host: &str) {
+    let seen: Vec<String> = origin
+        .seen()
+        .iter()
+        .filter(|s| s.head.get("Host") == Some(host))
+        .map(|s| format!("{} {}", s.head.method(), s.head.target()))
+        .collect();
+    for want in ["GET /", "GET /api/data"] {
+        assert!(
+            seen.iter().any(|s| s == want),
+            "the origin did not receive {want} for {host}; it got {seen:?}"
+        );
+    }
+}
+
+/// Asserts the capture recorded `GET url` answered 200 by the origin with `body`.
+fn assert_exchange(records: &[Value], url: &str, body: &str) {
+    let r = exchange(records, url).unwrap_or_else(|| panic!("no capture record for GET {url}"));
+    assert_eq!(r["decision"], "allow", "{r}");
+    assert_eq!(r["response"]["status"], 200, "{r}");
+    assert_eq!(r["response"]["source"], "origin", "{r}");
+    assert_eq!(r["response"]["body"]["text"], body, "{r}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// An https page through an opaque CONNECT tunnel and a plain page through forwarding.
+#[test]
+fn chromium_loads_pages_through_the_proxy() {
+    let dir = temp_dir("browser");
+    let capture = dir.join("capture.ndjson");
+    let Some(proxy) = browser_proxy(&capture, &[]) else {
+        return;
+    };
+    let value = format!("blue-{}", std::process::id());
+    let origin = site(&value);
+    let tls = stunnel(&dir, &pki().cert, &pki().key, origin.port());
+    let browser = Browser::new(&dir, &pki().ca, &proxy);
+    let json = format!("{{\"value\":\"{value}\"}}");
+
+    // HTTPS: CONNECT to stunnel, the origin's certificate checked against the NSS database.
+    let https = format!("https://{}", tls.authority());
+    assert_fetched(&browser.dom(&format!("{https}/")), &value);
+    assert_origin_saw_page(&origin, &tls.authority());
+    let records = records_once(&capture, "the CONNECT tunnel", |r| {
+        r["type"] == "tunnel" && r["host"] == "127.0.0.1" && r["port"] == tls.port
+    });
+    let tunnel = records
+        .iter()
+        .find(|r| r["type"] == "tunnel" && r["port"] == tls.port)
+        .unwrap();
+    assert_eq!(tunnel["decision"], "allow", "{tunnel}");
+    assert_eq!(tunnel["status"], 200, "{tunnel}");
+    assert!(tunnel["bytes_down"].as_u64().unwrap_or(0) > 0, "{tunnel}");
+    // Without interception the tunnel is opaque: nothing inside it is recorded.
+    assert!(
+        !records.iter().any(|r| r["request"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&https))),
+        "a request inside the tunnel was recorded: {records:?}"
+    );
+
+    // Plain HTTP: both requests forwarded, and recorded with their bodies.
+    let http = origin.url("");
+    assert_fetched(&browser.dom(&format!("{http}/")), &value);
+    assert_origin_saw_page(&origin, &origin.authority());
+    let api = format!("{http}/api/data");
+    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    assert_exchange(&records, &format!("{http}/"), PAGE);
+    assert_exchange(&records, &api, &json);
+    // The profiles take a few megabytes.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The https page with the tunnel intercepted (SPEC §10): Chromium accepts the proxy's leaf
+/// certificate, the proxy verifies the origin, and the capture sees inside.
+#[test]
+fn chromium_through_interception() {
+    let dir = temp_dir("browser-intercept");
+    // The interception CA, made by the proxy itself; the browser trusts it and nothing else.
+    let (ca, key) = (dir.join("intercept-ca.pem"), dir.join("intercept-ca.key"));
+    let mut cmd = Command::new(bin());
+    cmd.args(["ca", "new", "--cert"])
+        .arg(&ca)
+        .arg("--key")
+        .arg(&key);
+    let made = run_to_exit(cmd, IO_TIMEOUT);
+    assert_eq!(made.code, Some(0), "ca new: {made:?}");
+    let capture = dir.join("capture.ndjson");
+    let pki = pki();
+    let flags = [
+        "--intercept",
+        "127.0.0.1",
+        "--intercept-ca",
+        ca.to_str().unwrap(),
+        "--intercept-key",
+        key.to_str().unwrap(),
+        // The proxy verifies the origin (stunnel) against the test CA.
+        "--ca-file",
+        pki.ca.to_str().unwrap(),
+    ];
+    let Some(proxy) = browser_proxy(&capture, &flags) else {
+        return;
+    };
+    let value = format!("green-{}", std::process::id());
+    let origin = site(&value);
+    let tls = stunnel(&dir, &pki.cert, &pki.key, origin.port());
+    let browser = Browser::new(&dir, &ca, &proxy);
+
+    let https = format!("https://{}", tls.authority());
+    assert_fetched(&browser.dom(&format!("{https}/")), &value);
+    assert_origin_saw_page(&origin, &tls.authority());
+    let api = format!("{https}/api/data");
+    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    for (url, body) in [
+        (format!("{https}/"), PAGE.to_string()),
+        (api, format!("{{\"value\":\"{value}\"}}")),
+    ] {
+        assert_exchange(&records, &url, &body);
+        assert_eq!(exchange(&records, &url).unwrap()["intercepted"], true);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
