@@ -260,7 +260,9 @@ pub enum Command {
     Route(RouteArgs),
     /// `smolproxy export`.
     Export(ExportArgs),
-    /// `smolproxy ca`.
+    /// `smolproxy ca`; not in a build without TLS, where there is no certificate code at all
+    /// and every byte counts (SPEC §9: 700 KB).
+    #[cfg(feature = "tls")]
     Ca(CaArgs),
 }
 
@@ -563,6 +565,8 @@ impl Config {
         }
         self.trust = Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
             .map_err(|(status, message)| Refused { status, message })?;
+        // Only a build with the tls-server feature accepts --intercept (see `intercept`).
+        #[cfg(feature = "tls-server")]
         if let Some(i) = &mut self.intercept {
             let ca = crate::ca::Ca::load(&i.ca_file, &i.key_file)
                 .map_err(|(status, message)| Refused { status, message })?;
@@ -675,10 +679,13 @@ fn intercept(
         patterns.extend(list);
     }
     let any = !patterns.is_empty() || ca.is_some() || key.is_some();
-    if any && !cfg!(feature = "tls-server") {
-        return Err(
-            "--intercept: this build has no TLS server (the tls-server feature is off)".into(),
-        );
+    if !cfg!(feature = "tls-server") {
+        return match any {
+            true => Err(
+                "--intercept: this build has no TLS server (the tls-server feature is off)".into(),
+            ),
+            false => Ok(None),
+        };
     }
     match (patterns.is_empty(), ca, key) {
         (true, None, None) => Ok(None),

@@ -7,7 +7,7 @@
 //! It does not read sockets: [`crate::reader::Reader`] finds the end of a head and calls in here.
 
 use crate::error::Error;
-use crate::target::{Scheme, Target, TargetError};
+use crate::target::{Target, TargetError};
 
 /// Largest request or response head accepted, in bytes; beyond it 431 (requests) or 502.
 /// 16 KiB is what nginx and tinyproxy accept by default and fits a router's RAM many times.
@@ -229,9 +229,11 @@ pub fn parse_request_in(buf: &[u8], tunnel: Option<&Target>) -> Result<Request, 
         return Err(Error::UriTooLong);
     }
     let target = match tunnel {
+        // Only interception (the tls-server feature) serves requests inside a tunnel.
+        #[cfg(feature = "tls-server")]
         Some(tunnel) => inside(&method, &uri, tunnel)?,
-        None if method == "CONNECT" => Target::parse_authority(&uri).map_err(target_error)?,
-        None => Target::parse_absolute(&uri).map_err(target_error)?,
+        _ if method == "CONNECT" => Target::parse_authority(&uri).map_err(target_error)?,
+        _ => Target::parse_absolute(&uri).map_err(target_error)?,
     };
     let head = Head::new(buf, req.headers);
 
@@ -244,6 +246,7 @@ pub fn parse_request_in(buf: &[u8], tunnel: Option<&Target>) -> Result<Request, 
     if method == "CONNECT" && framing != Framing::Empty {
         return Err(bad("CONNECT with a body"));
     }
+    #[cfg(feature = "tls-server")]
     if let Some(tunnel) = tunnel {
         same_server(&head, tunnel)?;
     }
@@ -360,6 +363,7 @@ fn target_error(e: TargetError) -> Error {
 }
 
 /// The target of a request inside an intercepted tunnel to `tunnel`.
+#[cfg(feature = "tls-server")]
 fn inside(method: &str, uri: &str, tunnel: &Target) -> Result<Target, Error> {
     if method == "CONNECT" {
         return Err(bad("CONNECT inside an intercepted tunnel"));
@@ -372,7 +376,7 @@ fn inside(method: &str, uri: &str, tunnel: &Target) -> Result<Target, Error> {
         });
     }
     let t = Target::parse_absolute(uri).map_err(target_error)?;
-    if t.scheme != Scheme::Https || t.host != tunnel.host || t.port != tunnel.port {
+    if t.scheme != crate::target::Scheme::Https || t.host != tunnel.host || t.port != tunnel.port {
         return Err(Error::Misdirected(format!(
             "{uri} is not on {}, which this tunnel was opened for",
             tunnel.host_port()
@@ -382,6 +386,7 @@ fn inside(method: &str, uri: &str, tunnel: &Target) -> Result<Target, Error> {
 }
 
 /// RFC 9110 §7.4: inside a tunnel, Host must name the tunnel's server (port 443 if none).
+#[cfg(feature = "tls-server")]
 fn same_server(head: &Head, tunnel: &Target) -> Result<(), Error> {
     let Some(value) = head.get("host") else {
         return Ok(()); // HTTP/1.0 without Host: the tunnel says where it goes.

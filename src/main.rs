@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use smolproxy::config::{CaArgs, CaCommand, Command, Flags};
+#[cfg(feature = "tls")]
+use smolproxy::config::{CaArgs, CaCommand};
+use smolproxy::config::{Command, Flags};
 use smolproxy::server::Server;
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     if let Some(Command::Export(args)) = &flags.command {
         return smolproxy::export::run(args);
     }
+    #[cfg(feature = "tls")]
     if let Some(Command::Ca(CaArgs {
         command: CaCommand::New(args),
     })) = &flags.command

@@ -6,7 +6,8 @@
 //! holds the two against each other), so a document means to the proxy what it means to a
 //! service written with any mainstream library:
 //! - a repeated key keeps its last value, at the key's first place (§4; JavaScript's
-//!   `JSON.parse` does the same), so `{"allowed":true,"allowed":false}` is a denial;
+//!   `JSON.parse` does the same), so `{"allowed":true,"allowed":false}` is a denial (a scan
+//!   finds a repeat in a small object, an index in a large one: never n² for a hostile one);
 //! - at most [`MAX_NESTING`] arrays and objects are open at once (§9).
 //!
 //! One deliberate difference: a number beyond the range of f64 (`1e400`) is accepted and kept
@@ -19,6 +20,9 @@ use super::Json;
 /// zero), so the two agree on every document. Capture records are 4 levels deep; 127 frames
 /// of [`Parser::value`] fit in a small thread stack (see the test).
 const MAX_NESTING: usize = 127;
+/// Keys of an object checked for repeats by a scan; larger objects get an index. Capture
+/// records and authorization answers have fewer.
+const SMALL_OBJECT: usize = 16;
 
 impl Json {
     /// Parses one JSON text (surrounding whitespace allowed). The error says what and where.
@@ -103,7 +107,8 @@ impl Parser<'_> {
             }
             Some(b'{') => {
                 self.i += 1;
-                let mut fields = Vec::new();
+                let mut fields: Vec<(String, Json)> = Vec::new();
+                let mut index: Option<std::collections::HashMap<String, usize>> = None;
                 if !self.eat(b'}') {
                     loop {
                         self.ws();
@@ -114,7 +119,33 @@ impl Parser<'_> {
                         if !self.eat(b':') {
                             return Err(self.error("expected :"));
                         }
-                        fields.push((key, self.value(depth + 1)?));
+                        let value = self.value(depth + 1)?;
+                        // A repeated key keeps its last value, at the key's first place (see
+                        // the file doc).
+                        let seen = match &index {
+                            Some(map) => map.get(&key).copied(),
+                            None => fields.iter().position(|(k, _)| *k == key),
+                        };
+                        match seen {
+                            Some(at) => fields[at] = (key, value),
+                            None => {
+                                if let Some(map) = &mut index {
+                                    map.insert(key.clone(), fields.len());
+                                }
+                                fields.push((key, value));
+                                // Past a few keys, an index: a hostile object with many keys
+                                // costs n, not n², to check for repeats.
+                                if index.is_none() && fields.len() > SMALL_OBJECT {
+                                    index = Some(
+                                        fields
+                                            .iter()
+                                            .enumerate()
+                                            .map(|(i, (k, _))| (k.clone(), i))
+                                            .collect(),
+                                    );
+                                }
+                            }
+                        }
                         if self.eat(b'}') {
                             break;
                         }
@@ -123,7 +154,6 @@ impl Parser<'_> {
                         }
                     }
                 }
-                keep_last(&mut fields);
                 Ok(Json::Obj(fields))
             }
             Some(_) => self.number(),
@@ -233,35 +263,6 @@ impl Parser<'_> {
     }
 }
 
-/// Keeps one field per key: the last value, at the key's first place (see the file doc).
-fn keep_last(fields: &mut Vec<(String, Json)>) {
-    if fields.len() < 2 {
-        return;
-    }
-    // Field indices sorted by key, equal keys in the order they came (a stable sort): a
-    // hostile object with many keys costs n log n, not n².
-    let mut order: Vec<usize> = (0..fields.len()).collect();
-    order.sort_by(|&a, &b| fields[a].0.cmp(&fields[b].0));
-    let mut keep = vec![true; fields.len()];
-    let mut first = order[0];
-    for pair in order.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if fields[a].0 == fields[b].0 {
-            // `b` came later than everything before it in the run: its value is the newest.
-            // The keys are equal, so swapping whole fields only moves the values.
-            fields.swap(first, b);
-            keep[b] = false;
-        } else {
-            first = b;
-        }
-    }
-    let mut i = 0;
-    fields.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +355,19 @@ mod tests {
             );
         }
         assert!(Json::parse(r#"{"allowed":true,"allowed":false}"#).unwrap()["allowed"] == false);
+        // Past SMALL_OBJECT keys the repeats are found through the index, with the same result:
+        // k0..k39, then k3 and k39 again.
+        let keys = |n: usize| (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>();
+        let mut text = keys(40);
+        text.extend([r#""k3":"again""#.to_string(), r#""k39":null"#.into()]);
+        let mut want = keys(40);
+        want[3] = r#""k3":"again""#.into();
+        want[39] = r#""k39":null"#.into();
+        let parsed = Json::parse(&format!("{{{}}}", text.join(",")));
+        assert_eq!(
+            parsed.map(|v| v.text()),
+            Ok(format!("{{{}}}", want.join(",")))
+        );
     }
 
     #[test]
