@@ -6,14 +6,15 @@
 //! `{"url", "method", "headers", "queryParams", "body", "client", "user"}`, all strings:
 //! `headers` is the request's header fields as a JSON object serialized into a string
 //! (repeated fields joined with `, `, Proxy-Authorization left out), `queryParams` the raw
-//! query string after `?`, `body` always empty (request bodies are streamed, never held back
-//! for the service). CONNECT is asked about as `https://host:port`. A 2xx answer with
+//! query string after `?`, `body` the request body when it is small enough to be held back
+//! ([`HELD_BODY`]; else empty, and always for CONNECT). CONNECT is asked about as `https://host:port`. A 2xx answer with
 //! `{"allowed": true}` allows; `{"allowed": false}` or a 403 denies; anything else (refused,
 //! timed out, 5xx, not JSON) is a failure that `--authz-fail` turns into 503 or a logged pass.
 //! That contract is pure code in `authz/question.rs`; this file carries it and caches the
 //! answers.
 //!
-//! Decisions are cached per (client, user, method, URL) for `--authz-cache`; identical
+//! Decisions are cached per (client, user, method, URL) for `--authz-cache`, except for
+//! questions that carry a body, which are always asked; identical
 //! questions asked while one is on its way wait for that one answer (single flight). Failures
 //! are shared with the questions waiting at that moment but never cached. With
 //! `--authz-cache 0` every request is asked on its own. The service is reached directly (no
@@ -44,6 +45,11 @@ use crate::stream::Stream;
 use crate::target::Scheme;
 use crate::tls;
 
+/// Largest request body held back for the service: a body of known length up to this size,
+/// when the client is not waiting for `100 Continue`, is read before the question is asked and
+/// sent as its `body` (UTF-8 only); larger, chunked or binary bodies are streamed and the
+/// question's `body` is empty. 64 KiB covers API payloads and bounds what waits in memory.
+pub const HELD_BODY: u64 = 64 * 1024;
 /// Largest answer body read from the service; `{"allowed": true}` is 17 bytes.
 const MAX_ANSWER: usize = 64 * 1024;
 /// Most decisions kept. Each holds a URL (up to 8 KiB): 1024 bound the cache to a few MB at
@@ -81,7 +87,9 @@ impl Authz {
 
     /// The answer to `q`: from the cache, from the identical question on its way, or asked.
     pub async fn ask(&self, cfg: &Config, q: &Question) -> Answer {
-        if self.settings.cache.is_zero() {
+        // A question with a body is asked on its own: bodies differ between requests to one
+        // URL, and a cache of them would hold up to 64 KiB each.
+        if self.settings.cache.is_zero() || !q.body.is_empty() {
             return self.call(cfg, &q.body()).await;
         }
         let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
@@ -260,17 +268,19 @@ impl State {
     }
 }
 
-/// Asks the service about `req` (if one is configured). `Err` is the reply: 403 when it
-/// denies, 503 when it cannot answer and `--authz-fail` is closed. With `open`, the failure
-/// is noted in the entry's rule and the request goes on.
+/// Asks the service about `req` and its `body` (what was held back, see [`HELD_BODY`]), if
+/// one is configured. `Err` is the reply: 403 when it denies, 503 when it cannot answer and
+/// `--authz-fail` is closed. With `open`, the failure is noted in the entry's rule and the
+/// request goes on.
 pub async fn check(
     authz: Option<&Authz>,
     cfg: &Config,
     req: &Request,
+    body: &[u8],
     entry: &mut Entry,
 ) -> Result<(), Error> {
     let Some(authz) = authz else { return Ok(()) };
-    let q = Question::new(req, entry.client.ip(), entry.user.as_deref());
+    let q = Question::new(req, body, entry.client.ip(), entry.user.as_deref());
     match (authz.ask(cfg, &q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),

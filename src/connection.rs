@@ -256,7 +256,12 @@ async fn handle(
     // SPEC §6: the authorization service has its say before any byte goes out.
     // (Boxed so that the connection's future does not carry its state; skipped when unset.)
     if p.authz.is_some() {
-        if let Err(err) = Box::pin(authz::check(p.authz.as_ref(), &p.cfg, req, entry)).await {
+        let body = match Box::pin(hold_body(reader, req)).await {
+            Ok(body) => body,
+            Err(err) => return reply(p, client, &err, req, entry).await,
+        };
+        let asked = authz::check(p.authz.as_ref(), &p.cfg, req, &body, entry);
+        if let Err(err) = Box::pin(asked).await {
             entry.rule = Some(err.to_string());
             entry.denied = true;
             return reply(p, client, &err, req, entry).await;
@@ -332,6 +337,41 @@ async fn handle(
             }
         }
     }
+}
+
+/// The request body the authorization service is shown (SPEC §6, §10): read ahead into the
+/// reader, not consumed, when its length is known and at most [`authz::HELD_BODY`] and the
+/// client is not waiting for `100 Continue` before sending it; otherwise nothing.
+async fn hold_body(reader: &mut Reader<Stream>, req: &Request) -> Result<Vec<u8>, Error> {
+    let crate::head::Framing::Length(n) = req.framing else {
+        return Ok(Vec::new());
+    };
+    if n > authz::HELD_BODY || req.expects_continue() {
+        return Ok(Vec::new());
+    }
+    let n = n as usize; // at most HELD_BODY
+    while reader.buffered().len() < n {
+        match reader.fill().await {
+            Ok(0) => {
+                return Err(Error::BadRequest(
+                    "connection closed in the request body".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Error::BadRequest(
+                    "request body not received in time".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "request body: {}",
+                    crate::error::describe(&e)
+                )))
+            }
+        }
+    }
+    Ok(reader.buffered()[..n].to_vec())
 }
 
 /// What the proxy does with a request before any next hop is involved.
@@ -581,6 +621,7 @@ async fn run_intercepted(
                     // The 200 is out: the client learns it from the closed tunnel.
                     eprintln!("intercept: {name}: {err}");
                     done.entry.rule = Some(err.to_string());
+                    done.entry.denied = matches!(err, Error::Forbidden(_));
                 }
             }
         }

@@ -286,7 +286,7 @@ fn authz_allows_and_blocks_by_the_reference_rules() {
             &build_request(method, &target, &headers, body),
         )
     };
-    // Allowed: the request goes on, its body streamed, never held back for the service.
+    // Allowed: the request goes on; its small body was held back and shown to the service.
     let res = send("POST", "/items?id=7&q=a%20b", b"payload");
     assert_eq!((res.status(), res.text().as_str()), (200, "payload"));
     // The question, field by field.
@@ -307,7 +307,7 @@ fn authz_allows_and_blocks_by_the_reference_rules() {
     );
     assert_eq!(q["method"], "POST");
     assert_eq!(q["queryParams"], "id=7&q=a%20b");
-    assert_eq!(q["body"], "");
+    assert_eq!(q["body"], "payload");
     assert_eq!(q["client"], "127.0.0.1");
     assert_eq!(q["user"], "ann");
     let headers: Value = serde_json::from_str(q["headers"].as_str().expect("headers is a string"))
@@ -355,6 +355,38 @@ fn authz_allows_and_blocks_by_the_reference_rules() {
     let q = questions(&service).pop().unwrap();
     assert_eq!(q["url"], format!("https://{}", tcp.authority()));
     assert!(q["method"] == "CONNECT" && q["body"] == "" && q["queryParams"] == "");
+    // Bodies that are not held back reach the origin whole and show as "": one over 64 KiB,
+    // one that is not UTF-8, and one whose client waits for 100 Continue.
+    let big = vec![b'x'; 64 * 1024 + 1];
+    let res = send("POST", "/big", &big);
+    assert_eq!((res.status(), res.body.len()), (200, big.len()));
+    assert_eq!(questions(&service).pop().unwrap()["body"], "");
+    let res = send("POST", "/binary", b"\xff\xfe");
+    assert_eq!((res.status(), res.body.as_slice()), (200, &b"\xff\xfe"[..]));
+    assert_eq!(questions(&service).pop().unwrap()["body"], "");
+    // Expect: 100-continue: the service is asked before a byte of the body is sent (holding
+    // the body back would wait for what the client withholds).
+    let asked = questions(&service).len();
+    let mut c = Conn::connect(proxy.addr);
+    c.write(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nProxy-Authorization: {ANN}\r\n\
+             Expect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+            origin.url("/continue"),
+            origin.authority()
+        )
+        .as_bytes(),
+    );
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while questions(&service).len() == asked {
+        assert!(std::time::Instant::now() < deadline, "not asked before the body");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let q = questions(&service).pop().unwrap();
+    assert!(q["url"].as_str().unwrap().ends_with("/continue") && q["body"] == "");
+    c.write(b"body");
+    let res = c.read_response().expect("a response");
+    assert_eq!((res.status(), res.body.as_slice()), (200, &b"body"[..]));
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub struct Question {
     pub headers: String,
     /// The query string, without `?`.
     pub query: String,
+    /// The request body as text: empty when it was not held back (see `authz.rs`) or is not
+    /// UTF-8.
+    pub body: String,
     /// The client's address.
     pub client: IpAddr,
     /// The authenticated user, or empty.
@@ -38,8 +41,9 @@ pub struct Question {
 }
 
 impl Question {
-    /// The question about `req` from `client`, authenticated as `user`.
-    pub fn new(req: &Request, client: IpAddr, user: Option<&str>) -> Question {
+    /// The question about `req` and its `body` (as much as was held back for the service)
+    /// from `client`, authenticated as `user`.
+    pub fn new(req: &Request, body: &[u8], client: IpAddr, user: Option<&str>) -> Question {
         let t = &req.target;
         let url = match t.scheme {
             Scheme::Connect => format!("https://{}", t.host_port()),
@@ -70,6 +74,7 @@ impl Question {
             method: req.method.clone(),
             headers: headers.text(),
             query: t.path.split_once('?').map_or("", |(_, q)| q).to_string(),
+            body: std::str::from_utf8(body).unwrap_or_default().to_string(),
             client,
             user: user.unwrap_or_default().to_string(),
         }
@@ -82,7 +87,7 @@ impl Question {
             "method" => self.method.as_str(),
             "headers" => self.headers.as_str(),
             "queryParams" => self.query.as_str(),
-            "body" => "",
+            "body" => self.body.as_str(),
             "client" => self.client.to_string(),
             "user" => self.user.as_str(),
         }
@@ -131,23 +136,26 @@ mod tests {
               X-Quote: say \"hi\"\r\nContent-Length: 2\r\n\r\n",
         )
         .unwrap();
-        let q = Question::new(&req, "10.0.0.5".parse().unwrap(), Some("ann"));
+        let q = Question::new(&req, b"{}", "10.0.0.5".parse().unwrap(), Some("ann"));
         assert_eq!(
             q.body(),
             concat!(
                 r#"{"url":"http://api.example.com/v1/items?id=7&x=a%20b","method":"POST","#,
                 r#""headers":"{\"Host\":\"api.example.com\",\"Accept\":\"text/plain\","#,
                 r#"\"X-Tag\":\"a, b\",\"X-Quote\":\"say \\\"hi\\\"\",\"Content-Length\":\"2\"}","#,
-                r#""queryParams":"id=7&x=a%20b","body":"","client":"10.0.0.5","user":"ann"}"#
+                r#""queryParams":"id=7&x=a%20b","body":"{}","client":"10.0.0.5","user":"ann"}"#
             )
         );
+        // A body that is not UTF-8 is not shown.
+        let binary = Question::new(&req, b"\xff\xfe", "10.0.0.5".parse().unwrap(), None);
+        assert_eq!(binary.body, "");
         // The headers string is itself a JSON object.
         let headers = Json::parse(&q.headers).unwrap();
         assert_eq!(headers["X-Quote"], "say \"hi\"");
         let connect =
             parse_request(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
                 .unwrap();
-        let q = Question::new(&connect, "::1".parse().unwrap(), None);
+        let q = Question::new(&connect, b"", "::1".parse().unwrap(), None);
         let body = Json::parse(&q.body()).unwrap();
         assert_eq!(body["url"], "https://db.example:5432");
         assert_eq!(body["method"], "CONNECT");
