@@ -133,28 +133,9 @@ impl Ca {
     /// Reads and checks the CA at `cert` and its key at `key`. The error is the exit status
     /// (1: a file cannot be read, 2: what it holds is refused) and one line for the user.
     pub fn load(cert: &Path, key: &Path) -> Result<Ca, (u8, String)> {
-        use std::os::unix::fs::PermissionsExt;
         let (cert_name, key_name) = (cert.display(), key.display());
         let refuse = |why: String| (2u8, why);
-        let mode = std::fs::metadata(key)
-            .map_err(|e| {
-                (
-                    1,
-                    format!(
-                        "cannot read --intercept-key {key_name}: {}",
-                        crate::error::describe(&e)
-                    ),
-                )
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(refuse(format!(
-                "--intercept-key {key_name} is readable by others (mode {:04o}): whoever reads it \
-                 can impersonate any site; chmod 600 it",
-                mode & 0o7777
-            )));
-        }
+        crate::file::private("--intercept-key", key)?;
         let read = |flag: &str, path: &Path| {
             crate::file::read_limited(path, MAX_CA_FILE)
                 .map_err(|e| (1, format!("cannot read {flag} {}: {e}", path.display())))

@@ -31,6 +31,21 @@ pub struct Flags {
     #[argh(option, from_str_fn(parse_listen))]
     pub listen: Vec<SocketAddr>,
 
+    /// address of a TLS listener for the same proxy (an https:// proxy: curl --proxy
+    /// https://..., Chromium --proxy-server=https://...), so credentials never cross the
+    /// network in clear; needs --tls-cert and --tls-key; repeatable (default none)
+    #[argh(option, arg_name = "ADDR", from_str_fn(parse_listen))]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// certificate chain of --listen-tls (PEM, the server's certificate first) (default none)
+    #[argh(option, arg_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1; ECDSA, Ed25519 or RSA;
+    /// refused if group or others can read it) (default none)
+    #[argh(option, arg_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
     /// ports CONNECT may reach: a list with ranges like 443,8443,9000-9100, or "any";
     /// repeatable (default 443)
     #[argh(option, from_str_fn(parse_ports))]
@@ -465,6 +480,12 @@ pub enum LogFormat {
 pub struct Config {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Addresses of TLS listeners (`--listen-tls`).
+    pub listen_tls: Vec<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`, read in [`Config::read_files`].
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// The TLS listeners' server settings, from [`Config::read_files`].
+    pub tls_server: Option<crate::tls::ServerSettings>,
     /// Ports CONNECT may reach.
     pub connect_ports: Ports,
     /// Most client connections at once.
@@ -565,7 +586,13 @@ impl Config {
         }
         self.trust = Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
             .map_err(|(status, message)| Refused { status, message })?;
-        // Only a build with the tls-server feature accepts --intercept (see `intercept`).
+        // Only a build with the tls-server feature accepts --listen-tls and --intercept.
+        #[cfg(feature = "tls-server")]
+        if let Some((cert, key)) = &self.tls_files {
+            let settings = crate::tls::server::load(cert, key)
+                .map_err(|(status, message)| Refused { status, message })?;
+            self.tls_server = Some(settings);
+        }
         #[cfg(feature = "tls-server")]
         if let Some(i) = &mut self.intercept {
             let ca = crate::ca::Ca::load(&i.ca_file, &i.key_file)
@@ -622,7 +649,10 @@ impl Flags {
             }
         }
         let intercept = intercept(self.intercept, self.intercept_ca, self.intercept_key)?;
-        let policy = Policy::new(self.allow, self.deny, self.block_private, &listen);
+        let tls_files = tls_listener(&self.listen_tls, self.tls_cert, self.tls_key)?;
+        // Every address this proxy answers on, for the loop and self-upstream checks.
+        let own: Vec<SocketAddr> = listen.iter().chain(&self.listen_tls).copied().collect();
+        let policy = Policy::new(self.allow, self.deny, self.block_private, &own);
         let authz = self.authz_url.map(|url| AuthzSettings {
             url,
             timeout: self.authz_timeout,
@@ -634,7 +664,7 @@ impl Flags {
             self.upstream_for,
             self.bypass,
             !self.no_system_proxy,
-            &listen,
+            &own,
             &|name| std::env::var(name).ok(),
         )?;
         Ok(Config {
@@ -643,6 +673,9 @@ impl Flags {
             authz,
             ca_files: self.ca_file,
             intercept,
+            listen_tls: self.listen_tls,
+            tls_files,
+            tls_server: None,
             trust: Trust::default(),
             listen,
             connect_ports,
@@ -665,6 +698,30 @@ impl Flags {
             capture_body_limit: self.capture_body_limit,
             capture_secrets: self.capture_secrets,
         })
+    }
+}
+
+/// Checks `--listen-tls`, `--tls-cert` and `--tls-key` together: all or none.
+fn tls_listener(
+    listen: &[SocketAddr],
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>, String> {
+    let any = !listen.is_empty() || cert.is_some() || key.is_some();
+    if !cfg!(feature = "tls-server") {
+        return match any {
+            true => Err(
+                "--listen-tls: this build has no TLS server (the tls-server feature is off)".into(),
+            ),
+            false => Ok(None),
+        };
+    }
+    match (listen.is_empty(), cert, key) {
+        (true, None, None) => Ok(None),
+        (false, Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (true, _, _) => Err("--tls-cert and --tls-key need --listen-tls".into()),
+        (false, None, _) => Err("--listen-tls needs --tls-cert".into()),
+        (false, _, None) => Err("--listen-tls needs --tls-key".into()),
     }
 }
 

@@ -62,7 +62,34 @@ pub async fn serve(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> 
         io: Stream::Tcp(tcp.clone()),
         tcp,
     };
-    // Clients outside --allow-client are turned away before a byte is read from them.
+    serve_client(p, client, peer).await
+}
+
+/// Serves one client of a TLS listener (`--listen-tls`, SPEC §11): the TLS handshake, then
+/// the same proxy inside it. A failed handshake is one line on stderr.
+pub async fn serve_tls(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> {
+    #[cfg(feature = "tls-server")]
+    {
+        let settings = p.cfg.tls_server.clone()?;
+        let timeout = p.cfg.header_timeout;
+        match crate::tls::server::accept(&settings, tcp.clone(), timeout).await {
+            Ok(io) => serve_client(p, Client { tcp, io }, peer).await,
+            Err(why) => {
+                eprintln!("TLS listener: handshake with {peer} failed: {why}");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "tls-server"))]
+    {
+        let _ = (p, tcp, peer); // --listen-tls is refused at start in this build
+        None
+    }
+}
+
+/// Serves a client connection, plain or TLS.
+async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option<Tunnel> {
+    // Clients outside --allow-client are turned away before a request is read from them.
     if let Err(err) = p.cfg.access.admit(peer.ip()) {
         Box::pin(refuse(&p, &client, peer, &err)).await;
         return None;
@@ -86,9 +113,10 @@ async fn requests(
     // One timer each for the idle wait and the head timeout, kept across requests (see alarm.rs).
     let (mut idle_alarm, mut head_alarm) = (Alarm::default(), Alarm::default());
     loop {
-        if !first && reader.buffered().is_empty() && inside.is_some() {
-            // Idle inside TLS: the session may hold decrypted bytes that the socket no longer
-            // shows, so wait by reading (the reader's timeout is the idle timeout).
+        if !first && reader.buffered().is_empty() && !matches!(client.io, Stream::Tcp(_)) {
+            // Idle inside TLS (a TLS listener's client, an intercepted session): the session
+            // may hold decrypted bytes that the socket no longer shows, so wait by reading
+            // (the reader's timeout is the idle timeout).
             let more = async { matches!(reader.fill().await, Ok(n) if n > 0) };
             let stop = async {
                 p.stopped().await;
@@ -182,10 +210,10 @@ async fn requests(
             });
             return Some(match opened {
                 Opened::Tunnel(origin, early) => {
-                    Box::pin(run_tunnel(p, client.tcp, origin, early, done))
+                    Box::pin(run_tunnel(p, client.io, origin, early, done))
                 }
                 Opened::Intercept(early) => {
-                    Box::pin(run_intercepted(p, client.tcp, early, done, target))
+                    Box::pin(run_intercepted(p, client, early, done, target))
                 }
             });
         }
@@ -516,13 +544,12 @@ struct Done {
 /// Relays an open tunnel until it ends, then logs and records it.
 async fn run_tunnel(
     p: Arc<Proxy>,
-    client: Tcp,
+    client: Stream,
     origin: Stream,
     early: Vec<u8>,
     mut done: Box<Done>,
 ) {
-    let (up, down) =
-        tunnel::relay(Stream::Tcp(client), &early, origin, &[], p.cfg.idle_timeout).await;
+    let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
     drop(early);
     // Only pointers are kept across the capture's wait: a local copy of the entry or the
     // request would make every idle tunnel's future larger.
@@ -542,8 +569,8 @@ async fn run_tunnel(
 #[cfg(feature = "tls-server")]
 async fn run_intercepted(
     p: Arc<Proxy>,
-    tcp: Tcp,
-    early: Vec<u8>,
+    client: Client,
+    mut early: Vec<u8>,
     mut done: Box<Done>,
     target: Target,
 ) {
@@ -553,10 +580,10 @@ async fn run_intercepted(
         return;
     };
     let name = target.host_port();
-    match intercept::peek(&tcp, &early).await {
+    match intercept::peek(&client.io, &mut early).await {
         Peek::Tls => {
             match interceptor
-                .accept(tcp.clone(), early, &target.host, p.cfg.header_timeout)
+                .accept(client.io.clone(), early, &target.host, p.cfg.header_timeout)
                 .await
             {
                 Ok(session) => {
@@ -570,7 +597,7 @@ async fn run_intercepted(
                         user: done.entry.user.clone(),
                     };
                     let client = Client {
-                        tcp,
+                        tcp: client.tcp,
                         io: session.stream,
                     };
                     let peer = done.entry.client;
@@ -615,7 +642,7 @@ async fn run_intercepted(
                     if let Some(record) = &mut done.record {
                         record.1.ready = record.1.stamp();
                     }
-                    return run_tunnel(p, tcp, origin, early, done).await;
+                    return run_tunnel(p, client.io, origin, early, done).await;
                 }
                 Err(err) => {
                     // The 200 is out: the client learns it from the closed tunnel.
@@ -646,7 +673,7 @@ fn serve_session(
 
 /// Without the `tls-server` feature no CONNECT is intercepted: `--intercept` is refused.
 #[cfg(not(feature = "tls-server"))]
-async fn run_intercepted(_: Arc<Proxy>, _: Tcp, _: Vec<u8>, _: Box<Done>, _: Target) {}
+async fn run_intercepted(_: Arc<Proxy>, _: Client, _: Vec<u8>, _: Box<Done>, _: Target) {}
 
 /// Whether the connection can carry another request after this one is answered here, without
 /// its body being read: a body still on the wire would be read as the next request.

@@ -17,3 +17,28 @@ pub fn read_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String>
     }
     Ok(text)
 }
+
+/// Refuses a private key file that group or others can read (like ssh): whoever reads it can
+/// impersonate this proxy, or with the interception CA every site. `flag` names it in the
+/// message; the error is the exit status (1: unreadable, 2: refused) and one line.
+pub fn private(flag: &str, path: &std::path::Path) -> Result<(), (u8, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let mode = std::fs::metadata(path)
+        .map_err(|e| {
+            let why = crate::error::describe(&e);
+            (1, format!("cannot read {flag} {shown}: {why}"))
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err((
+            2,
+            format!(
+                "{flag} {shown} is readable by others (mode {:04o}); chmod 600 it",
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 
 use crate::ca::Ca;
 use crate::error::describe;
-use crate::stream::{Prefixed, Stream, Tcp};
+use crate::stream::{Prefixed, Stream};
 
 /// Most leaf certificates kept. A leaf and its chain are under 1 KB; 1024 names cover every
 /// API host a deployment intercepts, and past that the oldest half is dropped.
@@ -125,17 +125,17 @@ impl Interceptor {
         Ok(leaf)
     }
 
-    /// Runs the TLS server handshake with the client over `tcp` (after `early`, bytes already
-    /// read), presenting a leaf for its SNI or else for `host`. The error is one line for the
+    /// Runs the TLS server handshake with the client over `client` (after `early`, bytes
+    /// already read), presenting a leaf for its SNI or else for `host`. The error is one line for the
     /// log, naming the TLS alert when the client sent one.
     pub async fn accept(
         &self,
-        tcp: Tcp,
+        client: Stream,
         early: Vec<u8>,
         host: &str,
         timeout: Duration,
     ) -> Result<Session, String> {
-        let io = Prefixed::new(early, Stream::Tcp(tcp));
+        let io = Prefixed::new(early, client);
         let handshake = async {
             let start = futures_rustls::LazyConfigAcceptor::new(Default::default(), io)
                 .await
@@ -165,13 +165,19 @@ impl Interceptor {
     }
 }
 
-/// The first byte of a tunnel: `early` (already read) or a peek at the socket, waiting at most
-/// [`SILENT_CLIENT`]. Nothing is consumed.
-pub async fn peek(tcp: &Tcp, early: &[u8]) -> Peek {
+/// The first byte of a tunnel, waiting at most [`SILENT_CLIENT`] for it: the first of
+/// `early` (already read), else a peek at a plain socket (nothing consumed), else, from a
+/// client that is itself inside TLS (a `--listen-tls` client), a read whose byte is appended
+/// to `early`.
+pub async fn peek(client: &Stream, early: &mut Vec<u8>) -> Peek {
     let deadline = std::time::Instant::now() + SILENT_CLIENT;
-    let byte = match early.first() {
-        Some(&b) => b,
-        None => loop {
+    let silent = async {
+        Timer::at(deadline).await;
+        None
+    };
+    let byte = match (early.first(), client) {
+        (Some(&b), _) => b,
+        (None, Stream::Tcp(tcp)) => loop {
             let ready = async { Some(tcp.0.readable().await.is_ok()) }
                 .or(async {
                     Timer::at(deadline).await;
@@ -190,6 +196,20 @@ pub async fn peek(tcp: &Tcp, early: &[u8]) -> Peek {
                 },
             }
         },
+        (None, Stream::Shared(_)) => {
+            let mut one = [0u8; 1];
+            let read = async {
+                Some(futures_lite::AsyncReadExt::read(&mut client.clone(), &mut one).await)
+            };
+            match read.or(silent).await {
+                None => return Peek::Silent,
+                Some(Ok(1)) => {
+                    early.push(one[0]);
+                    one[0]
+                }
+                Some(_) => return Peek::Closed,
+            }
+        }
     };
     // RFC 8446 §5.1: a handshake record starts with content type 22.
     if byte == 0x16 {

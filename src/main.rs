@@ -102,8 +102,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for addr in server.local_addrs() {
-        eprintln!("listening on {addr}");
+    for (addr, tls) in server.local_addrs() {
+        let kind = if tls { " (TLS)" } else { "" };
+        eprintln!("listening on {addr}{kind}");
         if !addr.ip().is_loopback() && cfg.access.is_open() {
             eprintln!("warning: listening on {addr} without credentials or --allow-client: this is an open proxy");
         }

@@ -39,8 +39,8 @@ const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Server {
     /// The shared state.
     proxy: Arc<Proxy>,
-    /// Bound listening sockets.
-    listeners: Vec<Async<TcpListener>>,
+    /// Bound listening sockets, and whether each is a TLS listener (`--listen-tls`).
+    listeners: Vec<(Async<TcpListener>, bool)>,
     /// Dropping it starts shutdown.
     stop_tx: Sender<()>,
 }
@@ -67,14 +67,15 @@ impl Server {
             None => None,
         };
         let mut listeners = Vec::new();
-        for addr in &cfg.listen {
+        let plain = cfg.listen.iter().map(|a| (a, false));
+        for (addr, tls) in plain.chain(cfg.listen_tls.iter().map(|a| (a, true))) {
             let l = Async::<TcpListener>::bind(*addr)
                 .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
             // std listens with a backlog of 128; a burst of clients (a LAN waking up) should
             // queue in the kernel rather than have its SYNs dropped. Linux lets listen() be
             // called again to raise it.
             let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
-            listeners.push(l);
+            listeners.push((l, tls));
         }
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
         let proxy = Arc::new(proxy);
@@ -85,11 +86,11 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses actually bound (port 0 resolved), each with whether it is a TLS listener.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.listeners
             .iter()
-            .filter_map(|l| l.get_ref().local_addr().ok())
+            .filter_map(|(l, tls)| Some((l.get_ref().local_addr().ok()?, *tls)))
             .collect()
     }
 
@@ -110,8 +111,8 @@ impl Server {
         // futures_lite's would leave it to a helper thread and pay two context switches for
         // every socket event.
         async_io::block_on(ex.run(async {
-            for l in listeners {
-                ex.spawn(accept(proxy.clone(), l, ex.clone())).detach();
+            for (l, tls) in listeners {
+                ex.spawn(accept(proxy.clone(), l, tls, ex.clone())).detach();
             }
             let janitor = proxy.clone();
             ex.spawn(async move {
@@ -136,8 +137,13 @@ impl Server {
     }
 }
 
-/// Accepts clients on one listener until shutdown.
-async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'static>>) {
+/// Accepts clients on one listener until shutdown; `tls` for a `--listen-tls` one.
+async fn accept(
+    p: Arc<Proxy>,
+    listener: Async<TcpListener>,
+    tls: bool,
+    ex: Arc<Executor<'static>>,
+) {
     let mut warned = false;
     loop {
         let next = async { Some(listener.accept().await) }
@@ -177,7 +183,10 @@ async fn accept(p: Arc<Proxy>, listener: Async<TcpListener>, ex: Arc<Executor<'s
         ex.spawn(async move {
             let _guard = Active(p2.clone());
             // Boxed so that the connection's state is freed when it hands over a tunnel.
-            let tunnel = Box::pin(connection::serve(p2, Tcp::new(stream), peer)).await;
+            let tunnel = match tls {
+                false => Box::pin(connection::serve(p2, Tcp::new(stream), peer)).await,
+                true => Box::pin(connection::serve_tls(p2, Tcp::new(stream), peer)).await,
+            };
             if let Some(tunnel) = tunnel {
                 tunnel.await;
             }

@@ -13,6 +13,8 @@ use std::io;
 
 use crate::stream::Stream;
 
+#[cfg(feature = "tls-server")]
+pub mod server;
 #[cfg(feature = "tls")]
 pub mod trust;
 /// Without TLS there is nothing to trust; the configuration still carries the (empty) value.
@@ -33,6 +35,14 @@ pub mod trust {
     }
 }
 pub use trust::Trust;
+
+/// What a TLS listener serves with: rustls' server settings, or nothing in a build without
+/// the `tls-server` feature (where `--listen-tls` is refused).
+#[cfg(feature = "tls-server")]
+pub type ServerSettings = std::sync::Arc<rustls::ServerConfig>;
+/// What a TLS listener serves with: nothing in a build without the `tls-server` feature.
+#[cfg(not(feature = "tls-server"))]
+pub type ServerSettings = std::convert::Infallible;
 
 /// TLS over `io` to `host` (a name, sent as SNI, or an IP literal checked against the
 /// certificate's IP addresses), trusting what `trust` trusts.

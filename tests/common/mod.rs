@@ -58,6 +58,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Every announced listening address, in the order printed.
     pub addrs: Vec<SocketAddr>,
+    /// The announced TLS listeners' addresses (`--listen-tls`), also in `addrs`.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The child process (for signals and exit status).
     child: Child,
     /// Every stderr line so far, and a condition variable signalled on each new line.
@@ -82,7 +84,8 @@ impl Proxy {
     /// Starts a prepared command whose process ends up being `smolproxy` (e.g. `unshare ... sh
     /// -c 'exec smolproxy ...'`). The command should already carry its `--listen` flags.
     pub fn spawn(mut cmd: Command) -> Proxy {
-        let expected = cmd.get_args().filter(|a| *a == "--listen").count().max(1);
+        let expected = cmd.get_args().filter(|a| *a == "--listen").count().max(1)
+            + cmd.get_args().filter(|a| *a == "--listen-tls").count();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -104,20 +107,33 @@ impl Proxy {
         let mut proxy = Proxy {
             addr: "0.0.0.0:0".parse().unwrap(),
             addrs: Vec::new(),
+            tls_addrs: Vec::new(),
             child,
             lines,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            proxy.addrs = proxy
+            // `listening on ADDR`, or `listening on ADDR (TLS)` for a --listen-tls socket.
+            let announced: Vec<(SocketAddr, bool)> = proxy
                 .stderr_lines()
                 .iter()
                 .filter_map(|l| l.strip_prefix("listening on "))
                 .map(|a| {
-                    a.trim()
+                    let (addr, tls) = match a.trim().strip_suffix(" (TLS)") {
+                        Some(addr) => (addr, true),
+                        None => (a.trim(), false),
+                    };
+                    let addr = addr
                         .parse()
-                        .unwrap_or_else(|e| panic!("bad listening line {a:?}: {e}"))
+                        .unwrap_or_else(|e| panic!("bad listening line {a:?}: {e}"));
+                    (addr, tls)
                 })
+                .collect();
+            proxy.addrs = announced.iter().map(|(a, _)| *a).collect();
+            proxy.tls_addrs = announced
+                .iter()
+                .filter(|(_, t)| *t)
+                .map(|(a, _)| *a)
                 .collect();
             if proxy.addrs.len() >= expected {
                 proxy.addr = proxy.addrs[0];
