@@ -46,6 +46,9 @@ pub struct Trace {
     pub tunnel: Option<(u64, u64)>,
     /// The exchange happened inside an intercepted tunnel (SPEC §10).
     pub intercepted: bool,
+    /// For a tunnel opened by a SOCKS client, its protocol (`socks5`, `socks4`); HTTP
+    /// otherwise.
+    pub inbound: Option<&'static str>,
 }
 
 /// The response side of a [`Trace`].
@@ -79,6 +82,7 @@ impl Trace {
             },
             tunnel: None,
             intercepted: false,
+            inbound: None,
         }
     }
 
@@ -127,6 +131,9 @@ pub fn record(entry: &Entry, req: &Request, trace: &Trace, now: Instant, secrets
             "bytes_down" => down,
             "timings" => obj! { "connect_ms" => connect, "total_ms" => total },
         });
+        if let Some(inbound) = trace.inbound {
+            rec.extend(obj! { "inbound" => inbound });
+        }
         return rec;
     }
     let ready = trace.ready.unwrap_or(trace.started);

@@ -31,6 +31,16 @@ pub struct Flags {
     #[argh(option, from_str_fn(parse_listen))]
     pub listen: Vec<SocketAddr>,
 
+    /// accept SOCKS5 and SOCKS4a clients on every --listen port, told apart from HTTP by
+    /// their first byte: on or off (default on)
+    #[argh(
+        option,
+        arg_name = "on|off",
+        default = "true",
+        from_str_fn(parse_on_off)
+    )]
+    pub socks: bool,
+
     /// address of a TLS listener for the same proxy (an https:// proxy: curl --proxy
     /// https://..., Chromium --proxy-server=https://...), so credentials never cross the
     /// network in clear; needs --tls-cert and --tls-key; repeatable (default none)
@@ -480,6 +490,8 @@ pub enum LogFormat {
 pub struct Config {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Accept SOCKS clients on the `--listen` ports.
+    pub socks: bool,
     /// Addresses of TLS listeners (`--listen-tls`).
     pub listen_tls: Vec<SocketAddr>,
     /// `--tls-cert` and `--tls-key`, read in [`Config::read_files`].
@@ -674,6 +686,7 @@ impl Flags {
             ca_files: self.ca_file,
             intercept,
             listen_tls: self.listen_tls,
+            socks: self.socks,
             tls_files,
             tls_server: None,
             trust: Trust::default(),
@@ -846,6 +859,14 @@ fn parse_days(s: &str) -> Result<u32, String> {
             "expected a number of days from 1 to {}, got '{s}'",
             crate::ca::MAX_DAYS
         )),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got '{s}'")),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::reader::{HeadError, Reader};
 use crate::stream::{Stream, Tcp};
 use crate::target::{Scheme, Target};
 use crate::tunnel;
-use crate::{authz, route, upstream};
+use crate::{authz, route, socks, upstream};
 
 /// The client's side of a connection.
 #[derive(Clone)]
@@ -94,7 +94,69 @@ async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option
         Box::pin(refuse(&p, &client, peer, &err)).await;
         return None;
     }
-    requests(p, client, peer, None).await
+    let mut reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
+    if matches!(client.io, Stream::Tcp(_)) {
+        // SPEC §11: on a plain port the first byte tells SOCKS5 (5) and SOCKS4 (4) from HTTP
+        // (a method's first letter). Read here, not peeked: the reader keeps it for either.
+        let started = Instant::now();
+        let limit = p.cfg.header_timeout;
+        let first = reader
+            .fill()
+            .or(async {
+                Timer::after(limit).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            })
+            .await;
+        match first {
+            Ok(n) if n > 0 => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let mut entry = Entry::new(peer);
+                let err = Error::HeadTimeout;
+                Box::pin(finish_with_error(&p, &client, &err, &mut entry, started)).await;
+                return None;
+            }
+            _ => return None,
+        }
+        if let Some(&(socks::message::V4 | socks::message::V5)) = reader.buffered().first() {
+            return Box::pin(socks(p, client, reader, peer)).await;
+        }
+    }
+    requests(p, client, reader, peer, None).await
+}
+
+/// A SOCKS client (`socks.rs`): its handshake, then the tunnel it opened, relayed like an
+/// HTTP one. With `--socks off` it is closed with one log line.
+async fn socks(
+    p: Arc<Proxy>,
+    client: Client,
+    mut reader: Reader<Stream>,
+    peer: SocketAddr,
+) -> Option<Tunnel> {
+    if !p.cfg.socks {
+        let mut entry = Entry::new(peer);
+        entry.method = "SOCKS".into();
+        entry.rule = Some("SOCKS is off (--socks off)".into());
+        entry.denied = true;
+        p.log.write(&entry);
+        return None;
+    }
+    let relay = socks::serve(&p, &client.io, &client.tcp, &mut reader, peer).await?;
+    // Bytes the client sent right after its request belong to the tunnel.
+    let early = reader.buffered().to_vec();
+    reader.consume(early.len());
+    drop(reader);
+    let done = Box::new(Done {
+        entry: relay.entry,
+        started: relay.started,
+        record: relay.record.map(Box::new),
+    });
+    Some(Box::pin(run_tunnel(
+        p,
+        client.io,
+        relay.origin,
+        early,
+        done,
+    )))
 }
 
 /// Reads and handles requests one after another, on a client connection or inside an
@@ -102,13 +164,13 @@ async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option
 async fn requests(
     p: Arc<Proxy>,
     client: Client,
+    mut reader: Reader<Stream>,
     peer: SocketAddr,
     inside: Option<&Inside>,
 ) -> Option<Tunnel> {
     // Only interception (the tls-server feature) serves requests inside a tunnel; without it
     // the compiler sees `None` and leaves that code out (SPEC §9's 700 KB).
     let inside = inside.filter(|_| cfg!(feature = "tls-server"));
-    let mut reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
     let mut first = true;
     // One timer each for the idle wait and the head timeout, kept across requests (see alarm.rs).
     let (mut idle_alarm, mut head_alarm) = (Alarm::default(), Alarm::default());
@@ -668,7 +730,8 @@ fn serve_session(
     peer: SocketAddr,
     inside: &Inside,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Tunnel>> + Send + '_>> {
-    Box::pin(requests(p, client, peer, Some(inside)))
+    let reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
+    Box::pin(requests(p, client, reader, peer, Some(inside)))
 }
 
 /// Without the `tls-server` feature no CONNECT is intercepted: `--intercept` is refused.

@@ -44,6 +44,7 @@ pub mod proxy_url;
 pub mod reader;
 pub mod route;
 pub mod server;
+pub mod socks;
 pub mod socks5;
 pub mod spare;
 pub mod stream;
