@@ -230,18 +230,18 @@ async fn handshake(
             true => None,
             false => crate::auth::check(&access.users, &given),
         };
-        let status = u8::from(found.is_none());
-        send(vec![1, status]).await?;
-        match found {
-            Some(u) => entry.user = Some(u.name.clone()),
-            None => {
-                return Err(Refusal {
-                    code: None,
-                    status: 407,
-                    why: "proxy credentials wrong".into(),
-                })
-            }
+        // Wrong credentials refuse only a client that needs them (an exempt client that
+        // offered them anyway goes on without a user, as over HTTP).
+        let refused = found.is_none() && needs_credentials;
+        send(vec![1, u8::from(refused)]).await?;
+        if refused {
+            return Err(Refusal {
+                code: None,
+                status: 407,
+                why: "proxy credentials wrong".into(),
+            });
         }
+        entry.user = found.map(|u| u.name.clone());
     }
     let ask = next(reader, message::request5).await?.map_err(bad)?;
     entry.target = authority(&ask.dest.host(), ask.port);

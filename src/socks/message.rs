@@ -102,16 +102,15 @@ pub fn greeting(buf: &[u8]) -> Result<Option<(&[u8], usize)>, u8> {
     Ok((rest.len() >= n).then(|| (&rest[..n], 2 + n)))
 }
 
-/// Which method to answer with: username/password when credentials are needed, else none;
-/// [`NO_ACCEPTABLE`] when the client offers neither.
+/// Which method to answer with: username/password when credentials are needed; else no
+/// authentication, or username/password for a client that offers only that (its credentials
+/// are then checked but not required, as for an exempt HTTP client); [`NO_ACCEPTABLE`] when
+/// nothing fits.
 pub fn choose(offered: &[u8], needs_credentials: bool) -> u8 {
-    let wanted = if needs_credentials {
-        USER_PASS
-    } else {
+    if !needs_credentials && offered.contains(&NO_AUTH) {
         NO_AUTH
-    };
-    if offered.contains(&wanted) {
-        wanted
+    } else if offered.contains(&USER_PASS) {
+        USER_PASS
     } else {
         NO_ACCEPTABLE
     }
@@ -333,7 +332,8 @@ mod tests {
         assert_eq!(choose(b"\x00\x02", true), USER_PASS);
         assert_eq!(choose(b"\x00\x02", false), NO_AUTH);
         assert_eq!(choose(b"\x00", true), NO_ACCEPTABLE);
-        assert_eq!(choose(b"\x02", false), NO_ACCEPTABLE);
+        assert_eq!(choose(b"\x02", false), USER_PASS);
+        assert_eq!(choose(b"\x01", false), NO_ACCEPTABLE);
     }
 
     #[test]
