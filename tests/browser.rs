@@ -341,3 +341,51 @@ fn chromium_through_interception() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The plain page through the TLS listener (SPEC §11): Chromium speaks TLS to the proxy
+/// (`--proxy-server=https://`), verifying the listener's certificate against the NSS database,
+/// and sends its requests inside; the capture and the access log show them.
+#[cfg(feature = "tls-server")]
+#[test]
+fn chromium_through_the_tls_listener() {
+    let dir = temp_dir("browser-listen-tls");
+    let capture = dir.join("capture.ndjson");
+    let pki = pki();
+    let flags = [
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+    ];
+    let Some(proxy) = browser_proxy(&capture, &flags) else {
+        return;
+    };
+    let value = format!("violet-{}", std::process::id());
+    let origin = site(&value);
+    let mut browser = Browser::new(&dir, &pki.ca, &proxy);
+    // Only the TLS listener: a browser speaking plain HTTP to it would get nothing.
+    browser.proxy = format!("https://{}", proxy.tls_addrs[0]);
+
+    let http = origin.url("");
+    assert_fetched(&browser.dom(&format!("{http}/")), &value);
+    assert_origin_saw_page(&origin, &origin.authority());
+    let api = format!("{http}/api/data");
+    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    assert_exchange(&records, &format!("{http}/"), PAGE);
+    assert_exchange(&records, &api, &format!("{{\"value\":\"{value}\"}}"));
+    for url in [format!("{http}/"), api] {
+        let entry = format!(" GET {url} 200 ");
+        proxy
+            .wait_for_log(IO_TIMEOUT, &entry)
+            .unwrap_or_else(|| panic!("no {entry:?} in {:#?}", proxy.stderr_lines()));
+    }
+    let failures: Vec<String> = proxy
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("TLS listener:"))
+        .collect();
+    assert!(failures.is_empty(), "failed handshakes: {failures:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -51,14 +51,6 @@ fn ca() -> &'static Identity {
     })
 }
 
-/// Runs `smolproxy ca new --cert CERT --key KEY EXTRA...`.
-fn ca_new(cert: &Path, key: &Path, extra: &[&str]) -> Finished {
-    let mut cmd = Command::new(bin());
-    cmd.args(["ca", "new", "--cert", s(cert), "--key", s(key)])
-        .args(extra);
-    run_to_exit(cmd, IO_TIMEOUT)
-}
-
 /// A path as the `&str` a command line wants (test paths are always UTF-8).
 fn s(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")

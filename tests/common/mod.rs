@@ -1675,6 +1675,17 @@ pub fn bad_certs() -> &'static BadCerts {
     })
 }
 
+/// Runs `smolproxy ca new --cert CERT --key KEY EXTRA...` (an interception CA, SPEC §10).
+pub fn ca_new(cert: &Path, key: &Path, extra: &[&str]) -> Finished {
+    let mut cmd = Command::new(bin());
+    cmd.args(["ca", "new", "--cert"])
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(extra);
+    run_to_exit(cmd, IO_TIMEOUT)
+}
+
 /// Makes `dir/NAME.key` and `dir/NAME.pem` for the common name `cn` with the extensions
 /// `ext`, signed by `issuer` (self-signed when `None`), valid for two days or between `dates`
 /// (openssl ca's `YYYYMMDDHHMMSSZ`). `openssl ca` wants a database: each gets its own.
