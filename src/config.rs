@@ -629,7 +629,9 @@ impl Flags {
             }
             Err(std::env::VarError::NotPresent) => {}
         }
-        let listen = if self.listen.is_empty() {
+        // The default plain listener only when no listener at all is asked for: who asks for
+        // a TLS listener alone does not want credentials accepted in clear beside it.
+        let listen = if self.listen.is_empty() && self.listen_tls.is_empty() {
             vec![SocketAddr::from(([127, 0, 0, 1], 3128))]
         } else {
             self.listen

@@ -64,15 +64,16 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (u8, String)> 
     Ok(Arc::new(config))
 }
 
-/// The TLS handshake with a client of the listener, within `timeout`.
-pub async fn accept(
-    config: &Arc<ServerConfig>,
-    tcp: Tcp,
-    timeout: Duration,
-) -> Result<Stream, String> {
+/// The TLS handshake with a client of the listener, within `timeout`. Through rustls'
+/// `Acceptor`, as interception does: a refusal (an h2-only ALPN offer) then reaches the client
+/// as its alert before the connection closes.
+pub async fn accept(config: &Arc<ServerConfig>, tcp: Tcp, timeout: Duration) -> Result<Stream, String> {
     let handshake = async {
-        futures_rustls::TlsAcceptor::from(config.clone())
-            .accept(tcp)
+        let start = futures_rustls::LazyConfigAcceptor::new(Default::default(), tcp)
+            .await
+            .map_err(|e| format!("bad TLS client hello: {}", describe(&e)))?;
+        start
+            .into_stream(config.clone())
             .await
             .map(Stream::shared)
             .map_err(|e| describe(&e))
