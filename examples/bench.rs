@@ -1,9 +1,11 @@
-//! Load generator and test peer for `scripts/bench.sh`: plain std, one thread per job.
+//! Load generator and test peer for `scripts/bench.sh`: plain std (and a blocking rustls client
+//! for HTTPS), one thread per job.
 //!
-//! It measures what wrk cannot: CONNECT tunnels. Every subcommand talks only to 127.0.0.1, every
-//! loop is bounded by a count or a deadline, and every socket has a timeout, so a stuck proxy
-//! makes a run fail instead of hang. It is not a test of the proxy's correctness beyond counting
-//! bytes; `tests/` does that.
+//! It measures what wrk cannot: CONNECT tunnels, and HTTPS inside them through an intercepting
+//! proxy. Every subcommand talks only to 127.0.0.1, every loop is bounded by a count or a
+//! deadline, and every socket has a timeout, so a stuck proxy makes a run fail instead of hang.
+//! It is not a test of the proxy's correctness beyond counting bytes and checking statuses;
+//! `tests/` does that.
 //!
 //! ```text
 //! bench freeport                               print a free 127.0.0.1 port
@@ -12,7 +14,19 @@
 //! bench setups PROXY|direct TARGET INFLIGHT SECS
 //!                                              open, CONNECT, one small round trip, close
 //! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
+//! bench intercept-keepalive PROXY|direct ORIGIN CA CONNS SECS
+//!                                              CONNS tunnels, each: CONNECT, TLS trusting CA,
+//!                                              then back-to-back `GET /1k` with keep-alive
+//! bench intercept-sessions PROXY|direct ORIGIN CA INFLIGHT SECS
+//!                                              each round: new TCP, CONNECT, full TLS
+//!                                              handshake, one `GET /1k`, close
 //! ```
+//!
+//! ORIGIN is an HTTPS server on 127.0.0.1 (nginx in the bench) serving `/1k`; CA is the PEM
+//! file of the CA the client trusts: the proxy's interception CA through a proxy, the origin's
+//! own CA for `direct`. The name checked is the IP address, as a client sends no SNI for one.
+//! Session resumption is off, so every handshake is a full one (the costly case, and the same
+//! for every proxy).
 //!
 //! The bench protocol, spoken once the tunnel is up: the client sends one command byte and a
 //! big-endian u64 argument. `B n`: both sides send `n` bytes and read `n` bytes at the same
@@ -27,6 +41,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustls::client::Resumption;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 /// Threads accepting on the sink's listener; more than the 32 setups in flight, so the sink
 /// never queues a short connection behind another.
@@ -68,6 +87,16 @@ fn main() -> ExitCode {
             number(count, "count").map(|n| n.min(100_000) as usize),
             seconds(secs),
         ),
+        [mode @ ("intercept-keepalive" | "intercept-sessions"), proxy, origin, ca, n, secs] => {
+            intercepted(
+                *mode == "intercept-sessions",
+                via(proxy),
+                addr(origin),
+                tls_config(ca),
+                number(n, "connections").map(|n| n.clamp(1, 1024) as usize),
+                seconds(secs),
+            )
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "usage: see the top of examples/bench.rs",
@@ -301,15 +330,66 @@ fn bulk(
     Ok(())
 }
 
-/// What one `setups` thread measured.
+/// What one thread of `setups` or `intercept-*` measured.
 #[derive(Default)]
 struct Tally {
-    /// Setup-to-close times of the successful round trips, in microseconds.
+    /// Times of the successful rounds (a setup to close, or one request), in microseconds.
     micros: Vec<u32>,
     /// Failed attempts.
     errors: u64,
     /// The first failure, to show what went wrong.
     first_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts a round that took from `t0` until now.
+    fn done(&mut self, t0: Instant) {
+        self.micros
+            .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+
+    /// Counts a failure, then pauses briefly so a dead proxy is not spun on.
+    fn fail(&mut self, e: io::Error) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| e.to_string());
+        thread::sleep(Duration::from_millis(1));
+    }
+
+    /// Adds up the tallies of all threads.
+    fn join(threads: Vec<thread::JoinHandle<Tally>>) -> io::Result<Tally> {
+        let mut all = Tally::default();
+        for th in threads {
+            let t = th.join().map_err(|_| bad("bench thread panicked".into()))?;
+            all.micros.extend(t.micros);
+            all.errors += t.errors;
+            if all.first_error.is_none() {
+                all.first_error = t.first_error;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Prints `LABEL ok=N errors=N secs=S rate=R p50_ms=X p99_ms=Y`, the line bench.sh reads,
+    /// and the first failure on stderr.
+    fn report(mut self, label: &str, secs: f64) {
+        self.micros.sort_unstable();
+        let pct = |p: f64| {
+            let i =
+                ((self.micros.len() as f64 * p) as usize).min(self.micros.len().saturating_sub(1));
+            self.micros.get(i).map_or(0.0, |&us| us as f64 / 1000.0)
+        };
+        if let Some(e) = &self.first_error {
+            eprintln!("{label}: {} failed, first: {e}", self.errors);
+        }
+        println!(
+            "{label} ok={} errors={} secs={secs:.3} rate={:.1} p50_ms={:.3} p99_ms={:.3}",
+            self.micros.len(),
+            self.errors,
+            self.micros.len() as f64 / secs,
+            pct(0.50),
+            pct(0.99)
+        );
+    }
 }
 
 fn setups(
@@ -326,7 +406,7 @@ fn setups(
             thread::spawn(move || {
                 let mut t = Tally::default();
                 let ping = [0x42u8; PING_BYTES];
-                // Bounded by the deadline; a failure pauses briefly so a dead proxy is not spun on.
+                // Bounded by the deadline.
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     let round = open(proxy, target).and_then(|mut s| {
@@ -339,46 +419,15 @@ fn setups(
                         Ok(())
                     });
                     match round {
-                        Ok(()) => t
-                            .micros
-                            .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                        Err(e) => {
-                            t.errors += 1;
-                            t.first_error.get_or_insert_with(|| e.to_string());
-                            thread::sleep(Duration::from_millis(1));
-                        }
+                        Ok(()) => t.done(t0),
+                        Err(e) => t.fail(e),
                     }
                 }
                 t
             })
         })
         .collect();
-    let mut all = Tally::default();
-    for th in threads {
-        let t = th.join().map_err(|_| bad("setup thread panicked".into()))?;
-        all.micros.extend(t.micros);
-        all.errors += t.errors;
-        if all.first_error.is_none() {
-            all.first_error = t.first_error;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.micros.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((all.micros.len() as f64 * p) as usize).min(all.micros.len().saturating_sub(1));
-        all.micros.get(i).map_or(0.0, |&us| us as f64 / 1000.0)
-    };
-    if let Some(e) = &all.first_error {
-        eprintln!("setups: {} failed, first: {e}", all.errors);
-    }
-    println!(
-        "setups ok={} errors={} secs={secs:.3} rate={:.1} p50_ms={:.3} p99_ms={:.3}",
-        all.micros.len(),
-        all.errors,
-        all.micros.len() as f64 / secs,
-        pct(0.50),
-        pct(0.99)
-    );
+    Tally::join(threads)?.report("setups", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -418,5 +467,216 @@ fn hold(
     // Bounded: the script kills us once it has measured; if it does not, we leave anyway.
     thread::sleep(secs);
     drop(tunnels);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS through an intercepting proxy: the client end of the TLS session the proxy opens.
+
+/// A TLS session over a tunnel (or straight to the origin).
+type Session = StreamOwned<ClientConnection, TcpStream>;
+
+/// Response header lines we make room for; nginx sends about eight.
+const MAX_HEADERS: usize = 32;
+/// Largest response body read; the bench file is 1 KB.
+const MAX_BODY: usize = 64 * 1024;
+/// Bytes read from a session at a time: a TLS record's worth.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A client configuration trusting only the certificates in the PEM file `ca`.
+fn tls_config(ca: &str) -> io::Result<Arc<ClientConfig>> {
+    let what = |e: &dyn std::fmt::Display| bad(format!("{ca}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| what(&e))? {
+        roots
+            .add(cert.map_err(|e| what(&e))?)
+            .map_err(|e| what(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(format!("{ca}: no certificate")));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // As curl and browsers do over HTTP/1.1; an intercepting proxy must agree on it.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every handshake a full one: what a new client costs, and the same for every proxy.
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Opens a TLS session with `origin`, through a CONNECT tunnel when `proxy` is set, and
+/// completes the handshake, so a refused certificate fails here.
+fn session(
+    proxy: Option<SocketAddr>,
+    origin: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> io::Result<Session> {
+    let tcp = open(proxy, origin)?;
+    // An IP address: no SNI is sent, and the certificate must carry it as an IP SAN.
+    let name = ServerName::IpAddress(origin.ip().into());
+    let conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// Ends a session as a polite client does: `close_notify`, then the TCP close (on drop).
+fn close(mut s: Session) {
+    s.conn.send_close_notify();
+    while s.conn.wants_write() {
+        if s.conn.write_tls(&mut s.sock).is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends `GET /1k` and reads the whole response, which must be a 200 with a Content-Length.
+/// `buf` holds bytes read past the response for the next one. Returns whether the server
+/// keeps the session open.
+fn get(s: &mut Session, origin: SocketAddr, buf: &mut Vec<u8>) -> io::Result<bool> {
+    // One write, so the request leaves in one TLS record.
+    let request =
+        format!("GET /1k HTTP/1.1\r\nHost: {origin}\r\nUser-Agent: smolproxy-bench\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    // Bounded: the head by MAX_HEAD, the body by MAX_BODY.
+    let (head_len, body_len, keep) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                if response.code != Some(200) {
+                    return Err(bad(format!(
+                        "response {} {}",
+                        response.code.unwrap_or(0),
+                        response.reason.unwrap_or("")
+                    )));
+                }
+                let value = |name: &str| {
+                    response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+                };
+                let length = value("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| n <= MAX_BODY)
+                    .ok_or_else(|| bad("response without a usable Content-Length".into()))?;
+                let keep = value("connection").is_none_or(|v| !v.contains("close"));
+                break (n, length, keep);
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => fill(s, buf)?,
+            Ok(httparse::Status::Partial) => return Err(bad("response head too large".into())),
+            Err(e) => return Err(bad(format!("response head: {e}"))),
+        }
+    };
+    while buf.len() < head_len + body_len {
+        fill(s, buf)?;
+    }
+    buf.drain(..head_len + body_len);
+    Ok(keep)
+}
+
+/// Appends what the session has to `buf`; the end of the session is an error here, since we
+/// only read while a response is due.
+fn fill(s: &mut Session, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; READ_CHUNK];
+    match s.read(&mut chunk)? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "session closed before the response ended",
+        )),
+        k => {
+            buf.extend_from_slice(&chunk[..k]);
+            Ok(())
+        }
+    }
+}
+
+/// `intercept-keepalive` (`sessions` false): `n` sessions, each sending GETs back to back
+/// until `secs` have passed; counts requests. `intercept-sessions`: `n` threads, each opening
+/// a session, sending one GET and closing, again and again; counts sessions.
+fn intercepted(
+    sessions: bool,
+    proxy: io::Result<Option<SocketAddr>>,
+    origin: io::Result<SocketAddr>,
+    config: io::Result<Arc<ClientConfig>>,
+    n: io::Result<usize>,
+    secs: io::Result<Duration>,
+) -> io::Result<()> {
+    let (proxy, origin, config, n, secs) = (proxy?, origin?, config?, n?, secs?);
+    let start = Instant::now();
+    let deadline = start + secs;
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let config = config.clone();
+            thread::spawn(move || {
+                let mut t = Tally::default();
+                let mut buf = Vec::with_capacity(2 * READ_CHUNK);
+                let mut open_session: Option<Session> = None;
+                // Bounded by the deadline; a request in flight then is finished and counted.
+                while Instant::now() < deadline {
+                    if sessions {
+                        let t0 = Instant::now();
+                        buf.clear();
+                        let round = session(proxy, origin, &config).and_then(|mut s| {
+                            get(&mut s, origin, &mut buf)?;
+                            close(s);
+                            Ok(())
+                        });
+                        match round {
+                            Ok(()) => t.done(t0),
+                            Err(e) => t.fail(e),
+                        }
+                        continue;
+                    }
+                    // Keep-alive: the handshake is outside the timed request; a session the
+                    // server ends (or that fails) is replaced by a new one.
+                    let s = match open_session.as_mut() {
+                        Some(s) => s,
+                        None => match session(proxy, origin, &config) {
+                            Ok(s) => {
+                                buf.clear();
+                                open_session.insert(s)
+                            }
+                            Err(e) => {
+                                t.fail(e);
+                                continue;
+                            }
+                        },
+                    };
+                    let t0 = Instant::now();
+                    match get(s, origin, &mut buf) {
+                        Ok(keep) => {
+                            t.done(t0);
+                            if let Some(s) = open_session.take_if(|_| !keep) {
+                                close(s);
+                            }
+                        }
+                        Err(e) => {
+                            t.fail(e);
+                            open_session = None;
+                        }
+                    }
+                }
+                if let Some(s) = open_session {
+                    close(s);
+                }
+                t
+            })
+        })
+        .collect();
+    let label = if sessions {
+        "intercept-sessions"
+    } else {
+        "intercept-keepalive"
+    };
+    Tally::join(threads)?.report(label, start.elapsed().as_secs_f64());
     Ok(())
 }

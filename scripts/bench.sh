@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures smolproxy side by side with tinyproxy (and a direct connection where that means
-# something) on this machine, in one run, as SPEC.md §9 asks, and prints a Markdown table.
+# Measures smolproxy side by side with tinyproxy, mitmproxy's mitmdump for interception, and a
+# direct connection where that means something, on this machine, in one run, as SPEC.md §9
+# asks, and prints a Markdown table.
 #
 #   scripts/bench.sh
 #
@@ -12,6 +13,9 @@
 #                            open-file limit: the proxy needs two descriptors per tunnel)
 #   BENCH_SMOLPROXY []       measure this smolproxy binary instead of building the tree's
 #                            (for comparing a change against the tree: build it elsewhere)
+#   BENCH_INTERCEPT_SECS [3/5 of BENCH_SECS, rounded up]   length of each intercepted run
+#   BENCH_MITMPROXY [11.0.2] the mitmproxy version pip installs into target/bench-venv (the
+#                            newest for Python 3.11; mitmproxy 12 needs 3.12)
 #
 # Workloads (SPEC.md §9, issue 7), each run for smolproxy, tinyproxy and direct, alternating,
 # BENCH_REPS times:
@@ -22,6 +26,17 @@
 #   5. memory: VmRSS of a fresh idle proxy, then with 1,000 and BENCH_TUNNELS idle tunnels
 #      (tinyproxy runs a thread per connection and stops at MaxClients 1000: 1,000 only)
 #   6. binary size (scripts/size.sh)
+# then, through interception (SPEC.md §10), for smolproxy, mitmdump and direct (TLS straight
+# to the origin), alternating, BENCH_REPS times, each BENCH_INTERCEPT_SECS long:
+#   7. intercepted keep-alive: 16 sessions, each CONNECT, TLS with the proxy, then GETs of the
+#      1 KB file back to back: req/s, p50, p99
+#   8. new intercepted TLS sessions/s with 16 in flight: new TCP, CONNECT, full handshake (no
+#      resumption), one GET, close
+# The origin for these is the same nginx, over TLS (an openssl-made origin CA and a P-256
+# certificate for 127.0.0.1); both proxies verify it against that CA. tinyproxy cannot
+# intercept. mitmdump runs from a venv (target/bench-venv) as its users run it, with one change:
+# connection_strategy=lazy, so that it dials the origin at the first request as smolproxy does,
+# instead of before answering the CONNECT.
 # The proxy under test runs alone on core 0; wrk, the bench client (examples/bench.rs) and the
 # origin (nginx-light, or the bench sink for tunnels) share core 1. Everything listens on
 # 127.0.0.1 ports picked at run time; nothing else is ever a target. Every run has a time
@@ -40,6 +55,12 @@ tunnels_few=1000
 # Requests in flight for wrk, CONNECT setups in flight.
 wrk_conns=50
 setups_inflight=32
+# Intercepted runs: shorter than the others (three targets, two workloads, about a minute at
+# the defaults in all). Sessions kept alive; new sessions in flight.
+intercept_secs="${BENCH_INTERCEPT_SECS:-$(((secs * 3 + 4) / 5))}"
+intercept_conns=16
+sessions_inflight=16
+mitmproxy_version="${BENCH_MITMPROXY:-11.0.2}"
 # Longest wait for a server to come up or a hold client to report, in tenths of a second.
 ready_tenths=300
 # Longest any one load-generator command may run before it is stopped, in seconds.
@@ -56,6 +77,9 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt)"
     # Keep apt from starting the packages' system services (invoke-rc.d asks policy-rc.d).
@@ -105,6 +129,21 @@ else
 fi
 cargo build --release --quiet --example bench
 bench="$root/target/release/examples/bench"
+
+# mitmdump in a venv of its own, made once and kept with the build (target/ is not in git).
+# A failure here leaves its rows empty rather than stopping the other measurements.
+venv="$root/target/bench-venv"
+mitmdump="$venv/bin/mitmdump"
+mitm_problem=""
+if ! "$mitmdump" --version 2>/dev/null | grep -qx "Mitmproxy: $mitmproxy_version"; then
+    say "installing mitmproxy $mitmproxy_version into $venv (pip)"
+    if ! { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" >&2; } ||
+        ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            "mitmproxy==$mitmproxy_version" >&2; then
+        mitm_problem="pip could not install mitmproxy $mitmproxy_version into $venv"
+        say "$mitm_problem: its rows stay empty"
+    fi
+fi
 
 # --- processes -------------------------------------------------------------------------------
 
@@ -189,11 +228,31 @@ alive() { kill -0 "$1" 2>/dev/null || die "$2 exited during the benchmark (see a
 
 # --- peers -----------------------------------------------------------------------------------
 
-say "starting origin (nginx-light, 1 KB file) and the tunnel sink on core 1"
+say "starting origin (nginx-light, 1 KB file, plain and TLS) and the tunnel sink on core 1"
 mkdir -p "$work/www" "$work/nginx-tmp"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
 chmod -R a+rX "$work/www"
 origin_port="$(freeport)"
+tls_origin_port="$(freeport)"
+
+# The TLS origin's CA and certificate (P-256, IP SAN 127.0.0.1, two days), which the proxies
+# and the direct client trust; what webpki and OpenSSL check: a CA with basicConstraints and
+# keyCertSign, a leaf that is not a CA, for serverAuth.
+openssl_quiet() {
+    openssl "$@" 2>"$work/openssl.err" || { cat "$work/openssl.err" >&2; die "openssl $1 failed"; }
+}
+openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$work/origin-ca-key.pem" -out "$work/origin-ca.pem" \
+    -subj "/CN=smolproxy bench origin CA" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign"
+openssl_quiet req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/origin-key.pem" -out "$work/origin.csr" -subj "/CN=127.0.0.1"
+printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1" >"$work/origin.ext"
+openssl_quiet x509 -req -in "$work/origin.csr" -CA "$work/origin-ca.pem" \
+    -CAkey "$work/origin-ca-key.pem" -set_serial "0x$(openssl rand -hex 8)" -days 2 \
+    -extfile "$work/origin.ext" -out "$work/origin.pem"
 cat >"$work/nginx.conf" <<EOF
 # One process (no master): pinned and measured as one, and no user switch is needed.
 worker_processes 1;
@@ -212,12 +271,22 @@ http {
         root $work/www;
         location / { }
     }
+    # The origin of the intercepted runs: the same file over TLS, keep-alive as above.
+    server {
+        listen 127.0.0.1:$tls_origin_port ssl backlog=4096;
+        ssl_certificate $work/origin.pem;
+        ssl_certificate_key $work/origin-key.pem;
+        root $work/www;
+        location / { }
+    }
 }
 EOF
 start nginx "${pin_load[@]}" nginx -p "$work" -c "$work/nginx.conf"
 nginx_pid=$last_pid
 wait_port nginx "$origin_port"
+wait_port nginx "$tls_origin_port"
 origin="127.0.0.1:$origin_port"
+tls_origin="127.0.0.1:$tls_origin_port"
 
 start sink "${pin_load[@]}" "$bench" sink
 sink="$(listening_addr sink)"
@@ -253,6 +322,7 @@ addr_of() {
     case "$1" in
         smolproxy) echo "$smol_addr" ;;
         tinyproxy) echo "$tiny_addr" ;;
+        mitmdump) echo "$mitm_addr" ;;
         direct) echo direct ;;
     esac
 }
@@ -261,6 +331,7 @@ pid_of() {
     case "$1" in
         smolproxy) echo "$smol_pid" ;;
         tinyproxy) echo "$tiny_pid" ;;
+        mitmdump) echo "$mitm_pid" ;;
         direct) echo "" ;;
     esac
 }
@@ -295,16 +366,19 @@ notes="$work/notes"
 # record METRIC TARGET VALUE
 record() { echo "$1 $2 $3" >>"$results"; }
 note() { echo "$*" >>"$notes"; say "note: $*"; }
+[ -z "$mitm_problem" ] || note "$mitm_problem"
 
 # bounded CMD...: runs a load generator on core 1 with a hard time limit.
 bounded() { timeout --kill-after=5 "$run_limit" "${pin_load[@]}" "$@"; }
 
-# The order of targets turns each repetition, so none always runs first or last.
+# order_for REP [OTHER]: the order of targets turns each repetition, so none always runs
+# first or last. OTHER is the proxy smolproxy is set against (tinyproxy unless given).
 order_for() {
+    local other="${2:-tinyproxy}"
     case $(($1 % 3)) in
-        0) echo smolproxy tinyproxy direct ;;
-        1) echo tinyproxy direct smolproxy ;;
-        2) echo direct smolproxy tinyproxy ;;
+        0) echo smolproxy "$other" direct ;;
+        1) echo "$other" direct smolproxy ;;
+        2) echo direct smolproxy "$other" ;;
     esac
 }
 
@@ -399,6 +473,42 @@ check_proxies() {
     alive "$tiny_pid" tinyproxy
 }
 
+# field NAME FILE: the value of NAME=… on the bench client's summary line.
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$2" | head -n1; }
+
+# intercept_run WORKLOAD TARGET REP: WORKLOAD is keepalive or sessions (bench intercept-*),
+# through the intercepting TARGET, trusting its CA, or straight to the TLS origin (direct).
+intercept_run() {
+    local workload="$1" target="$2" rep="$3" ca n out ticks ok errors rate p50 p99
+    case "$target" in
+        smolproxy) ca="$work/smol-ca.pem" ;;
+        mitmdump) ca="$mitm_ca" ;;
+        direct) ca="$work/origin-ca.pem" ;;
+    esac
+    [ -n "$(addr_of "$target")" ] || return 0 # not started (see the notes)
+    if [ "$workload" = keepalive ]; then n=$intercept_conns; else n=$sessions_inflight; fi
+    out="$work/intercept-$workload-$target-$rep.txt"
+    ticks="$(cpu_ticks "$(pid_of "$target")")"
+    if bounded "$bench" "intercept-$workload" "$(addr_of "$target")" "$tls_origin" "$ca" "$n" \
+        "$intercept_secs" >"$out" 2>&1; then
+        ok="$(field ok "$out")"
+        errors="$(field errors "$out")"
+        rate="$(field rate "$out")"
+        p50="$(field p50_ms "$out")"
+        p99="$(field p99_ms "$out")"
+        [ "${errors:-0}" -eq 0 ] || note "intercepted $workload $target run $rep: $errors failed:" \
+            "$(grep -v "^intercept-$workload ok" "$out" | head -n1)"
+        record "i$workload.rate" "$target" "${rate:-0}"
+        record_cpu "i$workload.cpu" "$target" "$ticks" "${ok:-0}"
+        record "i$workload.p50" "$target" "${p50:-0}"
+        record "i$workload.p99" "$target" "${p99:-0}"
+        say "intercepted $workload $target run $rep: ${rate:-?}/s," \
+            "p50 ${p50:-?} ms, p99 ${p99:-?} ms"
+    else
+        note "intercepted $workload $target run $rep failed: $(tr '\n' ' ' <"$out")"
+    fi
+}
+
 # --- run -------------------------------------------------------------------------------------
 
 load_before="$(cut -d' ' -f1 /proc/loadavg)"
@@ -420,6 +530,45 @@ record rss.afterload smolproxy "$(rss_kb "$smol_pid")"
 record rss.afterload tinyproxy "$(rss_kb "$tiny_pid")"
 stop "$smol_pid"
 stop "$tiny_pid"
+
+say "interception: smolproxy and mitmdump on core 0, the TLS origin on core 1"
+# From here on "smolproxy" is an intercepting instance of its own: the one above would have
+# intercepted the sink's tunnels too (127.0.0.1), and its rows stay as they were measured.
+smol_addr="" smol_pid="" mitm_addr="" mitm_pid="" mitm_ca=""
+if "$smolproxy" ca new --cert "$work/smol-ca.pem" --key "$work/smol-ca-key.pem" \
+    >"$work/ca-new.out" 2>&1; then
+    start smolproxy-intercept "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --quiet \
+        --connect-ports any --intercept 127.0.0.1 --intercept-ca "$work/smol-ca.pem" \
+        --intercept-key "$work/smol-ca-key.pem" --ca-file "$work/origin-ca.pem"
+    smol_pid=$last_pid
+    smol_addr="$(listening_addr smolproxy-intercept)"
+else
+    note "smolproxy ca new failed (a build without interception?): $(head -n1 "$work/ca-new.out")"
+fi
+if [ -z "$mitm_problem" ]; then
+    # Quiet (-q: no flow lines, errors only), dialling the origin lazily (see the top), its CA
+    # made at first start in a confdir of this run, the origin verified against its CA.
+    mitm_port="$(freeport)"
+    start mitmdump "${pin_proxy[@]}" "$mitmdump" -q --listen-host 127.0.0.1 \
+        --listen-port "$mitm_port" --set confdir="$work/mitmproxy" \
+        --set connection_strategy=lazy \
+        --set ssl_verify_upstream_trusted_ca="$work/origin-ca.pem"
+    mitm_pid=$last_pid
+    wait_port mitmdump "$mitm_port"
+    mitm_addr="127.0.0.1:$mitm_port"
+    mitm_ca="$work/mitmproxy/mitmproxy-ca-cert.pem"
+    [ -s "$mitm_ca" ] || die "mitmdump made no CA at $mitm_ca"
+fi
+for ((rep = 1; rep <= reps; rep++)); do
+    order="$(order_for "$rep" mitmdump)"
+    say "interception: repetition $rep of $reps (order: $order)"
+    for t in $order; do intercept_run keepalive "$t" "$rep"; done
+    for t in $order; do intercept_run sessions "$t" "$rep"; done
+    [ -z "$smol_pid" ] || alive "$smol_pid" smolproxy
+    [ -z "$mitm_pid" ] || alive "$mitm_pid" mitmdump
+done
+[ -z "$smol_pid" ] || stop "$smol_pid"
+[ -z "$mitm_pid" ] || stop "$mitm_pid"
 
 # hold_run NAME PID ADDR COUNT: opens COUNT idle tunnels through the proxy, records its RSS.
 hold_run() {
@@ -490,7 +639,8 @@ size_in() {
 }
 if [ -n "${BENCH_SMOLPROXY:-}" ]; then
     # Another build was measured: its own size, not the tree's.
-    size_tls="$(stat -c %s "$smolproxy")"
+    size_default="$(stat -c %s "$smolproxy")"
+    size_router="not measured"
     size_notls="not measured"
 else
     say "binary size (scripts/size.sh)"
@@ -498,7 +648,9 @@ else
     bash scripts/size.sh >"$size_out" 2>&1 || size_rc=$?
     [ "$size_rc" -eq 0 ] ||
         note "scripts/size.sh exited $size_rc: $(grep -i -m1 -e error -e OVER "$size_out" || true)"
-    size_tls="$(size_in "smolproxy (default features, tls)")"
+    # The labels scripts/size.sh prints.
+    size_default="$(size_in "smolproxy (default: tls, tls-server)")"
+    size_router="$(size_in "smolproxy --features tls (router)")"
     size_notls="$(size_in "smolproxy --no-default-features")"
 fi
 
@@ -536,39 +688,45 @@ ratio() {
     fi
 }
 
-# row LABEL METRIC FORMAT [DIRECT?]
+# fixed_row LABEL SMOLPROXY [TINYPROXY]: a line for a value measured once, not compared.
+fixed_row() { printf '| %s | %s | %s | – | – | – | – | – |\n' "$1" "$2" "${3:-–}"; }
+
+# row LABEL METRIC FORMAT: one line of the table; a target with nothing recorded shows "–".
 row() {
-    local label="$1" metric="$2" fmt="$3" direct="${4:-yes}" s t d
+    local label="$1" metric="$2" fmt="$3" s t m d
     s="$(median "$metric" smolproxy)"
     t="$(median "$metric" tinyproxy)"
+    m="$(median "$metric" mitmdump)"
     d="$(median "$metric" direct)"
-    if [ "$direct" = yes ]; then
-        printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$(stat "$metric" smolproxy "$fmt")" \
-            "$(stat "$metric" tinyproxy "$fmt")" "$(stat "$metric" direct "$fmt")" \
-            "$(ratio "$s" "$t")" "$(ratio "$s" "$d")"
-    else
-        printf '| %s | %s | %s | – | %s | – |\n' "$label" "$(stat "$metric" smolproxy "$fmt")" \
-            "$(stat "$metric" tinyproxy "$fmt")" "$(ratio "$s" "$t")"
-    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" \
+        "$(stat "$metric" smolproxy "$fmt")" "$(stat "$metric" tinyproxy "$fmt")" \
+        "$(stat "$metric" mitmdump "$fmt")" "$(stat "$metric" direct "$fmt")" \
+        "$(ratio "$s" "$t")" "$(ratio "$s" "$m")" "$(ratio "$s" "$d")"
 }
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit+uncommitted"
 [ -z "${BENCH_SMOLPROXY:-}" ] || commit="$BENCH_SMOLPROXY"
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+mitm_version="not installed"
+[ -n "$mitm_problem" ] || mitm_version="$("$mitmdump" --version 2>/dev/null | awk '
+    $1 == "Mitmproxy:" { m = $2 }
+    $1 == "Python:" { p = $2 }
+    END { print m " (Python " p ")" }')"
 
 echo
 echo "## smolproxy benchmark ($(date -u +%Y-%m-%d), smolproxy $commit)"
 echo
 echo "Machine: $(nproc) × $cpu, Linux $(uname -r). Proxy pinned to core 0; wrk, bench client"
 echo "and origin on core 1. tinyproxy $(tinyproxy -v 2>&1 | awk '{ print $2 }'),"
+echo "mitmproxy $mitm_version,"
 echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }')."
 echo "$reps runs each, alternating; median (min–max). Ratios are smolproxy ÷ the other's median."
 echo "Load average (1 min) before/after: $load_before / $load_after$(awk -v l="$load_before" \
     'BEGIN { if (l > 1.0) printf " — the machine was busy with other work, so throughput is noisy; the CPU-per-unit rows are the steadier comparison" }')."
 echo
-echo "| workload | smolproxy | tinyproxy | direct | smol ÷ tiny | smol ÷ direct |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| workload | smolproxy | tinyproxy | mitmdump | direct | smol ÷ tiny | smol ÷ mitm | smol ÷ direct |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 row "keep-alive GET 1 KB, req/s (wrk -c$wrk_conns, ${secs}s) ↑" keepalive.rps "%.0f"
 row "keep-alive latency p50, ms ↓" keepalive.p50 "%.2f"
 row "keep-alive latency p99, ms ↓" keepalive.p99 "%.2f"
@@ -576,24 +734,33 @@ row "Connection: close, req/s ↑" close.rps "%.0f"
 row "CONNECT bulk, MB/s each way ($((bulk_bytes / 1000000)) MB each way) ↑" bulk.mbps "%.0f"
 row "CONNECT setups/s, $setups_inflight in flight ↑" setups.rate "%.0f"
 row "CONNECT setup+round trip p99, ms ↓" setups.p99 "%.2f"
-row "proxy CPU per keep-alive request, µs ↓" keepalive.cpu "%.1f" no
-row "proxy CPU per Connection: close request, µs ↓" close.cpu "%.1f" no
-row "proxy CPU per CONNECT setup, µs ↓" setups.cpu "%.1f" no
-row "proxy CPU per MB relayed (bulk, both ways), µs ↓" bulk.cpu "%.0f" no
-row "RSS idle, fresh process, KB ↓" rss.idle "%.0f" no
-row "RSS with $tunnels_few idle tunnels, KB ↓" rss.t$tunnels_few "%.0f" no
-row "KB per idle tunnel ($tunnels_few) ↓" kbper.t$tunnels_few "%.2f" no
+row "proxy CPU per keep-alive request, µs ↓" keepalive.cpu "%.1f"
+row "proxy CPU per Connection: close request, µs ↓" close.cpu "%.1f"
+row "proxy CPU per CONNECT setup, µs ↓" setups.cpu "%.1f"
+row "proxy CPU per MB relayed (bulk, both ways), µs ↓" bulk.cpu "%.0f"
+row "intercepted keep-alive GET 1 KB, req/s ($intercept_conns sessions, ${intercept_secs}s) ↑" \
+    ikeepalive.rate "%.0f"
+row "intercepted keep-alive latency p50, ms ↓" ikeepalive.p50 "%.2f"
+row "intercepted keep-alive latency p99, ms ↓" ikeepalive.p99 "%.2f"
+row "new intercepted TLS sessions/s, 1 GET each, $sessions_inflight in flight ↑" \
+    isessions.rate "%.0f"
+row "intercepted session (TCP+CONNECT+TLS+GET) p99, ms ↓" isessions.p99 "%.2f"
+row "proxy CPU per intercepted request (keep-alive), µs ↓" ikeepalive.cpu "%.1f"
+row "proxy CPU per new intercepted TLS session, µs ↓" isessions.cpu "%.1f"
+row "RSS idle, fresh process, KB ↓" rss.idle "%.0f"
+row "RSS with $tunnels_few idle tunnels, KB ↓" rss.t$tunnels_few "%.0f"
+row "KB per idle tunnel ($tunnels_few) ↓" kbper.t$tunnels_few "%.2f"
 if [ "$tunnels_many" -gt "$tunnels_few" ]; then
-    printf '| RSS with %s idle tunnels, KB ↓ | %s | not run (MaxClients 1000) | – | – | – |\n' \
-        "$tunnels_many" "$(stat "rss.t$tunnels_many" smolproxy "%.0f")"
-    printf '| KB per idle tunnel (%s) ↓ | %s | – | – | – | – |\n' \
-        "$tunnels_many" "$(stat "kbper.t$tunnels_many" smolproxy "%.2f")"
+    fixed_row "RSS with $tunnels_many idle tunnels, KB ↓" \
+        "$(stat "rss.t$tunnels_many" smolproxy "%.0f")" "not run (MaxClients 1000)"
+    fixed_row "KB per idle tunnel ($tunnels_many) ↓" \
+        "$(stat "kbper.t$tunnels_many" smolproxy "%.2f")"
 fi
-row "RSS after the tunnels closed, KB" rss.after "%.0f" no
-row "RSS idle after the load runs, KB" rss.afterload "%.0f" no
-printf '| release binary, bytes (budget 1,500,000) | %s | – | – | – | – |\n' "${size_tls:-?}"
-printf '| release binary --no-default-features, bytes (budget 700,000) | %s | – | – | – | – |\n' \
-    "${size_notls:-?}"
+row "RSS after the tunnels closed, KB" rss.after "%.0f"
+row "RSS idle after the load runs, KB" rss.afterload "%.0f"
+fixed_row "release binary, bytes (budget 1,800,000)" "${size_default:-?}"
+fixed_row "release binary --features tls (router), bytes (budget 1,500,000)" "${size_router:-?}"
+fixed_row "release binary --no-default-features, bytes (budget 700,000)" "${size_notls:-?}"
 echo
 echo "↑ higher is better, ↓ lower is better. Proxy CPU is user + system time of the proxy"
 echo "process (all threads) during the run, divided by the work wrk or the bench client counted."
@@ -601,6 +768,15 @@ echo "tinyproxy runs one thread per connection and was configured with MaxClient
 echo "measured at 1,000 tunnels only. tinyproxy closes the client connection after every"
 echo "response (no client keep-alive); wrk counts each such close as a socket read error and"
 echo "reconnects, so tinyproxy's \"keep-alive\" runs are in fact one connection per request."
+echo "Intercepted rows: the bench client (rustls, ALPN http/1.1, no session resumption) CONNECTs"
+echo "to nginx's TLS port through the proxy and does TLS with the proxy, trusting its CA; the"
+echo "proxy does TLS to nginx (P-256 certificate) and verifies it. \"direct\" is the same client"
+echo "doing TLS with nginx itself. tinyproxy cannot intercept. smolproxy signs its handshakes"
+echo "with ECDSA P-256; mitmdump with its default RSA 2048 key. smolproxy reuses pooled origin"
+echo "connections across client sessions; mitmdump opens one origin connection (and handshake)"
+echo "per client connection, so a new session costs it two handshakes. mitmdump ran with"
+echo "connection_strategy=lazy (it dials the origin at the first request, as smolproxy does)"
+echo "and -q (no flow lines)."
 if [ "$fd_capped" = yes ]; then
     echo "The open-file limit here ($fd_limit, not raisable) caps the large point at $tunnels_many tunnels."
 fi
