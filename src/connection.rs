@@ -4,37 +4,34 @@
 //! forward or tunnel → log, and again while the connection is kept alive. Requests are handled
 //! one at a time in arrival order, so pipelined requests are answered in order. Between
 //! requests the connection holds no read buffer and gives up after the idle timeout or at
-//! shutdown.
+//! shutdown. The first byte of a plain connection may say it is a SOCKS client instead
+//! (`socks.rs`); a TLS listener's client (`--listen-tls`) and an intercepted tunnel's session
+//! (`--intercept`) run the same loop inside TLS. What the proxy answers itself is
+//! `client.rs`; a tunnel, once open, lives on in `relay.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_io::Timer;
-use futures_lite::{AsyncReadExt, FutureExt};
+use futures_lite::FutureExt;
 
 use crate::alarm::Alarm;
 use crate::capture::Trace;
+use crate::client::{
+    answer_here, can_continue, finish_with_error, linger, refuse, reply, request_line, Client,
+};
 use crate::error::Error;
 use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
 use crate::head::{parse_request_in, Request};
 use crate::log::Entry;
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
+use crate::relay::{run_tunnel, Done, Tunnel};
 use crate::stream::{Stream, Tcp};
 use crate::target::{Scheme, Target};
 use crate::tunnel;
 use crate::{authz, route, socks, upstream};
-
-/// The client's side of a connection.
-#[derive(Clone)]
-struct Client {
-    /// The socket.
-    tcp: Tcp,
-    /// What requests are read from and answers written to: the socket itself, or the TLS
-    /// session over it inside an intercepted tunnel.
-    io: Stream,
-}
 
 /// An intercepted tunnel whose requests are being served (SPEC §10).
 struct Inside {
@@ -501,40 +498,6 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     Ok(Decision::Forward)
 }
 
-/// The proxy's own answer to OPTIONS or TRACE with Max-Forwards: 0.
-fn answer_here(req: &Request, keep_alive: bool) -> Vec<u8> {
-    let keep = if keep_alive { "keep-alive" } else { "close" };
-    if req.method == "OPTIONS" {
-        return format!(
-            "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n\
-             Content-Length: 0\r\nConnection: {keep}\r\n\r\n"
-        )
-        .into_bytes();
-    }
-    // TRACE echoes the request as received, minus credentials (RFC 9110 §9.3.8).
-    let mut body = format!("{} {} HTTP/1.{}\r\n", req.method, req.uri, req.minor).into_bytes();
-    for (name, value) in req.head.fields() {
-        if ["proxy-authorization", "authorization", "cookie"]
-            .iter()
-            .any(|s| name.eq_ignore_ascii_case(s))
-        {
-            continue;
-        }
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(b": ");
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"\r\n");
-    let mut out = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: {}\r\nConnection: {keep}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
-
 /// CONNECT: reach the target, say 200, then relay bytes both ways. A destination that
 /// `--intercept` names is not reached yet: what the client sends decides (`run_intercepted`).
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the request's state
@@ -589,42 +552,6 @@ fn intercepts(p: &Proxy, t: &Target) -> bool {
             .is_some_and(|i| i.patterns.matches(&t.host, t.port).is_some())
 }
 
-/// A relaying tunnel, detached from the connection that opened it.
-pub type Tunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// What a tunnel's log line and capture record need once it ends. Boxed: an idle tunnel
-/// carries it for its whole life, so what only the capture needs is kept only when capturing.
-struct Done {
-    /// The access-log entry, status and bytes so far.
-    entry: Entry,
-    /// When the CONNECT head was complete.
-    started: Instant,
-    /// The CONNECT request and its timings, when a capture record will be written.
-    record: Option<Box<(Request, Trace)>>,
-}
-
-/// Relays an open tunnel until it ends, then logs and records it.
-async fn run_tunnel(
-    p: Arc<Proxy>,
-    client: Stream,
-    origin: Stream,
-    early: Vec<u8>,
-    mut done: Box<Done>,
-) {
-    let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
-    drop(early);
-    // Only pointers are kept across the capture's wait: a local copy of the entry or the
-    // request would make every idle tunnel's future larger.
-    done.entry.up += up;
-    done.entry.down += down;
-    done.entry.duration = done.started.elapsed();
-    p.log.write(&done.entry);
-    if let (Some(capture), Some(record)) = (&p.capture, &mut done.record) {
-        record.1.tunnel = Some((up, down));
-        Box::pin(capture.write(&done.entry, &record.0, &record.1)).await;
-    }
-}
-
 /// An intercepted CONNECT after its 200 (SPEC §10): a TLS client gets a session whose
 /// requests are served like absolute-form `https://` ones; anything else is relayed opaque,
 /// as if it had not been intercepted. The CONNECT's own log line comes when it ends.
@@ -667,7 +594,7 @@ async fn run_intercepted(
                     // close_notify, so the client knows the session ended whole.
                     let _ = futures_lite::AsyncWriteExt::close(&mut client.io.clone())
                         .or(async {
-                            Timer::after(LINGER).await;
+                            Timer::after(crate::client::LINGER).await;
                             Ok(())
                         })
                         .await;
@@ -737,142 +664,3 @@ fn serve_session(
 /// Without the `tls-server` feature no CONNECT is intercepted: `--intercept` is refused.
 #[cfg(not(feature = "tls-server"))]
 async fn run_intercepted(_: Arc<Proxy>, _: Client, _: Vec<u8>, _: Box<Done>, _: Target) {}
-
-/// Whether the connection can carry another request after this one is answered here, without
-/// its body being read: a body still on the wire would be read as the next request.
-fn can_continue(p: &Proxy, req: &Request) -> bool {
-    req.keep_alive() && req.framing == crate::head::Framing::Empty && !p.stopping()
-}
-
-/// Sends an error reply for a parsed request; returns whether the connection stays usable.
-async fn reply(p: &Proxy, client: &Client, err: &Error, req: &Request, entry: &mut Entry) -> bool {
-    let keep = err.keeps_connection() && can_continue(p, req);
-    if let Error::Forbidden(rule) = err {
-        // Also a denial found while dialling: an address the egress policy refused.
-        entry.rule = Some(rule.clone());
-    }
-    if matches!(err, Error::Forbidden(_) | Error::AuthRequired) {
-        entry.denied = true;
-    }
-    let extra = match err {
-        Error::AuthRequired => p.cfg.access.challenge(),
-        _ => String::new(),
-    };
-    let sent = send_error(p, client, err, &extra, !keep, entry).await;
-    if sent && !keep {
-        linger(client).await;
-    }
-    sent && keep
-}
-
-/// Writes `err`'s reply (`extra` header lines, `close` for Connection) and notes its status
-/// and size in `entry`; returns whether it was sent.
-async fn send_error(
-    p: &Proxy,
-    client: &Client,
-    err: &Error,
-    extra: &str,
-    close: bool,
-    entry: &mut Entry,
-) -> bool {
-    let bytes = err.reply(extra, close);
-    entry.status = err.status().0;
-    entry.down = bytes.len() as u64;
-    write_with_timeout(&mut client.io.clone(), &bytes, p)
-        .await
-        .is_ok()
-}
-
-/// Answers a request that could not be read or parsed, logs it, and lets the caller close.
-async fn finish_with_error(
-    p: &Proxy,
-    client: &Client,
-    err: &Error,
-    entry: &mut Entry,
-    started: Instant,
-) {
-    let sent = send_error(p, client, err, "", true, entry).await;
-    entry.duration = started.elapsed();
-    p.log.write(entry);
-    if sent {
-        linger(client).await;
-    }
-}
-
-/// How long a refused client may go on sending before the connection is dropped.
-const LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read and dropped from a refused client.
-const LINGER_BYTES: usize = 64 * 1024;
-
-/// Turns away a client outside `--allow-client`: a complete 403, one log line, then close.
-async fn refuse(p: &Proxy, client: &Client, peer: SocketAddr, err: &Error) {
-    let mut entry = Entry::new(peer);
-    entry.rule = Some(err.to_string());
-    entry.denied = true;
-    finish_with_error(p, client, err, &mut entry, Instant::now()).await;
-}
-
-/// Closes a connection whose client may still be sending without destroying the reply just
-/// written: closing a socket with unread input sends a TCP reset, which can discard the reply
-/// before the client reads it (RFC 9112 §9.6). So: half-close, then drop what arrives until
-/// the client closes, for at most [`LINGER`] and [`LINGER_BYTES`].
-async fn linger(client: &Client) {
-    let client = &client.tcp;
-    client.shutdown_write();
-    let mut sink = vec![0u8; 4096];
-    let mut left = LINGER_BYTES;
-    let drain = async {
-        while left > 0 {
-            match client.clone().read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    drain
-        .or(async {
-            Timer::after(LINGER).await;
-        })
-        .await;
-}
-
-/// Method and target of a head that failed to parse, made safe for one log field each.
-fn request_line(head: &[u8]) -> (String, String) {
-    /// Longest field copied into the log from a rejected head.
-    const MAX_FIELD: usize = 256;
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let mut field = || {
-        let word = words.next().unwrap_or(b"-");
-        let text: String = String::from_utf8_lossy(&word[..word.len().min(MAX_FIELD)])
-            .chars()
-            .map(|c| {
-                if c.is_control() || c.is_whitespace() {
-                    '?'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        if text.is_empty() {
-            "-".to_string()
-        } else {
-            text
-        }
-    };
-    let method = field();
-    (method, without_userinfo(&field()))
-}
-
-/// A request target with any userinfo (`user:password@`) cut out of its authority: a target
-/// refused for carrying credentials must not put them in the log.
-fn without_userinfo(target: &str) -> String {
-    let start = target.find("://").map_or(0, |i| i + 3);
-    let end = target[start..]
-        .find(['/', '?', '#'])
-        .map_or(target.len(), |i| start + i);
-    match target[start..end].rfind('@') {
-        Some(at) => format!("{}{}", &target[..start], &target[start + at + 1..]),
-        None => target.to_string(),
-    }
-}

@@ -67,7 +67,11 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (u8, String)> 
 /// The TLS handshake with a client of the listener, within `timeout`. Through rustls'
 /// `Acceptor`, as interception does: a refusal (an h2-only ALPN offer) then reaches the client
 /// as its alert before the connection closes.
-pub async fn accept(config: &Arc<ServerConfig>, tcp: Tcp, timeout: Duration) -> Result<Stream, String> {
+pub async fn accept(
+    config: &Arc<ServerConfig>,
+    tcp: Tcp,
+    timeout: Duration,
+) -> Result<Stream, String> {
     let handshake = async {
         let start = futures_rustls::LazyConfigAcceptor::new(Default::default(), tcp)
             .await
