@@ -1,15 +1,18 @@
 //! smolproxy: a small, strict forward HTTP/1.1 proxy.
 //!
 //! How it works: [`server`] binds the listeners and accepts clients; each client is served by
-//! [`connection::serve`], which turns away clients outside `--allow-client` ([`auth`]), reads a
-//! request head with [`reader`], parses and checks it in [`head`] and [`target`] (pure code, no
-//! I/O), checks its credentials ([`auth`]), judges the destination by the egress rules
-//! ([`policy`]) and the external authorization service ([`authz`]), picks a
-//! [`route`] (direct, the custom upstream chain or the system proxy, patterns from [`pattern`])
-//! and opens it with [`upstream`], then either forwards the request ([`forward`], bodies
-//! streamed by [`body`]) or relays a CONNECT tunnel ([`tunnel`]). Every failure is an [`error::Error`]
-//! turned into a reply in one place; every request ends as one [`log`] line and, with
-//! `--capture`, one [`capture`] record, which [`export`] turns into HAR or a Postman collection.
+//! [`connection::serve`], which turns away clients outside `--allow-client` ([`auth`]), hands
+//! a SOCKS client (first byte 4 or 5) to [`socks`], reads a request head with [`reader`],
+//! parses and checks it in [`head`] and [`target`] (pure code, no I/O), checks its credentials
+//! ([`auth`]), judges the destination by the egress rules ([`policy`]) and the external
+//! authorization service ([`authz`]), picks a [`route`] (direct, the custom upstream chain or
+//! the system proxy, patterns from [`pattern`]) and opens it with [`upstream`], then either
+//! forwards the request ([`forward`], bodies streamed by [`body`]) or relays a CONNECT tunnel
+//! ([`tunnel`], [`relay`]). With `--intercept`, [`intercept`] opens a CONNECT's TLS with leaves
+//! that [`ca`] issues and the same loop serves the requests inside; `--listen-tls` clients are
+//! served inside TLS the same way. Every failure is an [`error::Error`] turned into a reply in
+//! one place ([`client`]); every request ends as one [`log`] line and, with `--capture`, one
+//! [`capture`] record, which [`export`] turns into HAR or a Postman collection.
 //!
 //! Imports run one way: leaves and pure deciders at the bottom, [`config`] above them, the
 //! shared state [`proxy::Proxy`] above that, then the stages, [`connection`] and [`server`] on
