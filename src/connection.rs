@@ -92,6 +92,9 @@ async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option
         return None;
     }
     let mut reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
+    // The head timeout's timer, armed here for the first bytes and reused for the first head
+    // (moving its deadline later costs no system call, see alarm.rs).
+    let mut head_alarm = Alarm::default();
     if matches!(client.io, Stream::Tcp(_)) {
         // SPEC §11: on a plain port the first byte tells SOCKS5 (5) and SOCKS4 (4) from HTTP
         // (a method's first letter). Read here, not peeked: the reader keeps it for either.
@@ -100,7 +103,7 @@ async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option
         let first = reader
             .fill()
             .or(async {
-                Timer::after(limit).await;
+                head_alarm.wait(|| started + limit).await;
                 Err(std::io::ErrorKind::TimedOut.into())
             })
             .await;
@@ -118,7 +121,7 @@ async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option
             return Box::pin(socks(p, client, reader, peer)).await;
         }
     }
-    requests(p, client, reader, peer, None).await
+    requests(p, client, reader, peer, None, head_alarm).await
 }
 
 /// A SOCKS client (`socks.rs`): its handshake, then the tunnel it opened, relayed like an
@@ -164,13 +167,15 @@ async fn requests(
     mut reader: Reader<Stream>,
     peer: SocketAddr,
     inside: Option<&Inside>,
+    mut head_alarm: Alarm,
 ) -> Option<Tunnel> {
     // Only interception (the tls-server feature) serves requests inside a tunnel; without it
     // the compiler sees `None` and leaves that code out (SPEC §9's 700 KB).
     let inside = inside.filter(|_| cfg!(feature = "tls-server"));
     let mut first = true;
-    // One timer each for the idle wait and the head timeout, kept across requests (see alarm.rs).
-    let (mut idle_alarm, mut head_alarm) = (Alarm::default(), Alarm::default());
+    // One timer each for the idle wait and the head timeout (`head_alarm`, from the caller), kept
+    // across requests (see alarm.rs).
+    let mut idle_alarm = Alarm::default();
     loop {
         if !first && reader.buffered().is_empty() && !matches!(client.io, Stream::Tcp(_)) {
             // Idle inside TLS (a TLS listener's client, an intercepted session): the session
@@ -658,7 +663,14 @@ fn serve_session(
     inside: &Inside,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Tunnel>> + Send + '_>> {
     let reader = Reader::new(client.io.clone(), p.cfg.idle_timeout);
-    Box::pin(requests(p, client, reader, peer, Some(inside)))
+    Box::pin(requests(
+        p,
+        client,
+        reader,
+        peer,
+        Some(inside),
+        Alarm::default(),
+    ))
 }
 
 /// Without the `tls-server` feature no CONNECT is intercepted: `--intercept` is refused.
