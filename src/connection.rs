@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_io::Timer;
 use futures_lite::FutureExt;
 
 use crate::alarm::Alarm;
@@ -599,7 +598,7 @@ async fn run_intercepted(
                     // close_notify, so the client knows the session ended whole.
                     let _ = futures_lite::AsyncWriteExt::close(&mut client.io.clone())
                         .or(async {
-                            Timer::after(crate::client::LINGER).await;
+                            async_io::Timer::after(crate::client::LINGER).await;
                             Ok(())
                         })
                         .await;
