@@ -983,6 +983,45 @@ fn replies_name_the_address_the_proxy_bound() {
     );
 }
 
+/// Failures to reach the destination map to RFC 1928 §6 codes as HTTP's map to 502 and 504:
+/// refused 0x05, a name that does not resolve 0x04 (where DNS goes nowhere), a connect
+/// timeout 0x06; each logged with the status an HTTP client would get.
+#[test]
+fn failures_to_connect_map_to_reply_codes() {
+    let hole = Blackhole::new();
+    let Some(mut cmd) = without_dns(bin()) else {
+        return;
+    };
+    cmd.args(["--listen", "127.0.0.1:0", "--connect-ports", "any"])
+        .args(["--connect-timeout", "1s"]);
+    let proxy = Proxy::spawn(cmd);
+    let refused = SocketAddr::from(([127, 0, 0, 1], closed_port()));
+    let cases = [
+        ("refused", addr_bytes(refused), 0x05, "502"),
+        (
+            "no such name",
+            name_bytes("nowhere.invalid", 80),
+            0x04,
+            "502",
+        ),
+        ("timeout", addr_bytes(hole.addr), 0x06, "504"),
+    ];
+    for (what, dest, code, status) in cases {
+        let ((), line) = logged(&proxy, " SOCKS5 ", || {
+            let mut conn = Conn::connect(proxy.addr);
+            greet(&mut conn);
+            conn.write(&ask5(1, &dest));
+            assert_eq!(
+                reply5(&mut conn),
+                (code, "0.0.0.0:0".parse().unwrap()),
+                "{what}"
+            );
+            assert_eq!(until_closed(&mut conn), b"", "{what}");
+        });
+        assert_eq!(fields(&line)[5], status, "{what}: {line}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // --socks off, capture, a browser
 // ---------------------------------------------------------------------------------------------
