@@ -12,7 +12,6 @@ mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -143,38 +142,6 @@ fn through_connect(proxy: SocketAddr, authority: &str) -> String {
             .as_bytes(),
     );
     c.response().text()
-}
-
-/// tinyproxy on a free port, with `BasicAuth` when `auth` is given.
-fn tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Peer {
-    let port = closed_port();
-    let conf = dir.join(format!("tinyproxy-{port}.conf"));
-    let mut text =
-        format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Error\n");
-    if let Some((user, pass)) = auth {
-        text += &format!("BasicAuth {user} {pass}\n");
-    }
-    std::fs::write(&conf, text).unwrap();
-    let mut cmd = Command::new("tinyproxy");
-    cmd.arg("-d").arg("-c").arg(&conf);
-    Peer::start(cmd, port, &dir.join(format!("tinyproxy-{port}.log")))
-}
-
-/// microsocks with `-u user -P pass` on a free port.
-fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
-    let port = closed_port();
-    let mut cmd = Command::new("microsocks");
-    cmd.args([
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-u",
-        user,
-        "-P",
-        pass,
-    ]);
-    Peer::start(cmd, port, &dir.join(format!("microsocks-{port}.log")))
 }
 
 /// Runs `smolproxy FLAGS route ARGS` with `env` and returns its stdout (asserting exit 0).

@@ -1416,6 +1416,46 @@ pub fn stunnel(dir: &Path, cert: &Path, key: &Path, to: u16) -> Peer {
     Peer::start(cmd, port, &dir.join(format!("stunnel-{port}.log")))
 }
 
+/// tinyproxy on a free port of 127.0.0.1, with `BasicAuth` when `auth` is given. It logs each
+/// connection and request line (`LogLevel Connect`) to `dir/tinyproxy-PORT.log`, so a test can
+/// tell what went through it.
+pub fn tinyproxy(dir: &Path, auth: Option<(&str, &str)>) -> Peer {
+    let port = closed_port();
+    let conf = dir.join(format!("tinyproxy-{port}.conf"));
+    let mut text =
+        format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\n");
+    if let Some((user, pass)) = auth {
+        text += &format!("BasicAuth {user} {pass}\n");
+    }
+    std::fs::write(&conf, text).unwrap();
+    let mut cmd = Command::new("tinyproxy");
+    cmd.arg("-d").arg("-c").arg(&conf);
+    Peer::start(cmd, port, &dir.join(format!("tinyproxy-{port}.log")))
+}
+
+/// microsocks with `-u user -P pass` on a free port of 127.0.0.1. It logs one line per
+/// tunnel (`client[N] IP: connected to HOST:PORT`) to `dir/microsocks-PORT.log`.
+pub fn microsocks(dir: &Path, user: &str, pass: &str) -> Peer {
+    let port = closed_port();
+    let mut cmd = Command::new("microsocks");
+    cmd.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-u",
+        user,
+        "-P",
+        pass,
+    ]);
+    Peer::start(cmd, port, &dir.join(format!("microsocks-{port}.log")))
+}
+
+/// What a peer started by [`tinyproxy`] or [`microsocks`] (`name`) in `dir` has logged so far.
+pub fn peer_log(dir: &Path, name: &str, peer: &Peer) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}-{}.log", peer.port))).unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authorization services
 // ---------------------------------------------------------------------------------------------
@@ -1745,6 +1785,96 @@ fn issue(
         cert: dir.join(pem),
         key: dir.join(key),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A browser
+// ---------------------------------------------------------------------------------------------
+
+/// A page whose script fetches `/api/data` from its own origin and writes `fetched VALUE` (or
+/// `failed: WHY`) into `#result`: what a browser test reads back from the DOM.
+pub const FETCH_PAGE: &str = r#"<!doctype html>
+<html><head><title>smolproxy browser test</title></head><body>
+<p id="result">pending</p>
+<script>
+const result = document.getElementById("result");
+fetch("/api/data")
+  .then((res) => res.ok ? res.json() : Promise.reject(new Error("status " + res.status)))
+  .then((data) => { result.textContent = "fetched " + data.value; })
+  .catch((err) => { result.textContent = "failed: " + err; });
+</script>
+</body></html>
+"#;
+
+/// An origin serving [`FETCH_PAGE`] at `/` and `{"value": VALUE}` at `/api/data`; 404
+/// elsewhere (browsers also ask for `/favicon.ico`).
+pub fn fetch_site(value: &str) -> Origin {
+    let data = format!("{{\"value\":\"{value}\"}}");
+    Origin::start(move |head, conn| {
+        let _ = conn.read_body(head);
+        match head.target() {
+            "/" => conn.respond(
+                "200 OK",
+                &[("Content-Type", "text/html")],
+                FETCH_PAGE.as_bytes(),
+            ),
+            "/api/data" => conn.respond(
+                "200 OK",
+                &[("Content-Type", "application/json")],
+                data.as_bytes(),
+            ),
+            _ => conn.respond("404 Not Found", &[("Content-Type", "text/plain")], b"none"),
+        }
+        true
+    })
+}
+
+/// Loads `url` in Debian's headless Chromium through `--proxy-server=PROXY_SERVER` (loopback
+/// included), lets its scripts run, and returns the DOM it printed. One launch with a fresh
+/// profile and HOME under `dir`, in a namespace without DNS ([`without_dns`]), so Chromium's
+/// own background requests can resolve nothing. `--virtual-time-budget` makes Chromium wait
+/// until the page has been idle that long (virtual time, fast-forwarded) before it prints, so
+/// a `fetch()` after the load event is done. `None` after a visible skip when chromium or
+/// mount namespaces are missing.
+pub fn headless_dom(dir: &Path, proxy_server: &str, url: &str) -> Option<String> {
+    if !need_tool("chromium") {
+        return None;
+    }
+    let mut cmd = without_dns("chromium")?;
+    let home = dir.join("chromium-home");
+    std::fs::create_dir_all(&home).unwrap();
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.join("chromium-profile").display()
+    ))
+    .arg(format!("--proxy-server={proxy_server}"))
+    // Chromium sends loopback destinations direct unless told otherwise.
+    .arg("--proxy-bypass-list=<-loopback>")
+    .arg("--virtual-time-budget=5000")
+    .args(["--dump-dom", url])
+    .env("HOME", &home)
+    .env("XDG_CONFIG_HOME", home.join(".config"))
+    .env("XDG_CACHE_HOME", home.join(".cache"));
+    let done = run_to_exit(cmd, Duration::from_secs(30));
+    // Chromium's stderr is mostly noise (D-Bus); its tail says why a launch failed.
+    let tail: Vec<&str> = done.stderr.lines().rev().take(20).collect();
+    assert_eq!(
+        done.code,
+        Some(0),
+        "chromium {url} failed; stdout: {}; stderr tail: {tail:#?}",
+        done.stdout
+    );
+    Some(done.stdout)
 }
 
 // ---------------------------------------------------------------------------------------------
