@@ -162,6 +162,16 @@ pub async fn serve(
             entry.rule = Some(refusal.why);
             entry.duration = started.elapsed();
             p.log.write(&entry);
+            // A refused request is captured as a refused HTTP CONNECT is, once its
+            // destination is known.
+            if let (Some(capture), false) = (&p.capture, entry.target.is_empty()) {
+                let head = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", entry.target);
+                if let Ok(req) = parse_request(head.as_bytes()) {
+                    let mut trace = Trace::new(Some(capture), started);
+                    trace.inbound = Some(inbound(version));
+                    Box::pin(capture.write(&entry, &req, &trace)).await;
+                }
+            }
             None
         }
     }
@@ -177,7 +187,14 @@ async fn handshake(
     let access = &p.cfg.access;
     let needs_credentials =
         access.asks_credentials() && !access.exempt.iter().any(|n| n.contains(entry.client.ip()));
-    let bad = |code: u8| Refusal::new(code, 400, "malformed SOCKS message");
+    // A malformed request gets its reply code; a malformed greeting or credentials message
+    // just a close (its answer would be a method or a status, not a request reply).
+    let bad = |code: u8| Refusal::new(code, 400, "malformed SOCKS request");
+    let garbled = |_| Refusal {
+        code: None,
+        status: 400,
+        why: "malformed SOCKS greeting".into(),
+    };
     let send = |bytes: Vec<u8>| async move {
         write_with_timeout(&mut io.clone(), &bytes, p)
             .await
@@ -204,7 +221,7 @@ async fn handshake(
         message::greeting(b).map(|m| m.map(|(methods, n)| (methods.to_vec(), n)))
     })
     .await?
-    .map_err(bad)?;
+    .map_err(garbled)?;
     let method = message::choose(&offered, needs_credentials);
     send(vec![message::V5, method]).await?;
     if method == message::NO_ACCEPTABLE {
@@ -223,7 +240,7 @@ async fn handshake(
             message::credentials(b).map(|m| m.map(|(u, pw, n)| ((u.to_vec(), pw.to_vec()), n)))
         })
         .await?
-        .map_err(bad)?;
+        .map_err(garbled)?;
         // `user:password`, as Basic carries it: a colon in the user name can match nobody.
         let given = [&user[..], b":", &password[..]].concat();
         let found = match user.contains(&b':') {
@@ -327,6 +344,15 @@ async fn connect(
         record: p.capture.is_some().then_some((req, trace)),
         started,
     }))
+}
+
+/// How capture records name a SOCKS version.
+fn inbound(version: u8) -> &'static str {
+    if version == message::V5 {
+        "socks5"
+    } else {
+        "socks4"
+    }
 }
 
 /// The local address of the proxy's end of `stream` (BND.ADDR, BND.PORT), or 0.0.0.0:0 when

@@ -654,7 +654,6 @@ fn udp_destinations_pass_the_policy_and_go_direct_only() {
 /// client that names itself (as RFC clients do) is refused 0x02 though its destinations would
 /// be relayed.
 #[test]
-#[ignore = "bug: UDP ASSOCIATE judges the client's own DST.ADDR:PORT as a destination (0x02 with --upstream)"]
 fn udp_associate_naming_the_client_is_not_judged_as_a_destination() {
     let bypassed = UdpEcho::on("127.0.0.2");
     let proxy = Proxy::start(&[
@@ -803,7 +802,6 @@ fn malformed_requests_get_their_reply_code_then_a_close() {
 /// 10-byte request reply instead (05 01 00 01 0.0.0.0:0), which a client reads as "method
 /// 0x01 (GSSAPI) chosen" followed by garbage.
 #[test]
-#[ignore = "bug: a greeting with zero methods gets a 10-byte request reply at the method stage"]
 fn zero_methods_get_no_acceptable_method_or_a_close() {
     let proxy = Proxy::start(&[]);
     let mut conn = Conn::connect(proxy.addr);
@@ -816,7 +814,6 @@ fn zero_methods_get_no_acceptable_method_or_a_close() {
 /// status, and on failure the server closes. A message with another version gets a 10-byte
 /// SOCKS5 request reply (05 01 00 01 0.0.0.0:0) instead.
 #[test]
-#[ignore = "bug: a bad RFC 1929 version gets a 10-byte SOCKS5 request reply, not a status"]
 fn a_bad_subnegotiation_version_gets_a_failure_status_or_a_close() {
     let proxy = Proxy::start_with_env(&[], &[("SMOLPROXY_AUTH", "ann:pw")]);
     let mut conn = Conn::connect(proxy.addr);
@@ -1145,7 +1142,6 @@ fn capture_records_socks_tunnels_with_their_inbound_protocol() {
 /// tunnel record with `"decision": "deny"` and the rule): "everything HTTP has, SOCKS has".
 /// The proxy writes only the access-log line.
 #[test]
-#[ignore = "bug: a refused SOCKS CONNECT leaves no capture record (an HTTP CONNECT does)"]
 fn a_refused_socks_connect_is_captured() {
     let dir = temp_dir("socks-capture-deny");
     let capture = dir.join("capture.ndjson");

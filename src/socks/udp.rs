@@ -50,16 +50,8 @@ pub async fn associate(
         (Ok(l), Ok(c)) => (l, c.ip().to_canonical()),
         _ => return Err(Refusal::new(reply::GENERAL, 500, "control connection gone")),
     };
-    // A destination named in the request itself must be one UDP can go to.
-    if ask.port != 0 && !matches!(&ask.dest, Dest::Ip(ip) if ip.is_unspecified()) {
-        let host = ask.dest.host();
-        if !route::decide(&p.cfg.routing, Scheme::Connect, &host, ask.port)
-            .hops()
-            .is_empty()
-        {
-            return Err(refused_route(&host, ask.port));
-        }
-    }
+    // DST.ADDR:DST.PORT is where the client will send from (RFC 1928 §6), not a destination:
+    // only its port is used, below.
     let socket = Async::<UdpSocket>::bind(SocketAddr::new(local.ip(), 0)).map_err(|e| {
         Refusal::new(
             reply::GENERAL,
