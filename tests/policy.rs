@@ -379,7 +379,10 @@ fn authz_allows_and_blocks_by_the_reference_rules() {
     );
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     while questions(&service).len() == asked {
-        assert!(std::time::Instant::now() < deadline, "not asked before the body");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not asked before the body"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let q = questions(&service).pop().unwrap();
