@@ -283,7 +283,9 @@ pub const MAX_CAPTURE_BODY: usize = 64 * 1024 * 1024;
 pub enum Command {
     /// `smolproxy route`.
     Route(RouteArgs),
-    /// `smolproxy export`.
+    /// `smolproxy export`; only with the `export` feature (default), which the 700 KB build
+    /// leaves out (SPEC §9).
+    #[cfg(feature = "export")]
     Export(ExportArgs),
     /// `smolproxy ca`; not in a build without TLS, where there is no certificate code at all
     /// and every byte counts (SPEC §9: 700 KB).
@@ -354,31 +356,55 @@ pub struct RouteArgs {
     pub user: Option<String>,
 }
 
-/// turn capture files into a HAR 1.2 log or a Postman Collection v2.1 on stdout
+/// turn capture files into a HAR 1.2 log, a Postman Collection v2.1 (optionally with tests) or
+/// a Postman environment, on stdout
+#[cfg(feature = "export")]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "export")]
 pub struct ExportArgs {
-    /// output format: har or postman
+    /// output format: har, postman, or postman-environment (the origins as the variables of
+    /// --base-url-var, with their captured values)
     #[argh(option, from_str_fn(parse_export_format))]
     pub format: ExportFormat,
 
-    /// name of the collection (postman) or comment of the log (har) (default smolproxy
-    /// capture)
+    /// name of the collection or environment (postman) or comment of the log (har) (default
+    /// smolproxy capture)
     #[argh(option, default = "String::from(\"smolproxy capture\")")]
     pub name: String,
 
-    /// capture files written with --capture, read in order
+    /// postman: give each request a test script from its captured responses: the status, the
+    /// media type and, for JSON, the shape (keys and types), not values; `--tests values`
+    /// also checks the scalar values that were the same in every capture (of two or more)
+    #[argh(switch)]
+    pub tests: bool,
+
+    /// postman: the scheme, host and port of each origin become a collection variable
+    /// ({{baseUrl}} for one origin, {{baseUrl_HOST_PORT}} for several), so `newman run -e ENV`
+    /// runs the requests against another server
+    #[argh(switch)]
+    pub base_url_var: bool,
+
+    /// postman: on makes one item of the captures of one request (same method, URL without
+    /// volatile query values, body shape); off keeps every capture (default on)
+    #[argh(option, default = "true", from_str_fn(parse_dedupe))]
+    pub dedupe: bool,
+
+    /// capture files written with --capture, read in order (after --tests, the word values is
+    /// its level, not a file: name a file called values ./values)
     #[argh(positional, arg_name = "CAPTURE")]
     pub captures: Vec<String>,
 }
 
 /// What `smolproxy export` writes.
+#[cfg(feature = "export")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// HAR 1.2.
     Har,
     /// Postman Collection v2.1.
     Postman,
+    /// A Postman environment holding the origins' variables (see `--base-url-var`).
+    PostmanEnvironment,
 }
 
 /// One entry of `--connect-ports`.
@@ -891,11 +917,24 @@ fn parse_body_limit(s: &str) -> Result<usize, String> {
         })
 }
 
+#[cfg(feature = "export")]
 fn parse_export_format(s: &str) -> Result<ExportFormat, String> {
     match s {
         "har" => Ok(ExportFormat::Har),
         "postman" => Ok(ExportFormat::Postman),
-        _ => Err(format!("expected har or postman, got '{s}'")),
+        "postman-environment" => Ok(ExportFormat::PostmanEnvironment),
+        _ => Err(format!(
+            "expected har, postman or postman-environment, got '{s}'"
+        )),
+    }
+}
+
+#[cfg(feature = "export")]
+fn parse_dedupe(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got '{s}'")),
     }
 }
 

@@ -1,10 +1,16 @@
-//! `smolproxy export`: capture files (NDJSON) to a HAR 1.2 log or a Postman Collection v2.1.
+//! `smolproxy export`: capture files (NDJSON) to a HAR 1.2 log, a Postman Collection v2.1 or
+//! a Postman environment.
 //!
-//! Pure conversion: [`parse`] reads the lines of one capture file into records, [`har()`] and
-//! [`postman()`] (one submodule each) turn records into the output document. Only [`run`]
-//! touches files, stdout and stderr. A final line that does not parse is what a killed proxy
-//! leaves behind: it is skipped with a warning. Any other line that is not a valid record is
-//! an error naming its line.
+//! Pure conversion: [`parse`] reads the lines of one capture file into records, [`har()`],
+//! [`postman()`] and [`environment()`] (one submodule each) turn records into the output
+//! document; `dedupe`, `shape` and `assertions` are what `--tests` and the merging of repeated
+//! captures are made of. Only [`run`] touches files, stdout and stderr. A final line that does
+//! not parse is what a killed proxy leaves behind: it is skipped with a warning. Any other line
+//! that is not a valid record is an error naming its line.
+//!
+//! `--tests values`: argh has no switch that may take a value, so `--tests` is a switch and
+//! `values` arrives among the capture file names, where (after `--tests`) it is the level; a
+//! file called `values` is named `./values`.
 //!
 //! HAR keeps everything (tunnels become entries with `_tunnel` fields, our extra fields start
 //! with `_` as HAR 1.2 asks). A Postman collection is for replaying: CONNECT tunnels cannot be
@@ -19,10 +25,16 @@ use crate::json::Json;
 
 use crate::config::{ExportArgs, ExportFormat};
 
+mod assertions;
+mod dedupe;
 mod har;
+mod origins;
 mod postman;
+mod shape;
+pub use assertions::TestLevel;
 pub use har::har;
-pub use postman::{postman, POSTMAN_SCHEMA};
+pub use origins::environment;
+pub use postman::{postman, Options, POSTMAN_SCHEMA};
 
 /// The records of one capture file, in file order.
 #[derive(Debug)]
@@ -80,12 +92,31 @@ fn check(v: &Json) -> Result<(), String> {
 
 /// The whole command: read every file, convert, print. Exit 0, or 1 with one line saying why.
 pub fn run(args: &ExportArgs) -> ExitCode {
-    if args.captures.is_empty() {
+    // `--tests` is a switch, so argh hands its optional level over as a positional (file doc).
+    let values = args.tests && args.captures.iter().any(|c| c == "values");
+    let captures: Vec<&String> = args
+        .captures
+        .iter()
+        .filter(|c| !(args.tests && *c == "values"))
+        .collect();
+    if captures.is_empty() {
         eprintln!("smolproxy: export: name at least one capture file");
         return ExitCode::from(2);
     }
+    if args.format == ExportFormat::Har && (args.tests || args.base_url_var) {
+        eprintln!("smolproxy: export: --tests and --base-url-var are for --format postman");
+        return ExitCode::from(2);
+    }
+    let options = Options {
+        tests: args.tests.then_some(match values {
+            true => TestLevel::Values,
+            false => TestLevel::Shape,
+        }),
+        base_url_var: args.base_url_var,
+        keep_duplicates: !args.dedupe,
+    };
     let mut records = Vec::new();
-    for path in &args.captures {
+    for path in captures {
         let data = match std::fs::read(path) {
             Ok(d) => d,
             Err(e) => {
@@ -123,8 +154,9 @@ pub fn run(args: &ExportArgs) -> ExitCode {
                     "note: {tunnels} CONNECT tunnel(s) left out: a collection cannot replay them"
                 );
             }
-            postman(&records, &args.name)
+            postman(&records, &args.name, &options)
         }
+        ExportFormat::PostmanEnvironment => environment(&records, &args.name),
     };
     let mut text = doc.pretty();
     text.push('\n');
@@ -192,6 +224,24 @@ fn str_of(v: &Json) -> String {
         Json::Str(s) | Json::Num(s) => s.clone(),
         _ => String::new(),
     }
+}
+
+/// The media type of a Content-Type value, lowercase, without parameters (`text/plain`);
+/// empty when there is none.
+fn media_type(content_type: Option<&str>) -> String {
+    let value = content_type.unwrap_or("");
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type is JSON: `application/json` or a `+json` type (RFC 6839 §3.1), as
+/// `application/problem+json`.
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json")
 }
 
 /// The first value of header `name`.
@@ -336,7 +386,8 @@ mod tests {
         let post = &har(&records, "cut")["log"]["entries"][0]["request"]["postData"];
         assert!(post["params"].is_null(), "{}", post.text());
         assert!(post["text"] == "name=a+b&x=1" && post["_truncated"] == true);
-        let body = &postman(&records, "cut")["item"][0]["item"][0]["request"]["body"];
+        let cut = postman(&records, "cut", &Options::default());
+        let body = &cut["item"][0]["item"][0]["request"]["body"];
         assert!(body["mode"] == "raw" && body["raw"] == "name=a+b&x=1");
     }
 

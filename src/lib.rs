@@ -32,6 +32,7 @@ pub mod date;
 pub mod dial;
 pub mod error;
 pub mod explain;
+#[cfg(feature = "export")]
 pub mod export;
 pub mod file;
 pub mod forward;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(feature = "export")]
     if let Some(Command::Export(args)) = &flags.command {
         return smolproxy::export::run(args);
     }

@@ -4,6 +4,8 @@
 //!
 //! The npm tools come from `node_modules` in the repository (`npm install`); without them (or
 //! without node) those tests print `SKIP:` on a developer machine and fail under `CI=true`.
+//! The tests of `export` need the `export` feature (default); `--tests`, `--base-url-var` and
+//! merged captures are in `export_tests.rs`.
 
 mod common;
 
@@ -18,15 +20,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    build_request, chunked, export, need, node, node_tools, pattern, request, run_to_exit,
-    temp_dir, Conn, Head, Origin, Proxy, VALIDATE_HAR,
+    build_request, capture_records, chunked, need, pattern, run_to_exit, send, temp_dir, Conn,
+    Head, Origin, Proxy, RECORD_WAIT,
 };
+#[cfg(feature = "export")]
+use common::{export, newman, node, node_tools, LOAD_COLLECTION, VALIDATE_HAR};
 use serde_json::Value;
 
 /// Body limit used by most tests: small, so "over the limit" is cheap to produce.
 const LIMIT: usize = 1024;
-/// How long records may take to reach the file after their exchange.
-const RECORD_WAIT: Duration = Duration::from_secs(5);
 
 /// The test API: `/chunked` answers chunked, `/big` answers 5000 bytes of text, `/login` sets
 /// a cookie; anything else echoes the request body (201 when there is one) or says hello.
@@ -78,26 +80,6 @@ fn api(head: &Head, conn: &mut Conn) -> bool {
     written.is_ok() && !close
 }
 
-/// Waits until `path` holds at least `n` complete lines and returns them parsed.
-fn records(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + RECORD_WAIT;
-    loop {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            assert_eq!(lines.len(), n, "records in {}:\n{text}", path.display());
-            return lines
-                .iter()
-                .map(|l| serde_json::from_str(l).expect("a record is JSON"))
-                .collect();
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The record whose request has this method and URL (panics if none or several).
 fn find<'a>(records: &'a [Value], method: &str, url: &str) -> &'a Value {
     let found: Vec<&Value> = records
@@ -116,13 +98,6 @@ fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
             .is_some_and(|n| n.eq_ignore_ascii_case(name))
     });
     found?["value"].as_str()
-}
-
-/// Sends one request with `Connection: close` and returns the status.
-fn send(proxy: SocketAddr, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
-    let mut all = headers.to_vec();
-    all.push(("Connection", "close"));
-    request(proxy, method, &build_request(method, url, &all, body)).status()
 }
 
 /// CONNECT through `proxy`: returns the status line and, when established, what the target
@@ -195,7 +170,7 @@ fn records_every_kind_of_exchange_with_secrets_redacted() {
     assert!(line.contains(" 200 "), "{line}");
     assert_eq!(echoed, b"pingBYE");
 
-    let recs = records(&cap, 7);
+    let recs = capture_records(&cap, 7);
     for r in &recs {
         assert!(r["start"].as_str().is_some_and(|s| s.ends_with('Z')), "{r}");
         assert!(r["client"].as_str().unwrap().starts_with("127.0.0.1:"));
@@ -337,7 +312,7 @@ fn capture_secrets_keeps_credentials_but_never_proxy_authorization() {
         send(proxy.addr, "GET", &origin.url("/login"), &secrets, b""),
         200
     );
-    let recs = records(&cap, 1);
+    let recs = capture_records(&cap, 1);
     let headers = &recs[0]["request"]["headers"];
     assert_eq!(header(headers, "Cookie"), Some("a=1; b=2"));
     assert_eq!(header(headers, "Authorization"), Some("Bearer tok"));
@@ -369,7 +344,7 @@ fn headers_only_with_a_zero_limit() {
         ),
         201
     );
-    let recs = records(&cap, 1);
+    let recs = capture_records(&cap, 1);
     let body = &recs[0]["request"]["body"];
     assert_eq!(
         (
@@ -381,20 +356,7 @@ fn headers_only_with_a_zero_limit() {
     );
 }
 
-const LOAD_COLLECTION: &str = r#"
-const { Collection } = require('postman-collection');
-const json = JSON.parse(require('fs').readFileSync(process.argv[process.argv.length - 1]));
-const c = new Collection(json);
-let n = 0;
-c.forEachItem(i => {
-  if (!i.request.url.getHost() || i.responses.count() !== 1) {
-    throw new Error('bad item ' + i.name);
-  }
-  n++;
-});
-console.log('loaded ' + c.items.count() + ' folders ' + n + ' items');
-"#;
-
+#[cfg(feature = "export")]
 #[test]
 fn capture_export_and_replay_with_newman() {
     let Some(modules) = node_tools() else { return };
@@ -449,7 +411,7 @@ fn capture_export_and_replay_with_newman() {
     assert_eq!(send(p, "GET", &other.url("/big"), &[], b""), 200);
     assert!(tunnel(p, &echo.authority(), b"hi").0.contains(" 200 "));
     assert!(tunnel(p, "127.0.0.1:1", b"").0.contains(" 403 "));
-    let recs = records(&cap, 8);
+    let recs = capture_records(&cap, 8);
 
     let (code, har, err) = export(&["--format", "har", cap.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
@@ -499,17 +461,8 @@ fn capture_export_and_replay_with_newman() {
     );
 
     // Replay: newman sends every request straight to the origin again.
-    let report = dir.join("newman.json");
-    let mut cmd = Command::new(modules.join(".bin/newman"));
-    cmd.arg("run")
-        .arg(&coll_path)
-        .args(["--reporters", "json", "--reporter-json-export"])
-        .arg(&report);
-    cmd.args(["--timeout-request", "10000"]);
-    for var in common::PROXY_ENV {
-        cmd.env_remove(var);
-    }
-    let done = run_to_exit(cmd, Duration::from_secs(60));
+    let run = newman(&modules, &dir, &coll_path, &[], &[]);
+    let done = run.done;
     assert_eq!(
         done.code,
         Some(0),
@@ -517,8 +470,7 @@ fn capture_export_and_replay_with_newman() {
         done.stdout,
         done.stderr
     );
-    let report: Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    let run = &report["run"];
+    let run = &run.report["run"];
     assert_eq!(
         run["failures"].as_array().map(Vec::len),
         Some(0),
@@ -616,20 +568,24 @@ fn kill_minus_nine_leaves_only_whole_lines() {
             serde_json::from_slice(line).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
         assert_eq!(r["type"], "http");
     }
-    let (code, har, err) = export(&["--format", "har", cap.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{err}");
-    let har: Value = serde_json::from_str(&har).unwrap();
-    assert_eq!(
-        har["log"]["entries"].as_array().unwrap().len(),
-        complete.len()
-    );
     let cut = !text.is_empty() && !text.ends_with(b"\n");
     eprintln!(
         "killed with {} whole records; last line cut: {cut}",
         complete.len()
     );
-    if cut {
-        assert!(err.contains("last line is incomplete"), "{err}");
+    // `export` reads such a file: every whole record, a warning for the cut one.
+    #[cfg(feature = "export")]
+    {
+        let (code, har, err) = export(&["--format", "har", cap.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+        let har: Value = serde_json::from_str(&har).unwrap();
+        assert_eq!(
+            har["log"]["entries"].as_array().unwrap().len(),
+            complete.len()
+        );
+        if cut {
+            assert!(err.contains("last line is incomplete"), "{err}");
+        }
     }
 }
 
@@ -785,6 +741,7 @@ fn a_capture_file_that_cannot_be_opened_stops_the_start() {
     );
 }
 
+#[cfg(feature = "export")]
 #[test]
 fn export_skips_a_cut_last_line_and_names_a_broken_one() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/capture");
@@ -843,7 +800,10 @@ fn export_skips_a_cut_last_line_and_names_a_broken_one() {
 
     let (code, _, err) = export(&["--format", "xml", &path("sample.ndjson")]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("expected har or postman"), "{err}");
+    assert!(
+        err.contains("expected har, postman or postman-environment"),
+        "{err}"
+    );
 }
 
 #[test]

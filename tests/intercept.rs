@@ -516,6 +516,7 @@ fn curl_requests_inside_tls_are_forwarded_logged_and_captured() {
 /// An intercepted capture exports like any other: the HAR passes har-validator, and newman
 /// replays the Postman collection through the proxy (HTTPS_PROXY, trusting the interception
 /// CA), so every request reaches the origin again and is captured again.
+#[cfg(feature = "export")]
 #[test]
 fn intercepted_capture_exports_and_newman_replays_it_through_the_proxy() {
     let Some(modules) = node_tools() else { return };

@@ -1316,6 +1316,43 @@ pub fn export(args: &[&str]) -> (Option<i32>, String, String) {
     (done.code, done.stdout, done.stderr)
 }
 
+/// How long capture records may take to reach the file after their exchange.
+pub const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the capture file `path` holds at least `n` complete lines and returns them
+/// parsed; fails when, after [`RECORD_WAIT`], it holds another number.
+pub fn capture_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + RECORD_WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            assert_eq!(lines.len(), n, "records in {}:\n{text}", path.display());
+            return lines
+                .iter()
+                .map(|l| serde_json::from_str(l).expect("a record is JSON"))
+                .collect();
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one request through `proxy` with `Connection: close` and returns the status.
+pub fn send(
+    proxy: SocketAddr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> u16 {
+    let mut all = headers.to_vec();
+    all.push(("Connection", "close"));
+    request(proxy, method, &build_request(method, url, &all, body)).status()
+}
+
 /// Runs a node script with the repository's node_modules; panics with its output on failure.
 pub fn node(modules: &Path, script: &str, args: &[&Path]) -> String {
     let mut cmd = Command::new("node");
@@ -1343,6 +1380,67 @@ require('har-validator').har(har)
   .then(() => console.log('valid ' + har.log.entries.length))
   .catch(e => { console.error(JSON.stringify(e.errors || e.message, null, 1)); process.exit(1); });
 "#;
+
+/// A node script loading the collection named last on its command line with the
+/// `postman-collection` SDK: every item must have a host and one saved response. Prints
+/// `loaded F folders N items`.
+pub const LOAD_COLLECTION: &str = r#"
+const { Collection } = require('postman-collection');
+const json = JSON.parse(require('fs').readFileSync(process.argv[process.argv.length - 1]));
+const c = new Collection(json);
+let n = 0;
+c.forEachItem(i => {
+  if (!i.request.url.getHost() || i.responses.count() !== 1) {
+    throw new Error('bad item ' + i.name);
+  }
+  n++;
+});
+console.log('loaded ' + c.items.count() + ' folders ' + n + ' items');
+"#;
+
+/// What a `newman run` did: how it ended and its JSON report (`run.executions`,
+/// `run.failures`, `run.stats`).
+pub struct NewmanRun {
+    /// Exit code and output.
+    pub done: Finished,
+    /// The JSON reporter's document (`Null` if newman wrote none).
+    pub report: serde_json::Value,
+}
+
+/// Runs `newman run COLLECTION ARGS...` with the JSON reporter into `dir`, straight to the
+/// origins (no proxy variables in its environment) unless `env` sets some.
+pub fn newman(
+    modules: &Path,
+    dir: &Path,
+    collection: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> NewmanRun {
+    let report = dir.join(format!(
+        "newman-{}.json",
+        NEWMAN_RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = Command::new(modules.join(".bin/newman"));
+    cmd.arg("run")
+        .arg(collection)
+        .args(["--reporters", "json", "--reporter-json-export"])
+        .arg(&report)
+        .args(["--timeout-request", "10000"])
+        .args(args);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let done = run_to_exit(cmd, Duration::from_secs(60));
+    let report = std::fs::read(&report)
+        .ok()
+        .and_then(|r| serde_json::from_slice(&r).ok())
+        .unwrap_or_default();
+    NewmanRun { done, report }
+}
+
+/// Numbers the reports of [`newman`] runs.
+static NEWMAN_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 // ---------------------------------------------------------------------------------------------
 // Peer processes
