@@ -157,17 +157,13 @@ pub fn describe(err: &io::Error) -> String {
         BrokenPipe => "connection closed",
         AddrNotAvailable => "address not available",
         _ => {
-            let s = err.to_string();
-            let s = match s.find(" (os error") {
-                Some(i) => s[..i].to_string(),
-                None => s,
-            };
+            let full = err.to_string();
+            let s = full.split(" (os error").next().unwrap_or_default();
             // getaddrinfo errors arrive as "failed to lookup address information: ...".
-            let s = s.replace(
-                "failed to lookup address information: ",
-                "name does not resolve: ",
-            );
-            return s.to_lowercase();
+            return match s.strip_prefix("failed to lookup address information: ") {
+                Some(why) => format!("name does not resolve: {}", why.to_lowercase()),
+                None => s.to_lowercase(),
+            };
         }
     };
     text.to_string()

@@ -13,7 +13,6 @@
 //! without a datagram either way; its socket closes with it. `--connect-ports` is for TCP
 //! tunnels and does not apply.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use async_io::{Async, Timer};
@@ -75,7 +74,7 @@ pub async fn associate(
         socket: &socket,
         client_ip,
         client_port: (ask.port != 0).then_some(ask.port),
-        verdicts: HashMap::new(),
+        verdicts: Vec::new(),
         entry,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -125,8 +124,9 @@ struct Relay<'a> {
     client_ip: IpAddr,
     /// The client's UDP port, once known.
     client_port: Option<u16>,
-    /// Whether each destination may be sent to, with the addresses a name resolved to.
-    verdicts: HashMap<(String, u16), Option<SocketAddr>>,
+    /// Whether each destination may be sent to, with the address a name resolved to. A list:
+    /// at most [`MAX_DESTINATIONS`], searched by a scan, which costs less code than a map.
+    verdicts: Vec<((String, u16), Option<SocketAddr>)>,
     /// The association's log entry (bytes up and down).
     entry: &'a mut Entry,
 }
@@ -150,7 +150,7 @@ impl Relay<'_> {
             return;
         }
         // From a destination the client sent to: back to the client, wrapped.
-        let known = self.verdicts.values().any(|v| *v == Some(from));
+        let known = self.verdicts.iter().any(|(_, v)| *v == Some(from));
         if let (true, Some(port)) = (known, self.client_port) {
             let wrapped = message::udp_reply(from, data);
             let client = SocketAddr::new(self.client_ip, port);
@@ -164,7 +164,7 @@ impl Relay<'_> {
     async fn destination(&mut self, dest: &Dest, port: u16) -> Option<SocketAddr> {
         let host = dest.host();
         let key = (host.clone(), port);
-        if let Some(verdict) = self.verdicts.get(&key) {
+        if let Some((_, verdict)) = self.verdicts.iter().find(|(k, _)| *k == key) {
             return *verdict;
         }
         let verdict = match self.judge(&host, port).await {
@@ -177,7 +177,7 @@ impl Relay<'_> {
         if self.verdicts.len() >= MAX_DESTINATIONS {
             self.verdicts.clear();
         }
-        self.verdicts.insert(key, verdict);
+        self.verdicts.push((key, verdict));
         verdict
     }
 
