@@ -42,40 +42,6 @@ const CAPTURE_WAIT: Duration = Duration::from_secs(10);
 // The site and the browser
 // ---------------------------------------------------------------------------------------------
 
-/// The page every test loads: its script fetches `/api/data` from its own origin and writes
-/// the value it got, or why it failed, into `#result`.
-const PAGE: &str = r#"<!doctype html>
-<html><head><title>smolproxy browser test</title></head><body>
-<p id="result">pending</p>
-<script>
-const result = document.getElementById("result");
-fetch("/api/data")
-  .then((res) => res.ok ? res.json() : Promise.reject(new Error("status " + res.status)))
-  .then((data) => { result.textContent = "fetched " + data.value; })
-  .catch((err) => { result.textContent = "failed: " + err; });
-</script>
-</body></html>
-"#;
-
-/// An origin serving [`PAGE`] at `/` and `{"value": VALUE}` at `/api/data`; 404 elsewhere
-/// (Chromium also asks for `/favicon.ico`).
-fn site(value: &str) -> Origin {
-    let data = format!("{{\"value\":\"{value}\"}}");
-    Origin::start(move |head, conn| {
-        let _ = conn.read_body(head);
-        match head.target() {
-            "/" => conn.respond("200 OK", &[("Content-Type", "text/html")], PAGE.as_bytes()),
-            "/api/data" => conn.respond(
-                "200 OK",
-                &[("Content-Type", "application/json")],
-                data.as_bytes(),
-            ),
-            _ => conn.respond("404 Not Found", &[("Content-Type", "text/plain")], b"none"),
-        }
-        true
-    })
-}
-
 /// Headless Chromium using one proxy and trusting one CA. Every page is a fresh launch with a
 /// fresh profile, so nothing is cached between pages.
 struct Browser {
@@ -253,7 +219,7 @@ fn chromium_loads_pages_through_the_proxy() {
         return;
     };
     let value = format!("blue-{}", std::process::id());
-    let origin = site(&value);
+    let origin = fetch_site(&value);
     let tls = stunnel(&dir, &pki().cert, &pki().key, origin.port());
     let browser = Browser::new(&dir, &pki().ca, &proxy);
     let json = format!("{{\"value\":\"{value}\"}}");
@@ -286,7 +252,7 @@ fn chromium_loads_pages_through_the_proxy() {
     assert_origin_saw_page(&origin, &origin.authority());
     let api = format!("{http}/api/data");
     let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
-    assert_exchange(&records, &format!("{http}/"), PAGE);
+    assert_exchange(&records, &format!("{http}/"), FETCH_PAGE);
     assert_exchange(&records, &api, &json);
     // The profiles take a few megabytes.
     let _ = std::fs::remove_dir_all(&dir);
@@ -323,7 +289,7 @@ fn chromium_through_interception() {
         return;
     };
     let value = format!("green-{}", std::process::id());
-    let origin = site(&value);
+    let origin = fetch_site(&value);
     let tls = stunnel(&dir, &pki.cert, &pki.key, origin.port());
     let browser = Browser::new(&dir, &ca, &proxy);
 
@@ -333,7 +299,7 @@ fn chromium_through_interception() {
     let api = format!("{https}/api/data");
     let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
     for (url, body) in [
-        (format!("{https}/"), PAGE.to_string()),
+        (format!("{https}/"), FETCH_PAGE.to_string()),
         (api, format!("{{\"value\":\"{value}\"}}")),
     ] {
         assert_exchange(&records, &url, &body);
@@ -363,7 +329,7 @@ fn chromium_through_the_tls_listener() {
         return;
     };
     let value = format!("violet-{}", std::process::id());
-    let origin = site(&value);
+    let origin = fetch_site(&value);
     let mut browser = Browser::new(&dir, &pki.ca, &proxy);
     // Only the TLS listener: a browser speaking plain HTTP to it would get nothing.
     browser.proxy = format!("https://{}", proxy.tls_addrs[0]);
@@ -373,7 +339,7 @@ fn chromium_through_the_tls_listener() {
     assert_origin_saw_page(&origin, &origin.authority());
     let api = format!("{http}/api/data");
     let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
-    assert_exchange(&records, &format!("{http}/"), PAGE);
+    assert_exchange(&records, &format!("{http}/"), FETCH_PAGE);
     assert_exchange(&records, &api, &format!("{{\"value\":\"{value}\"}}"));
     for url in [format!("{http}/"), api] {
         let entry = format!(" GET {url} 200 ");
