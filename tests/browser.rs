@@ -24,7 +24,6 @@ mod common;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -145,25 +144,8 @@ fn browser_proxy(capture: &Path, extra: &[&str]) -> Option<Proxy> {
 
 /// The capture file's records, once `pred` holds for one of them; panics with what is there
 /// after [`CAPTURE_WAIT`].
-fn records_once(capture: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + CAPTURE_WAIT;
-    loop {
-        let text = std::fs::read_to_string(capture).unwrap_or_default();
-        // Only whole lines: the writer may be in the middle of one.
-        let records: Vec<Value> = text
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        if records.iter().any(&pred) {
-            return records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no capture record for {what}; the capture: {text}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+fn records_once(capture: &Path, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    records_when(capture, CAPTURE_WAIT, |records| records.iter().any(&pred))
 }
 
 /// The `http` record of `GET url`, if there is one.
@@ -228,7 +210,7 @@ fn chromium_loads_pages_through_the_proxy() {
     let https = format!("https://{}", tls.authority());
     assert_fetched(&browser.dom(&format!("{https}/")), &value);
     assert_origin_saw_page(&origin, &tls.authority());
-    let records = records_once(&capture, "the CONNECT tunnel", |r| {
+    let records = records_once(&capture, |r| {
         r["type"] == "tunnel" && r["host"] == "127.0.0.1" && r["port"] == tls.port
     });
     let tunnel = records
@@ -251,7 +233,7 @@ fn chromium_loads_pages_through_the_proxy() {
     assert_fetched(&browser.dom(&format!("{http}/")), &value);
     assert_origin_saw_page(&origin, &origin.authority());
     let api = format!("{http}/api/data");
-    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    let records = records_once(&capture, |r| r["request"]["url"] == api);
     assert_exchange(&records, &format!("{http}/"), FETCH_PAGE);
     assert_exchange(&records, &api, &json);
     // The profiles take a few megabytes.
@@ -297,7 +279,7 @@ fn chromium_through_interception() {
     assert_fetched(&browser.dom(&format!("{https}/")), &value);
     assert_origin_saw_page(&origin, &tls.authority());
     let api = format!("{https}/api/data");
-    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    let records = records_once(&capture, |r| r["request"]["url"] == api);
     for (url, body) in [
         (format!("{https}/"), FETCH_PAGE.to_string()),
         (api, format!("{{\"value\":\"{value}\"}}")),
@@ -338,7 +320,7 @@ fn chromium_through_the_tls_listener() {
     assert_fetched(&browser.dom(&format!("{http}/")), &value);
     assert_origin_saw_page(&origin, &origin.authority());
     let api = format!("{http}/api/data");
-    let records = records_once(&capture, "GET /api/data", |r| r["request"]["url"] == api);
+    let records = records_once(&capture, |r| r["request"]["url"] == api);
     assert_exchange(&records, &format!("{http}/"), FETCH_PAGE);
     assert_exchange(&records, &api, &format!("{{\"value\":\"{value}\"}}"));
     for url in [format!("{http}/"), api] {

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -185,21 +185,7 @@ fn has(bytes: &[u8], needle: &str) -> bool {
 /// The capture file's records, once one satisfies `pred`; panics with the file after
 /// [`RECORD_WAIT`].
 fn records_once(cap: &Path, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + RECORD_WAIT;
-    loop {
-        let text = std::fs::read_to_string(cap).unwrap_or_default();
-        // Only whole lines: the writer may be in the middle of one.
-        let records: Vec<Value> = text
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        if records.iter().any(&pred) {
-            return records;
-        }
-        assert!(Instant::now() < deadline, "no such record in: {text}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    records_when(cap, RECORD_WAIT, |records| records.iter().any(&pred))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -166,24 +166,13 @@ fn fields(line: &str) -> Vec<&str> {
 
 /// The capture file's records once there are `n` tunnel records; panics after [`CLOSE_WAIT`].
 fn tunnel_records(capture: &std::path::Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + CLOSE_WAIT;
-    loop {
-        let text = std::fs::read_to_string(capture).unwrap_or_default();
-        let records: Vec<Value> = text
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .filter(|r: &Value| r["type"] == "tunnel")
-            .collect();
-        if records.len() >= n {
-            return records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} tunnel records expected; the capture: {text}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let tunnel = |r: &&Value| r["type"] == "tunnel";
+    records_when(capture, CLOSE_WAIT, |r| {
+        r.iter().filter(tunnel).count() >= n
+    })
+    .into_iter()
+    .filter(|r| r["type"] == "tunnel")
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

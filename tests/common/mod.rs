@@ -1340,6 +1340,33 @@ pub fn capture_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// The capture file's whole records (a line being written is left out) once `done` holds for
+/// them; panics with the file after `wait`.
+pub fn records_when(
+    path: &Path,
+    wait: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if done(&records) {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the capture {} never got there: {text}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends one request through `proxy` with `Connection: close` and returns the status.
 pub fn send(
     proxy: SocketAddr,
