@@ -1,9 +1,10 @@
 //! Load generator and test peer for `scripts/bench.sh`: plain std (and a blocking rustls client
 //! for HTTPS), one thread per job.
 //!
-//! It measures what wrk cannot: CONNECT tunnels, and HTTPS inside them through an intercepting
-//! proxy. Every subcommand talks only to 127.0.0.1, every loop is bounded by a count or a
-//! deadline, and every socket has a timeout, so a stuck proxy makes a run fail instead of hang.
+//! It measures what wrk cannot: CONNECT and SOCKS5 tunnels, and HTTPS inside them through an
+//! intercepting proxy. Every subcommand talks only to 127.0.0.1, every loop is bounded by a
+//! count or a deadline, and every socket has a timeout, so a stuck proxy makes a run fail
+//! instead of hang.
 //! It is not a test of the proxy's correctness beyond counting bytes and checking statuses;
 //! `tests/` does that.
 //!
@@ -12,7 +13,7 @@
 //! bench sink [PORT]                            serve the bench protocol, print `listening on ADDR`
 //! bench bulk PROXY|direct TARGET BYTES         one tunnel, BYTES each way at once
 //! bench setups PROXY|direct TARGET INFLIGHT SECS
-//!                                              open, CONNECT, one small round trip, close
+//!                                              open a tunnel, one small round trip, close
 //! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
 //! bench intercept-keepalive PROXY|direct ORIGIN CA CONNS SECS
 //!                                              CONNS tunnels, each: CONNECT, TLS trusting CA,
@@ -21,6 +22,11 @@
 //!                                              each round: new TCP, CONNECT, full TLS
 //!                                              handshake, one `GET /1k`, close
 //! ```
+//!
+//! PROXY is `127.0.0.1:PORT` for an HTTP proxy, asked with `CONNECT`, or
+//! `socks5://127.0.0.1:PORT` for a SOCKS5 server, asked without authentication for a CONNECT to
+//! the target's IP address (RFC 1928); either way the tunnel then carries the same work, so a
+//! SOCKS row and its HTTP row differ only in how the tunnel was opened.
 //!
 //! ORIGIN is an HTTPS server on 127.0.0.1 (nginx in the bench) serving `/1k`; CA is the PEM
 //! file of the CA the client trusts: the proxy's interception CA through a proxy, the origin's
@@ -36,7 +42,7 @@
 //! proxy that tears a tunnel down at the first FIN (tinyproxy does) still delivers every byte.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -135,12 +141,35 @@ fn addr(s: &str) -> io::Result<SocketAddr> {
     Ok(a)
 }
 
-/// `direct` means no proxy; anything else is the proxy's address.
-fn via(s: &str) -> io::Result<Option<SocketAddr>> {
+/// How a client reaches its target.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Straight to the target (`direct`).
+    Direct,
+    /// Through an HTTP proxy at this address, with `CONNECT`.
+    Connect(SocketAddr),
+    /// Through a SOCKS5 server at this address (`socks5://ADDR`), with its CONNECT command.
+    Socks5(SocketAddr),
+}
+
+impl Via {
+    /// The proxy's address, if there is one.
+    fn proxy(self) -> Option<SocketAddr> {
+        match self {
+            Via::Direct => None,
+            Via::Connect(p) | Via::Socks5(p) => Some(p),
+        }
+    }
+}
+
+/// `direct` means no proxy, `socks5://ADDR` a SOCKS5 server, anything else an HTTP proxy.
+fn via(s: &str) -> io::Result<Via> {
     if s == "direct" {
-        Ok(None)
+        Ok(Via::Direct)
+    } else if let Some(a) = s.strip_prefix("socks5://") {
+        addr(a).map(Via::Socks5)
     } else {
-        addr(s).map(Some)
+        addr(s).map(Via::Connect)
     }
 }
 
@@ -265,40 +294,102 @@ fn receive(s: &mut TcpStream, n: u64) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-/// Opens a connection to `target`, through a CONNECT tunnel when `proxy` is set.
-fn open(proxy: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&proxy.unwrap_or(target), CONNECT_TIMEOUT)?;
+/// Opens a connection to `target`, through a tunnel when `via` names a proxy.
+fn open(via: Via, target: SocketAddr) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&via.proxy().unwrap_or(target), CONNECT_TIMEOUT)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if proxy.is_some() {
-        write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
-        // The sink says nothing before our command, so every byte read here is the proxy's.
-        let mut head = Vec::with_capacity(256);
-        let mut buf = [0u8; 512];
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() > MAX_HEAD {
-                return Err(bad("CONNECT response head too large".into()));
-            }
-            let k = s.read(&mut buf)?;
-            if k == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "proxy closed during CONNECT",
-                ));
-            }
-            head.extend_from_slice(&buf[..k]);
-        }
-        let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
-        if !status.starts_with(b"2") {
-            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            return Err(bad(format!(
-                "CONNECT refused: {}",
-                String::from_utf8_lossy(line)
-            )));
-        }
+    match via {
+        Via::Direct => {}
+        Via::Connect(_) => connect(&mut s, target)?,
+        Via::Socks5(_) => socks5(&mut s, target)?,
     }
     Ok(s)
+}
+
+/// Asks an HTTP proxy for a tunnel to `target` and reads its answer, which must be a 2xx.
+fn connect(s: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    // The sink says nothing before our command, so every byte read here is the proxy's.
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err(bad("CONNECT response head too large".into()));
+        }
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "proxy closed during CONNECT",
+            ));
+        }
+        head.extend_from_slice(&buf[..k]);
+    }
+    let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    if !status.starts_with(b"2") {
+        let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(bad(format!(
+            "CONNECT refused: {}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    Ok(())
+}
+
+/// Asks a SOCKS5 server for a tunnel to `target` (RFC 1928): no authentication, CONNECT by IP
+/// address, and the reply, which must be 0 (succeeded). Each message waits for its answer, as
+/// curl does: microsocks reads one message per `recv` and would lose a second one sent with the
+/// first, so the two round trips are part of what a SOCKS5 setup costs.
+fn socks5(s: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
+    // §3: version 5, one method offered, 0x00 "no authentication required".
+    s.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice)?;
+    if choice != [5, 0] {
+        return Err(bad(format!(
+            "SOCKS5: no-auth refused (version {}, method {:#04x})",
+            choice[0], choice[1]
+        )));
+    }
+    // §4: VER 5, CMD 1 (CONNECT), RSV 0, ATYP 1 (IPv4) or 4 (IPv6), DST.ADDR, DST.PORT.
+    let mut request = Vec::with_capacity(22);
+    request.extend_from_slice(&[5, 1, 0]);
+    match target.ip() {
+        IpAddr::V4(ip) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+    }
+    request.extend_from_slice(&target.port().to_be_bytes());
+    s.write_all(&request)?;
+    // §6: VER, REP, RSV, ATYP, then BND.ADDR as ATYP says and BND.PORT, read and dropped.
+    let mut reply = [0u8; 4];
+    s.read_exact(&mut reply)?;
+    if reply[0] != 5 || reply[1] != 0 {
+        return Err(bad(format!(
+            "SOCKS5 CONNECT refused: version {}, reply {:#04x}",
+            reply[0], reply[1]
+        )));
+    }
+    let bound = match reply[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len)?;
+            usize::from(len[0]) + 2
+        }
+        other => return Err(bad(format!("SOCKS5: reply address type {other}"))),
+    };
+    // At most a 255-byte name and a port.
+    let mut rest = [0u8; 257];
+    s.read_exact(&mut rest[..bound])
 }
 
 fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
@@ -310,7 +401,7 @@ fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
 }
 
 fn bulk(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     bytes: io::Result<u64>,
 ) -> io::Result<()> {
@@ -393,7 +484,7 @@ impl Tally {
 }
 
 fn setups(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     inflight: io::Result<usize>,
     secs: io::Result<Duration>,
@@ -432,19 +523,21 @@ fn setups(
 }
 
 fn hold(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     count: io::Result<usize>,
     secs: io::Result<Duration>,
 ) -> io::Result<()> {
     let (proxy, target, count, secs) = (proxy?, target?, count?, secs?);
-    let proxy = proxy.ok_or_else(|| bad("hold needs a proxy".into()))?;
+    if proxy.proxy().is_none() {
+        return Err(bad("hold needs a proxy".into()));
+    }
     let mut tunnels = Vec::with_capacity(count);
     let mut failure = None;
     // One at a time: what is measured is the state after setup, not the setup rate. The first
     // failure ends the opening (a proxy at its connection limit would only make us wait).
     for _ in 0..count {
-        let t = open(Some(proxy), target).and_then(|mut s| {
+        let t = open(proxy, target).and_then(|mut s| {
             command(&mut s, b'H', 0, &[])?;
             let mut ack = [0u8; 1];
             s.read_exact(&mut ack)?;
@@ -508,13 +601,9 @@ fn tls_config(ca: &str) -> io::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Opens a TLS session with `origin`, through a CONNECT tunnel when `proxy` is set, and
-/// completes the handshake, so a refused certificate fails here.
-fn session(
-    proxy: Option<SocketAddr>,
-    origin: SocketAddr,
-    config: &Arc<ClientConfig>,
-) -> io::Result<Session> {
+/// Opens a TLS session with `origin`, through a tunnel when `proxy` names one, and completes
+/// the handshake, so a refused certificate fails here.
+fn session(proxy: Via, origin: SocketAddr, config: &Arc<ClientConfig>) -> io::Result<Session> {
     let tcp = open(proxy, origin)?;
     // An IP address: no SNI is sent, and the certificate must carry it as an IP SAN.
     let name = ServerName::IpAddress(origin.ip().into());
@@ -604,7 +693,7 @@ fn fill(s: &mut Session, buf: &mut Vec<u8>) -> io::Result<()> {
 /// a session, sending one GET and closing, again and again; counts sessions.
 fn intercepted(
     sessions: bool,
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     origin: io::Result<SocketAddr>,
     config: io::Result<Arc<ClientConfig>>,
     n: io::Result<usize>,
