@@ -402,6 +402,7 @@ clk_tck="$(getconf CLK_TCK)"
 cpu_ticks() {
     local total=0 pid
     [ -n "$1" ] || { echo 0; return 0; }
+    [ -r "/proc/$1/stat" ] || die "a proxy (pid $1) exited during the benchmark"
     total="$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat")"
     for pid in $(pgrep -P "$1" || true); do
         # A child may end between pgrep and here.
