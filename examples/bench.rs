@@ -12,8 +12,9 @@
 //! bench freeport                               print a free 127.0.0.1 port
 //! bench sink [PORT]                            serve the bench protocol, print `listening on ADDR`
 //! bench bulk PROXY|direct TARGET BYTES         one tunnel, BYTES each way at once
-//! bench setups PROXY|direct TARGET INFLIGHT SECS
-//!                                              open a tunnel, one small round trip, close
+//! bench setups PROXY|direct TARGET INFLIGHT SECS [client|sink]
+//!                                              open a tunnel, one small round trip, close;
+//!                                              the client closes first, or the sink does
 //! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
 //! bench intercept-keepalive PROXY|direct ORIGIN CA CONNS SECS
 //!                                              CONNS tunnels, each: CONNECT, TLS trusting CA,
@@ -37,9 +38,18 @@
 //! The bench protocol, spoken once the tunnel is up: the client sends one command byte and a
 //! big-endian u64 argument. `B n`: both sides send `n` bytes and read `n` bytes at the same
 //! time, then the client closes. `P n`: the sink echoes the next `n` bytes, then the client
-//! closes. `H 0`: the sink answers `k` and holds the connection, sending nothing, until the
-//! client closes. Nobody half-closes: the client closes only once it has everything, so a
+//! closes. `E n`: the sink echoes the next `n` bytes and closes; the client closes once it has
+//! read the end. `H 0`: the sink answers `k` and holds the connection, sending nothing, until
+//! the client closes. Nobody half-closes: the client closes only once it has everything, so a
 //! proxy that tears a tunnel down at the first FIN (tinyproxy does) still delivers every byte.
+//!
+//! Who closes first decides where the TIME_WAIT lands. When the client does (`P`), it lands on
+//! an ephemeral port of the client and of the proxy's connection to the sink; when the sink
+//! does (`E`), on the sink's and the proxy's listening ports, which cost no ephemeral port.
+//! `setups ... sink` uses `E` for a proxy that binds its outgoing sockets before connecting
+//! (dante): a bound port in TIME_WAIT is not handed out again for 60 s, so at thousands of
+//! setups a second such a proxy uses up the ephemeral range within seconds and every later
+//! connection on the machine fails until it drains.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -86,6 +96,14 @@ fn main() -> ExitCode {
             addr(target),
             number(inflight, "inflight").map(|n| n.clamp(1, 1024) as usize),
             seconds(secs),
+            Ok(false),
+        ),
+        ["setups", proxy, target, inflight, secs, closer] => setups(
+            via(proxy),
+            addr(target),
+            number(inflight, "inflight").map(|n| n.clamp(1, 1024) as usize),
+            seconds(secs),
+            sink_closes(closer),
         ),
         ["hold", proxy, target, count, secs] => hold(
             via(proxy),
@@ -124,6 +142,15 @@ fn bad(what: String) -> io::Error {
 fn number(s: &str, what: &str) -> io::Result<u64> {
     s.parse()
         .map_err(|_| bad(format!("{what}: expected a number, got '{s}'")))
+}
+
+/// `sink` (the sink closes first) or `client` (the client does).
+fn sink_closes(s: &str) -> io::Result<bool> {
+    match s {
+        "sink" => Ok(true),
+        "client" => Ok(false),
+        _ => Err(bad(format!("expected client or sink, got '{s}'"))),
+    }
 }
 
 fn seconds(s: &str) -> io::Result<Duration> {
@@ -252,6 +279,12 @@ fn serve(mut s: TcpStream, held: &Held) -> io::Result<()> {
             s.write_all(&buf)?;
             // Wait for the client's close so the client, not the sink, closes first.
             let _ = s.read(&mut buf);
+        }
+        b'E' => {
+            let mut buf = vec![0u8; n.min(MAX_HEAD as u64) as usize];
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+            // Returning closes: the sink first, so the TIME_WAIT is on the sink's port.
         }
         b'H' => {
             s.write_all(b"k")?;
@@ -483,13 +516,18 @@ impl Tally {
     }
 }
 
+/// Opens tunnels, `inflight` at a time, until `secs` have passed; each carries a `P` round trip
+/// and is closed by the client, or an `E` one closed by the sink first when `sink_closes`.
 fn setups(
     proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     inflight: io::Result<usize>,
     secs: io::Result<Duration>,
+    sink_closes: io::Result<bool>,
 ) -> io::Result<()> {
-    let (proxy, target, inflight, secs) = (proxy?, target?, inflight?, secs?);
+    let (proxy, target, inflight, secs, sink_closes) =
+        (proxy?, target?, inflight?, secs?, sink_closes?);
+    let cmd = if sink_closes { b'E' } else { b'P' };
     let start = Instant::now();
     let deadline = start + secs;
     let threads: Vec<_> = (0..inflight)
@@ -501,11 +539,15 @@ fn setups(
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     let round = open(proxy, target).and_then(|mut s| {
-                        command(&mut s, b'P', PING_BYTES as u64, &ping)?;
+                        command(&mut s, cmd, PING_BYTES as u64, &ping)?;
                         let mut back = [0u8; PING_BYTES];
                         s.read_exact(&mut back)?;
                         if back != ping {
                             return Err(bad("echo differs".into()));
+                        }
+                        // The sink's close, relayed by the proxy, before ours.
+                        if sink_closes && s.read(&mut back)? != 0 {
+                            return Err(bad("bytes after the echo".into()));
                         }
                         Ok(())
                     });

@@ -44,7 +44,13 @@
 # BENCH_REPS times (about a minute at the defaults, memory included):
 #   9. SOCKS5 bulk: one tunnel moving BENCH_SOCKS_BULK_BYTES each way at once: MB/s each way
 #  10. SOCKS5 setups/s with 32 in flight: open, greeting (no auth), CONNECT to the sink's IPv4
-#      address, 16-byte round trip, close; BENCH_SOCKS_SECS long
+#      address, 16-byte round trip, the sink closes, then the client; BENCH_SOCKS_SECS long.
+#      The sink closes first here (the CONNECT rows have the client close first) because dante
+#      binds each outgoing socket to its external address before connecting: closing first,
+#      it would leave a bound port in TIME_WAIT per setup, which Linux does not hand out again
+#      for 60 s, and at its rate the ephemeral range ran out within two repetitions, failing
+#      dante (reply 0x03) and then every other client's connect (EADDRNOTAVAIL). With the sink
+#      closing first the TIME_WAITs are on the sink's and the proxies' listening ports.
 #  11. memory: PSS of a fresh idle server, then with 1,000 idle SOCKS5 tunnels
 # smolproxy answers SOCKS on its --listen port; microsocks (Debian's, as it comes: 1.0.3 logs
 # a line per connection to stderr, here a file) runs a thread per client; dante
@@ -523,13 +529,15 @@ bulk_run() {
     fi
 }
 
-# setups_run PREFIX TARGET REP VIA SECS: tunnels opened through VIA, $setups_inflight at a
-# time, each with one round trip, for SECS; metrics are named PREFIX.setups.*.
+# setups_run PREFIX TARGET REP VIA SECS CLOSER: tunnels opened through VIA, $setups_inflight
+# at a time, each with one round trip and closed first by CLOSER (client or sink), for SECS;
+# metrics are named PREFIX.setups.*.
 setups_run() {
-    local prefix="$1" target="$2" rep="$3" via="$4" run_secs="$5" out rate errors ticks
+    local prefix="$1" target="$2" rep="$3" via="$4" run_secs="$5" closer="$6" out rate errors ticks
     out="$work/${prefix}setups-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
-    if bounded "$bench" setups "$via" "$sink" "$setups_inflight" "$run_secs" >"$out" 2>&1; then
+    if bounded "$bench" setups "$via" "$sink" "$setups_inflight" "$run_secs" "$closer" \
+        >"$out" 2>&1; then
         rate="$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")"
         errors="$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' "$out")"
         [ "${errors:-0}" -eq 0 ] || note "${prefix}setups $target run $rep: $errors failed: $(grep -v '^setups ok' "$out" | head -n1)"
@@ -701,7 +709,7 @@ for ((rep = 1; rep <= reps; rep++)); do
     check_proxies
     for t in $order; do bulk_run "" "$t" "$rep" "$(addr_of "$t")" "$bulk_bytes"; done
     check_proxies
-    for t in $order; do setups_run "" "$t" "$rep" "$(addr_of "$t")" "$secs"; done
+    for t in $order; do setups_run "" "$t" "$rep" "$(addr_of "$t")" "$secs" client; done
     check_proxies
 done
 record rss.afterload smolproxy "$(rss_kb "$smol_pid")"
@@ -767,7 +775,9 @@ for ((rep = 1; rep <= reps; rep++)); do
     say "SOCKS5: repetition $rep of $reps (order: $order)"
     for t in $order; do bulk_run socks. "$t" "$rep" "$(socks_via "$t")" "$socks_bulk_bytes"; done
     check_socks
-    for t in $order; do setups_run socks. "$t" "$rep" "$(socks_via "$t")" "$socks_secs"; done
+    for t in $order; do
+        setups_run socks. "$t" "$rep" "$(socks_via "$t")" "$socks_secs" sink
+    done
     check_socks
 done
 stop "$smol_pid"
@@ -985,7 +995,7 @@ socks_row "SOCKS5 bulk, MB/s each way ($((socks_bulk_bytes / 1000000)) MB each w
     socks.bulk.mbps "%.0f"
 socks_row "SOCKS5 CONNECT setups/s, $setups_inflight in flight (${socks_secs}s) ↑" \
     socks.setups.rate "%.0f"
-socks_row "SOCKS5 setup+round trip p99, ms ↓" socks.setups.p99 "%.2f"
+socks_row "SOCKS5 setup+round trip+close p99, ms ↓" socks.setups.p99 "%.2f"
 socks_row "proxy CPU per SOCKS5 setup, µs ↓" socks.setups.cpu "%.1f"
 socks_row "proxy CPU per MB relayed (SOCKS5 bulk, both ways), µs ↓" socks.bulk.cpu "%.0f"
 socks_row "PSS idle, fresh process(es), KB ↓" socks.pss.idle "%.0f"
@@ -1001,9 +1011,12 @@ tasks_with() {
     else echo "$p processes, $t threads"; fi
 }
 echo "Every SOCKS5 tunnel: greeting offering no authentication, CONNECT to the sink's IPv4"
-echo "address, each answer awaited (as curl does), then the same work as the CONNECT rows;"
-echo "\"direct\" is the same client without a proxy. PSS, not RSS: dante works in child processes"
-echo "sharing pages, which RSS would count once per process; proxy CPU counts dante's children."
+echo "address, each answer awaited (as curl does), then the same work as the CONNECT rows,"
+echo "except that in the setups runs the sink closes first, then the client (the CONNECT rows:"
+echo "the client first), so that dante's TIME_WAITs do not use up the ephemeral ports (see the"
+echo "top of scripts/bench.sh). \"direct\" is the same client without a proxy. PSS, not RSS: dante"
+echo "works in child processes sharing pages, which RSS would count once per process; proxy CPU"
+echo "counts dante's children."
 echo "dante ran in the foreground with -N 1 (one mother process, which forks its own negotiate,"
 echo "request and io children), no authentication, errors logged; microsocks as it comes (a"
 echo "line per connection on stderr, to a file). With $tunnels_few idle tunnels: smolproxy"
