@@ -1,9 +1,10 @@
 //! Load generator and test peer for `scripts/bench.sh`: plain std (and a blocking rustls client
 //! for HTTPS), one thread per job.
 //!
-//! It measures what wrk cannot: CONNECT tunnels, and HTTPS inside them through an intercepting
-//! proxy. Every subcommand talks only to 127.0.0.1, every loop is bounded by a count or a
-//! deadline, and every socket has a timeout, so a stuck proxy makes a run fail instead of hang.
+//! It measures what wrk cannot: CONNECT and SOCKS5 tunnels, and HTTPS inside them through an
+//! intercepting proxy. Every subcommand talks only to 127.0.0.1, every loop is bounded by a
+//! count or a deadline, and every socket has a timeout, so a stuck proxy makes a run fail
+//! instead of hang.
 //! It is not a test of the proxy's correctness beyond counting bytes and checking statuses;
 //! `tests/` does that.
 //!
@@ -11,8 +12,9 @@
 //! bench freeport                               print a free 127.0.0.1 port
 //! bench sink [PORT]                            serve the bench protocol, print `listening on ADDR`
 //! bench bulk PROXY|direct TARGET BYTES         one tunnel, BYTES each way at once
-//! bench setups PROXY|direct TARGET INFLIGHT SECS
-//!                                              open, CONNECT, one small round trip, close
+//! bench setups PROXY|direct TARGET INFLIGHT SECS [client|sink]
+//!                                              open a tunnel, one small round trip, close;
+//!                                              the client closes first, or the sink does
 //! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
 //! bench intercept-keepalive PROXY|direct ORIGIN CA CONNS SECS
 //!                                              CONNS tunnels, each: CONNECT, TLS trusting CA,
@@ -21,6 +23,11 @@
 //!                                              each round: new TCP, CONNECT, full TLS
 //!                                              handshake, one `GET /1k`, close
 //! ```
+//!
+//! PROXY is `127.0.0.1:PORT` for an HTTP proxy, asked with `CONNECT`, or
+//! `socks5://127.0.0.1:PORT` for a SOCKS5 server, asked without authentication for a CONNECT to
+//! the target's IP address (RFC 1928); either way the tunnel then carries the same work, so a
+//! SOCKS row and its HTTP row differ only in how the tunnel was opened.
 //!
 //! ORIGIN is an HTTPS server on 127.0.0.1 (nginx in the bench) serving `/1k`; CA is the PEM
 //! file of the CA the client trusts: the proxy's interception CA through a proxy, the origin's
@@ -31,12 +38,21 @@
 //! The bench protocol, spoken once the tunnel is up: the client sends one command byte and a
 //! big-endian u64 argument. `B n`: both sides send `n` bytes and read `n` bytes at the same
 //! time, then the client closes. `P n`: the sink echoes the next `n` bytes, then the client
-//! closes. `H 0`: the sink answers `k` and holds the connection, sending nothing, until the
-//! client closes. Nobody half-closes: the client closes only once it has everything, so a
+//! closes. `E n`: the sink echoes the next `n` bytes and closes; the client closes once it has
+//! read the end. `H 0`: the sink answers `k` and holds the connection, sending nothing, until
+//! the client closes. Nobody half-closes: the client closes only once it has everything, so a
 //! proxy that tears a tunnel down at the first FIN (tinyproxy does) still delivers every byte.
+//!
+//! Who closes first decides where the TIME_WAIT lands. When the client does (`P`), it lands on
+//! an ephemeral port of the client and of the proxy's connection to the sink; when the sink
+//! does (`E`), on the sink's and the proxy's listening ports, which cost no ephemeral port.
+//! `setups ... sink` uses `E` for a proxy that binds its outgoing sockets before connecting
+//! (dante): a bound port in TIME_WAIT is not handed out again for 60 s, so at thousands of
+//! setups a second such a proxy uses up the ephemeral range within seconds and every later
+//! connection on the machine fails until it drains.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -80,6 +96,14 @@ fn main() -> ExitCode {
             addr(target),
             number(inflight, "inflight").map(|n| n.clamp(1, 1024) as usize),
             seconds(secs),
+            Ok(false),
+        ),
+        ["setups", proxy, target, inflight, secs, closer] => setups(
+            via(proxy),
+            addr(target),
+            number(inflight, "inflight").map(|n| n.clamp(1, 1024) as usize),
+            seconds(secs),
+            sink_closes(closer),
         ),
         ["hold", proxy, target, count, secs] => hold(
             via(proxy),
@@ -120,6 +144,15 @@ fn number(s: &str, what: &str) -> io::Result<u64> {
         .map_err(|_| bad(format!("{what}: expected a number, got '{s}'")))
 }
 
+/// `sink` (the sink closes first) or `client` (the client does).
+fn sink_closes(s: &str) -> io::Result<bool> {
+    match s {
+        "sink" => Ok(true),
+        "client" => Ok(false),
+        _ => Err(bad(format!("expected client or sink, got '{s}'"))),
+    }
+}
+
 fn seconds(s: &str) -> io::Result<Duration> {
     number(s, "seconds").map(|n| Duration::from_secs(n.clamp(1, MAX_SECS)))
 }
@@ -135,12 +168,35 @@ fn addr(s: &str) -> io::Result<SocketAddr> {
     Ok(a)
 }
 
-/// `direct` means no proxy; anything else is the proxy's address.
-fn via(s: &str) -> io::Result<Option<SocketAddr>> {
+/// How a client reaches its target.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Straight to the target (`direct`).
+    Direct,
+    /// Through an HTTP proxy at this address, with `CONNECT`.
+    Connect(SocketAddr),
+    /// Through a SOCKS5 server at this address (`socks5://ADDR`), with its CONNECT command.
+    Socks5(SocketAddr),
+}
+
+impl Via {
+    /// The proxy's address, if there is one.
+    fn proxy(self) -> Option<SocketAddr> {
+        match self {
+            Via::Direct => None,
+            Via::Connect(p) | Via::Socks5(p) => Some(p),
+        }
+    }
+}
+
+/// `direct` means no proxy, `socks5://ADDR` a SOCKS5 server, anything else an HTTP proxy.
+fn via(s: &str) -> io::Result<Via> {
     if s == "direct" {
-        Ok(None)
+        Ok(Via::Direct)
+    } else if let Some(a) = s.strip_prefix("socks5://") {
+        addr(a).map(Via::Socks5)
     } else {
-        addr(s).map(Some)
+        addr(s).map(Via::Connect)
     }
 }
 
@@ -224,6 +280,12 @@ fn serve(mut s: TcpStream, held: &Held) -> io::Result<()> {
             // Wait for the client's close so the client, not the sink, closes first.
             let _ = s.read(&mut buf);
         }
+        b'E' => {
+            let mut buf = vec![0u8; n.min(MAX_HEAD as u64) as usize];
+            s.read_exact(&mut buf)?;
+            s.write_all(&buf)?;
+            // Returning closes: the sink first, so the TIME_WAIT is on the sink's port.
+        }
         b'H' => {
             s.write_all(b"k")?;
             s.set_nonblocking(true)?;
@@ -265,40 +327,102 @@ fn receive(s: &mut TcpStream, n: u64) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-/// Opens a connection to `target`, through a CONNECT tunnel when `proxy` is set.
-fn open(proxy: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect_timeout(&proxy.unwrap_or(target), CONNECT_TIMEOUT)?;
+/// Opens a connection to `target`, through a tunnel when `via` names a proxy.
+fn open(via: Via, target: SocketAddr) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&via.proxy().unwrap_or(target), CONNECT_TIMEOUT)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if proxy.is_some() {
-        write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
-        // The sink says nothing before our command, so every byte read here is the proxy's.
-        let mut head = Vec::with_capacity(256);
-        let mut buf = [0u8; 512];
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() > MAX_HEAD {
-                return Err(bad("CONNECT response head too large".into()));
-            }
-            let k = s.read(&mut buf)?;
-            if k == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "proxy closed during CONNECT",
-                ));
-            }
-            head.extend_from_slice(&buf[..k]);
-        }
-        let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
-        if !status.starts_with(b"2") {
-            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            return Err(bad(format!(
-                "CONNECT refused: {}",
-                String::from_utf8_lossy(line)
-            )));
-        }
+    match via {
+        Via::Direct => {}
+        Via::Connect(_) => connect(&mut s, target)?,
+        Via::Socks5(_) => socks5(&mut s, target)?,
     }
     Ok(s)
+}
+
+/// Asks an HTTP proxy for a tunnel to `target` and reads its answer, which must be a 2xx.
+fn connect(s: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    // The sink says nothing before our command, so every byte read here is the proxy's.
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err(bad("CONNECT response head too large".into()));
+        }
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "proxy closed during CONNECT",
+            ));
+        }
+        head.extend_from_slice(&buf[..k]);
+    }
+    let status = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    if !status.starts_with(b"2") {
+        let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(bad(format!(
+            "CONNECT refused: {}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    Ok(())
+}
+
+/// Asks a SOCKS5 server for a tunnel to `target` (RFC 1928): no authentication, CONNECT by IP
+/// address, and the reply, which must be 0 (succeeded). Each message waits for its answer, as
+/// curl does: microsocks reads one message per `recv` and would lose a second one sent with the
+/// first, so the two round trips are part of what a SOCKS5 setup costs.
+fn socks5(s: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
+    // §3: version 5, one method offered, 0x00 "no authentication required".
+    s.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice)?;
+    if choice != [5, 0] {
+        return Err(bad(format!(
+            "SOCKS5: no-auth refused (version {}, method {:#04x})",
+            choice[0], choice[1]
+        )));
+    }
+    // §4: VER 5, CMD 1 (CONNECT), RSV 0, ATYP 1 (IPv4) or 4 (IPv6), DST.ADDR, DST.PORT.
+    let mut request = Vec::with_capacity(22);
+    request.extend_from_slice(&[5, 1, 0]);
+    match target.ip() {
+        IpAddr::V4(ip) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+    }
+    request.extend_from_slice(&target.port().to_be_bytes());
+    s.write_all(&request)?;
+    // §6: VER, REP, RSV, ATYP, then BND.ADDR as ATYP says and BND.PORT, read and dropped.
+    let mut reply = [0u8; 4];
+    s.read_exact(&mut reply)?;
+    if reply[0] != 5 || reply[1] != 0 {
+        return Err(bad(format!(
+            "SOCKS5 CONNECT refused: version {}, reply {:#04x}",
+            reply[0], reply[1]
+        )));
+    }
+    let bound = match reply[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len)?;
+            usize::from(len[0]) + 2
+        }
+        other => return Err(bad(format!("SOCKS5: reply address type {other}"))),
+    };
+    // At most a 255-byte name and a port.
+    let mut rest = [0u8; 257];
+    s.read_exact(&mut rest[..bound])
 }
 
 fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
@@ -310,7 +434,7 @@ fn command(s: &mut TcpStream, cmd: u8, n: u64, extra: &[u8]) -> io::Result<()> {
 }
 
 fn bulk(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     bytes: io::Result<u64>,
 ) -> io::Result<()> {
@@ -392,13 +516,18 @@ impl Tally {
     }
 }
 
+/// Opens tunnels, `inflight` at a time, until `secs` have passed; each carries a `P` round trip
+/// and is closed by the client, or an `E` one closed by the sink first when `sink_closes`.
 fn setups(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     inflight: io::Result<usize>,
     secs: io::Result<Duration>,
+    sink_closes: io::Result<bool>,
 ) -> io::Result<()> {
-    let (proxy, target, inflight, secs) = (proxy?, target?, inflight?, secs?);
+    let (proxy, target, inflight, secs, sink_closes) =
+        (proxy?, target?, inflight?, secs?, sink_closes?);
+    let cmd = if sink_closes { b'E' } else { b'P' };
     let start = Instant::now();
     let deadline = start + secs;
     let threads: Vec<_> = (0..inflight)
@@ -410,11 +539,15 @@ fn setups(
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     let round = open(proxy, target).and_then(|mut s| {
-                        command(&mut s, b'P', PING_BYTES as u64, &ping)?;
+                        command(&mut s, cmd, PING_BYTES as u64, &ping)?;
                         let mut back = [0u8; PING_BYTES];
                         s.read_exact(&mut back)?;
                         if back != ping {
                             return Err(bad("echo differs".into()));
+                        }
+                        // The sink's close, relayed by the proxy, before ours.
+                        if sink_closes && s.read(&mut back)? != 0 {
+                            return Err(bad("bytes after the echo".into()));
                         }
                         Ok(())
                     });
@@ -432,19 +565,21 @@ fn setups(
 }
 
 fn hold(
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     target: io::Result<SocketAddr>,
     count: io::Result<usize>,
     secs: io::Result<Duration>,
 ) -> io::Result<()> {
     let (proxy, target, count, secs) = (proxy?, target?, count?, secs?);
-    let proxy = proxy.ok_or_else(|| bad("hold needs a proxy".into()))?;
+    if proxy.proxy().is_none() {
+        return Err(bad("hold needs a proxy".into()));
+    }
     let mut tunnels = Vec::with_capacity(count);
     let mut failure = None;
     // One at a time: what is measured is the state after setup, not the setup rate. The first
     // failure ends the opening (a proxy at its connection limit would only make us wait).
     for _ in 0..count {
-        let t = open(Some(proxy), target).and_then(|mut s| {
+        let t = open(proxy, target).and_then(|mut s| {
             command(&mut s, b'H', 0, &[])?;
             let mut ack = [0u8; 1];
             s.read_exact(&mut ack)?;
@@ -508,13 +643,9 @@ fn tls_config(ca: &str) -> io::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Opens a TLS session with `origin`, through a CONNECT tunnel when `proxy` is set, and
-/// completes the handshake, so a refused certificate fails here.
-fn session(
-    proxy: Option<SocketAddr>,
-    origin: SocketAddr,
-    config: &Arc<ClientConfig>,
-) -> io::Result<Session> {
+/// Opens a TLS session with `origin`, through a tunnel when `proxy` names one, and completes
+/// the handshake, so a refused certificate fails here.
+fn session(proxy: Via, origin: SocketAddr, config: &Arc<ClientConfig>) -> io::Result<Session> {
     let tcp = open(proxy, origin)?;
     // An IP address: no SNI is sent, and the certificate must carry it as an IP SAN.
     let name = ServerName::IpAddress(origin.ip().into());
@@ -604,7 +735,7 @@ fn fill(s: &mut Session, buf: &mut Vec<u8>) -> io::Result<()> {
 /// a session, sending one GET and closing, again and again; counts sessions.
 fn intercepted(
     sessions: bool,
-    proxy: io::Result<Option<SocketAddr>>,
+    proxy: io::Result<Via>,
     origin: io::Result<SocketAddr>,
     config: io::Result<Arc<ClientConfig>>,
     n: io::Result<usize>,

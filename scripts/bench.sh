@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Measures smolproxy side by side with tinyproxy, mitmproxy's mitmdump for interception, and a
-# direct connection where that means something, on this machine, in one run, as SPEC.md §9
-# asks, and prints a Markdown table.
+# Measures smolproxy side by side with tinyproxy, mitmproxy's mitmdump for interception,
+# microsocks and dante for SOCKS5, and a direct connection where that means something, on this
+# machine, in one run, as SPEC.md §9 asks, and prints two Markdown tables (HTTP, SOCKS5).
 #
 #   scripts/bench.sh
 #
@@ -16,6 +16,9 @@
 #   BENCH_INTERCEPT_SECS [3/5 of BENCH_SECS, rounded up]   length of each intercepted run
 #   BENCH_MITMPROXY [11.0.2] the mitmproxy version pip installs into target/bench-venv (the
 #                            newest for Python 3.11; mitmproxy 12 needs 3.12)
+#   BENCH_SOCKS_SECS [3/5 of BENCH_SECS, rounded up]   length of each SOCKS5 setups run
+#   BENCH_SOCKS_BULK_BYTES [BENCH_BULK_BYTES / 4]       bytes each way through the SOCKS5 bulk
+#                            tunnel (microsocks copies 1 KB per read: a quarter keeps it short)
 #
 # Workloads (SPEC.md §9, issue 7), each run for smolproxy, tinyproxy and direct, alternating,
 # BENCH_REPS times:
@@ -37,6 +40,26 @@
 # intercept. mitmdump runs from a venv (target/bench-venv) as its users run it, with one change:
 # connection_strategy=lazy, so that it dials the origin at the first request as smolproxy does,
 # instead of before answering the CONNECT.
+# Then, over SOCKS5 (SPEC.md §11) for smolproxy, microsocks, dante and direct, alternating,
+# BENCH_REPS times (about a minute at the defaults, memory included):
+#   9. SOCKS5 bulk: one tunnel moving BENCH_SOCKS_BULK_BYTES each way at once: MB/s each way
+#  10. SOCKS5 setups/s with 32 in flight: open, greeting (no auth), CONNECT to the sink's IPv4
+#      address, 16-byte round trip, the sink closes, then the client; BENCH_SOCKS_SECS long.
+#      The sink closes first here (the CONNECT rows have the client close first) because dante
+#      binds each outgoing socket to its external address before connecting: closing first,
+#      it would leave a bound port in TIME_WAIT per setup, which Linux does not hand out again
+#      for 60 s, and at its rate the ephemeral range ran out within two repetitions, failing
+#      dante (reply 0x03) and then every other client's connect (EADDRNOTAVAIL). With the sink
+#      closing first the TIME_WAITs are on the sink's and the proxies' listening ports.
+#  11. memory: PSS of a fresh idle server, then with 1,000 idle SOCKS5 tunnels
+# smolproxy answers SOCKS on its --listen port; microsocks (Debian's, as it comes: 1.0.3 logs
+# a line per connection to stderr, here a file) runs a thread per client; dante
+# (dante-server's danted) runs in the foreground with -N 1, one mother process, which still
+# forks its own pool of negotiate, request and io children (io children take 32 clients each),
+# so its CPU and memory are summed over its children: CPU of children that ended counts
+# through the mother's cutime/cstime, and memory is PSS (shared pages counted once) rather
+# than RSS, which would count the shared libraries once per child. Its config: no
+# authentication, clients and destinations on 127.0.0.0/8 only, CONNECT only, errors logged.
 # The proxy under test runs alone on core 0; wrk, the bench client (examples/bench.rs) and the
 # origin (nginx-light, or the bench sink for tunnels) share core 1. Everything listens on
 # 127.0.0.1 ports picked at run time; nothing else is ever a target. Every run has a time
@@ -61,6 +84,10 @@ intercept_secs="${BENCH_INTERCEPT_SECS:-$(((secs * 3 + 4) / 5))}"
 intercept_conns=16
 sessions_inflight=16
 mitmproxy_version="${BENCH_MITMPROXY:-11.0.2}"
+# SOCKS5 runs: shorter setups runs and a smaller bulk transfer than the HTTP ones, so that the
+# three servers and direct add about a minute at the defaults.
+socks_secs="${BENCH_SOCKS_SECS:-$(((secs * 3 + 4) / 5))}"
+socks_bulk_bytes="${BENCH_SOCKS_BULK_BYTES:-$((bulk_bytes / 4))}"
 # Longest wait for a server to come up or a hold client to report, in tenths of a second.
 ready_tenths=300
 # Longest any one load-generator command may run before it is stopped, in seconds.
@@ -76,6 +103,8 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v microsocks >/dev/null || missing+=(microsocks)
+command -v danted >/dev/null || missing+=(dante-server)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
@@ -222,7 +251,30 @@ rss_kb() {
     echo "$total"
 }
 
+# pss_kb PID: proportional set size of a process and its direct children, in KB. Pages shared
+# between them count once in all, where summed RSS would count dante's libraries and
+# copy-on-write heap once per child process.
+pss_kb() {
+    local total=0 pid kb
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        kb="$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || true)"
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
 threads_of() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
+
+# procs_threads PID: how many processes (it and its direct children) and threads in all.
+procs_threads() {
+    local procs=1 threads pid
+    threads="$(threads_of "$1")"
+    for pid in $(pgrep -P "$1" || true); do
+        procs=$((procs + 1))
+        threads=$((threads + $(threads_of "$pid" 2>/dev/null || echo 0)))
+    done
+    echo "$procs $threads"
+}
 
 alive() { kill -0 "$1" 2>/dev/null || die "$2 exited during the benchmark (see above)"; }
 
@@ -318,13 +370,23 @@ tiny_pid=$last_pid
 wait_port tinyproxy "$tiny_port"
 tiny_addr="127.0.0.1:$tiny_port"
 
+# The SOCKS5 servers, started in their own section below.
+micro_addr="" micro_pid="" dante_addr="" dante_pid=""
+
 addr_of() {
     case "$1" in
         smolproxy) echo "$smol_addr" ;;
         tinyproxy) echo "$tiny_addr" ;;
         mitmdump) echo "$mitm_addr" ;;
+        microsocks) echo "$micro_addr" ;;
+        dante) echo "$dante_addr" ;;
         direct) echo direct ;;
     esac
+}
+
+# socks_via TARGET: the bench client's PROXY argument for a SOCKS5 tunnel through TARGET.
+socks_via() {
+    if [ "$1" = direct ]; then echo direct; else echo "socks5://$(addr_of "$1")"; fi
 }
 
 pid_of() {
@@ -332,19 +394,27 @@ pid_of() {
         smolproxy) echo "$smol_pid" ;;
         tinyproxy) echo "$tiny_pid" ;;
         mitmdump) echo "$mitm_pid" ;;
+        microsocks) echo "$micro_pid" ;;
+        dante) echo "$dante_pid" ;;
         direct) echo "" ;;
     esac
 }
 
 # CPU time (user + system, all threads) a proxy has used so far, in clock ticks. Throughput
-# depends on whatever else the machine runs; CPU time per unit of work much less so.
+# depends on whatever else the machine runs; CPU time per unit of work much less so. dante
+# works in child processes: the live ones are read one by one, and the ended ones count in the
+# parent's cutime + cstime once it has reaped them (for the other proxies both are zero).
 clk_tck="$(getconf CLK_TCK)"
 cpu_ticks() {
-    if [ -n "$1" ]; then
-        awk '{ print $14 + $15 }' "/proc/$1/stat"
-    else
-        echo 0
-    fi
+    local total=0 pid
+    [ -n "$1" ] || { echo 0; return 0; }
+    [ -r "/proc/$1/stat" ] || die "a proxy (pid $1) exited during the benchmark"
+    total="$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat")"
+    for pid in $(pgrep -P "$1" || true); do
+        # A child may end between pgrep and here.
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 # record_cpu METRIC TARGET TICKS_BEFORE UNITS: proxy CPU microseconds per unit of work.
 record_cpu() {
@@ -380,6 +450,14 @@ order_for() {
         1) echo "$other" direct smolproxy ;;
         2) echo direct smolproxy "$other" ;;
     esac
+}
+
+# rotate REP NAME...: the NAMEs turned by REP places, as order_for does for three.
+rotate() {
+    local k=$(($1 % ($# - 1)))
+    shift
+    local names=("$@")
+    echo "${names[@]:k}" "${names[@]:0:k}"
 }
 
 to_ms() {
@@ -434,38 +512,146 @@ wrk_run() {
     say "$workload $target run $rep: ${rps:-?} req/s, p50 ${p50:-?}, p99 ${p99:-?}"
 }
 
+# bulk_run PREFIX TARGET REP VIA BYTES: one tunnel through VIA (the bench client's PROXY
+# argument) moving BYTES each way at once; metrics are named PREFIX.bulk.* ("" for CONNECT).
 bulk_run() {
-    local target="$1" rep="$2" out line
-    out="$work/bulk-$target-$rep.txt"
-    local ticks
+    local prefix="$1" target="$2" rep="$3" via="$4" bytes="$5" out line ticks
+    out="$work/${prefix}bulk-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
-    if bounded "$bench" bulk "$(addr_of "$target")" "$sink" "$bulk_bytes" >"$out" 2>&1; then
+    if bounded "$bench" bulk "$via" "$sink" "$bytes" >"$out" 2>&1; then
         line="$(sed -n 's/.*mbps=//p' "$out")"
-        record bulk.mbps "$target" "$line"
+        record "${prefix}bulk.mbps" "$target" "$line"
         # Per MB relayed, counting both directions.
-        record_cpu bulk.cpu "$target" "$ticks" $((2 * bulk_bytes / 1000000))
-        say "bulk $target run $rep: $line MB/s each way"
+        record_cpu "${prefix}bulk.cpu" "$target" "$ticks" $((2 * bytes / 1000000))
+        say "${prefix}bulk $target run $rep: $line MB/s each way"
     else
-        note "bulk $target run $rep failed: $(tr '\n' ' ' <"$out")"
+        note "${prefix}bulk $target run $rep failed: $(tr '\n' ' ' <"$out")"
     fi
 }
 
+# setups_run PREFIX TARGET REP VIA SECS CLOSER: tunnels opened through VIA, $setups_inflight
+# at a time, each with one round trip and closed first by CLOSER (client or sink), for SECS;
+# metrics are named PREFIX.setups.*.
 setups_run() {
-    local target="$1" rep="$2" out rate errors
-    out="$work/setups-$target-$rep.txt"
-    local ticks
+    local prefix="$1" target="$2" rep="$3" via="$4" run_secs="$5" closer="$6" out rate errors ticks
+    out="$work/${prefix}setups-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
-    if bounded "$bench" setups "$(addr_of "$target")" "$sink" "$setups_inflight" "$secs" >"$out" 2>&1; then
+    if bounded "$bench" setups "$via" "$sink" "$setups_inflight" "$run_secs" "$closer" \
+        >"$out" 2>&1; then
         rate="$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")"
         errors="$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' "$out")"
-        [ "${errors:-0}" -eq 0 ] || note "setups $target run $rep: $errors failed: $(grep -v '^setups ok' "$out" | head -n1)"
-        record setups.rate "$target" "${rate:-0}"
-        record_cpu setups.cpu "$target" "$ticks" "$(sed -n 's/^setups ok=\([0-9]*\).*/\1/p' "$out")"
-        record setups.p99 "$target" "$(sed -n 's/.* p99_ms=\([0-9.]*\).*/\1/p' "$out")"
-        say "setups $target run $rep: ${rate:-?}/s"
+        [ "${errors:-0}" -eq 0 ] || note "${prefix}setups $target run $rep: $errors failed: $(grep -v '^setups ok' "$out" | head -n1)"
+        record "${prefix}setups.rate" "$target" "${rate:-0}"
+        record_cpu "${prefix}setups.cpu" "$target" "$ticks" "$(sed -n 's/^setups ok=\([0-9]*\).*/\1/p' "$out")"
+        record "${prefix}setups.p99" "$target" "$(sed -n 's/.* p99_ms=\([0-9.]*\).*/\1/p' "$out")"
+        say "${prefix}setups $target run $rep: ${rate:-?}/s"
     else
-        note "setups $target run $rep failed: $(tr '\n' ' ' <"$out")"
+        note "${prefix}setups $target run $rep failed: $(tr '\n' ' ' <"$out")"
     fi
+}
+
+# hold_run KIND NAME PID VIA COUNT: opens COUNT idle tunnels through the proxy (VIA is the
+# bench client's PROXY argument) and records its memory against NAME's idle figure recorded
+# before: KIND http records rss.* and kbper.* from RSS; KIND socks records socks.pss.* and
+# socks.kbper.* from PSS (see pss_kb), and the processes and threads holding the tunnels.
+hold_run() {
+    local kind="$1" name="$2" pid="$3" via="$4" count="$5" i held mem base measure prefix
+    case "$kind" in
+        http) measure=rss_kb prefix="" mem=rss ;;
+        socks) measure=pss_kb prefix=socks. mem=pss ;;
+    esac
+    local log="hold-$kind-$name-$count"
+    start "$log" "${pin_load[@]}" "$bench" hold "$via" "$sink" "$count" "$run_limit"
+    local hold_pid=$last_pid
+    for ((i = 0; i < ready_tenths * 2; i++)); do
+        grep -q '^ready' "$work/$log.out" && break
+        sleep 0.1
+    done
+    held="$(sed -n 's/^ready held=\([0-9]*\).*/\1/p' "$work/$log.out")"
+    if [ -z "$held" ]; then
+        note "$name ($kind): hold $count gave no answer: $(cat "$work/$log.err")"
+        stop "$hold_pid"
+        return
+    fi
+    if [ "$held" -ne "$count" ]; then
+        note "$name ($kind): only $held of $count tunnels opened: $(cat "$work/$log.out")"
+    fi
+    sleep 1 # let the proxy finish its bookkeeping for the last tunnel
+    local kb procs threads
+    kb="$("$measure" "$pid")"
+    read -r procs threads <<<"$(procs_threads "$pid")"
+    base="$(awk -v m="$prefix$mem.idle" -v n="$name" '$1 == m && $2 == n { print $3 }' \
+        "$results" | tail -n1)"
+    record "$prefix$mem.t$count" "$name" "$kb"
+    record "${prefix}kbper.t$count" "$name" "$(awk -v r="$kb" -v b="$base" -v n="$held" \
+        'BEGIN { printf "%.2f", (r - b) / n }')"
+    if [ "$kind" = socks ]; then
+        record "socks.procs.t$count" "$name" "$procs"
+        record "socks.threads.t$count" "$name" "$threads"
+    fi
+    say "$name with $held idle tunnels ($kind): ${mem^^} $kb KB," \
+        "$procs process(es), $threads threads"
+    stop "$hold_pid"
+    sleep 1
+}
+
+# write_dante_conf PORT FILE: dante as a no-authentication SOCKS5 server on 127.0.0.1:PORT
+# for clients on loopback, CONNECT to loopback only, logging errors to stderr (its .err file).
+# One rule per block line: dante reads "command: connect log: error" as two commands.
+write_dante_conf() {
+    {
+        echo "logoutput: stderr"
+        echo "internal: 127.0.0.1 port = $1"
+        echo "external: 127.0.0.1"
+        echo "clientmethod: none"
+        echo "socksmethod: none"
+        # Run as root, dante warns unless its unprivileged work runs as another user; nobody,
+        # as in Debian's sample config.
+        if [ "$(id -u)" -eq 0 ]; then echo "user.unprivileged: nobody"; fi
+        cat <<EOF
+client pass {
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    log: error
+}
+socks pass {
+    from: 127.0.0.0/8 to: 127.0.0.0/8
+    command: connect
+    log: error
+}
+EOF
+    } >"$2"
+}
+
+# start_socks TARGET LOG: starts a fresh SOCKS5 server TARGET (smolproxy, microsocks or dante)
+# on core 0 with its output in $work/LOG.*; sets $socks_pid and $socks_addr (127.0.0.1:PORT).
+start_socks() {
+    local port
+    case "$1" in
+        smolproxy)
+            # The same flags as for HTTP: SOCKS is told apart by its first byte.
+            start "$2" "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any \
+                --quiet --max-connections 20000
+            socks_pid=$last_pid
+            socks_addr="$(listening_addr "$2")"
+            ;;
+        microsocks)
+            # Debian's microsocks has no quiet flag: a line per connection goes to LOG.err.
+            port="$(freeport)"
+            start "$2" "${pin_proxy[@]}" microsocks -i 127.0.0.1 -p "$port"
+            socks_pid=$last_pid
+            wait_port "$2" "$port"
+            socks_addr="127.0.0.1:$port"
+            ;;
+        dante)
+            # Foreground (no -D), one mother process (-N 1); it forks its children itself.
+            port="$(freeport)"
+            write_dante_conf "$port" "$work/$2.conf"
+            start "$2" "${pin_proxy[@]}" danted -f "$work/$2.conf" -N 1 -p "$work/$2.pid"
+            socks_pid=$last_pid
+            wait_port "$2" "$port"
+            socks_addr="127.0.0.1:$port"
+            ;;
+    esac
 }
 
 check_proxies() {
@@ -521,9 +707,9 @@ for ((rep = 1; rep <= reps; rep++)); do
     check_proxies
     for t in $order; do wrk_run close "$t" "$rep" -H "Connection: close"; done
     check_proxies
-    for t in $order; do bulk_run "$t" "$rep"; done
+    for t in $order; do bulk_run "" "$t" "$rep" "$(addr_of "$t")" "$bulk_bytes"; done
     check_proxies
-    for t in $order; do setups_run "$t" "$rep"; done
+    for t in $order; do setups_run "" "$t" "$rep" "$(addr_of "$t")" "$secs" client; done
     check_proxies
 done
 record rss.afterload smolproxy "$(rss_kb "$smol_pid")"
@@ -570,33 +756,34 @@ done
 [ -z "$smol_pid" ] || stop "$smol_pid"
 [ -z "$mitm_pid" ] || stop "$mitm_pid"
 
-# hold_run NAME PID ADDR COUNT: opens COUNT idle tunnels through the proxy, records its RSS.
-hold_run() {
-    local name="$1" pid="$2" addr="$3" count="$4" i held rss base
-    start "hold-$name-$count" "${pin_load[@]}" "$bench" hold "$addr" "$sink" "$count" "$run_limit"
-    local hold_pid=$last_pid
-    for ((i = 0; i < ready_tenths * 2; i++)); do
-        grep -q '^ready' "$work/hold-$name-$count.out" && break
-        sleep 0.1
-    done
-    held="$(sed -n 's/^ready held=\([0-9]*\).*/\1/p' "$work/hold-$name-$count.out")"
-    if [ -z "$held" ]; then
-        note "$name: hold $count gave no answer: $(cat "$work/hold-$name-$count.err")"
-        stop "$hold_pid"
-        return
-    fi
-    if [ "$held" -ne "$count" ]; then
-        note "$name: only $held of $count tunnels opened: $(cat "$work/hold-$name-$count.out")"
-    fi
-    sleep 1 # let the proxy finish its bookkeeping for the last tunnel
-    rss="$(rss_kb "$pid")"
-    base="$(awk -v n="$name" '$1 == "rss.idle" && $2 == n { print $3 }' "$results" | tail -n1)"
-    record "rss.t$count" "$name" "$rss"
-    record "kbper.t$count" "$name" "$(awk -v r="$rss" -v b="$base" -v n="$held" 'BEGIN { printf "%.2f", (r - b) / n }')"
-    say "$name with $held idle tunnels: RSS $rss KB, $(threads_of "$pid") threads"
-    stop "$hold_pid"
-    sleep 1
+say "SOCKS5: smolproxy, microsocks and dante on core 0, the sink on core 1"
+socks_start=$SECONDS
+# Fresh instances: "smolproxy" is now a plain (non-intercepting) one again.
+start_socks smolproxy smolproxy-socks
+smol_pid=$socks_pid smol_addr=$socks_addr
+start_socks microsocks microsocks
+micro_pid=$socks_pid micro_addr=$socks_addr
+start_socks dante dante
+dante_pid=$socks_pid dante_addr=$socks_addr
+check_socks() {
+    alive "$smol_pid" smolproxy
+    alive "$micro_pid" microsocks
+    alive "$dante_pid" dante
 }
+for ((rep = 1; rep <= reps; rep++)); do
+    order="$(rotate "$rep" smolproxy microsocks dante direct)"
+    say "SOCKS5: repetition $rep of $reps (order: $order)"
+    for t in $order; do bulk_run socks. "$t" "$rep" "$(socks_via "$t")" "$socks_bulk_bytes"; done
+    check_socks
+    for t in $order; do
+        setups_run socks. "$t" "$rep" "$(socks_via "$t")" "$socks_secs" sink
+    done
+    check_socks
+done
+stop "$smol_pid"
+stop "$micro_pid"
+stop "$dante_pid"
+socks_took=$((SECONDS - socks_start))
 
 say "memory: fresh proxies, idle, then idle tunnels"
 start smolproxy-mem "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any \
@@ -605,9 +792,9 @@ mem_pid=$last_pid
 mem_addr="$(listening_addr smolproxy-mem)"
 sleep 1
 record rss.idle smolproxy "$(rss_kb "$mem_pid")"
-hold_run smolproxy "$mem_pid" "$mem_addr" "$tunnels_few"
+hold_run http smolproxy "$mem_pid" "$mem_addr" "$tunnels_few"
 if [ "$tunnels_many" -gt "$tunnels_few" ]; then
-    hold_run smolproxy "$mem_pid" "$mem_addr" "$tunnels_many"
+    hold_run http smolproxy "$mem_pid" "$mem_addr" "$tunnels_many"
 fi
 alive "$mem_pid" smolproxy
 record rss.after smolproxy "$(rss_kb "$mem_pid")"
@@ -620,10 +807,22 @@ mem_pid=$last_pid
 wait_port tinyproxy-mem "$mem_port"
 sleep 1
 record rss.idle tinyproxy "$(rss_kb "$mem_pid")"
-hold_run tinyproxy "$mem_pid" "127.0.0.1:$mem_port" "$tunnels_few"
+hold_run http tinyproxy "$mem_pid" "127.0.0.1:$mem_port" "$tunnels_few"
 alive "$mem_pid" tinyproxy
 record rss.after tinyproxy "$(rss_kb "$mem_pid")"
 stop "$mem_pid"
+
+say "memory over SOCKS5: fresh smolproxy, microsocks and dante, idle, then idle tunnels"
+socks_start=$SECONDS
+for t in smolproxy microsocks dante; do
+    start_socks "$t" "$t-mem"
+    sleep 1
+    record socks.pss.idle "$t" "$(pss_kb "$socks_pid")"
+    hold_run socks "$t" "$socks_pid" "socks5://$socks_addr" "$tunnels_few"
+    alive "$socks_pid" "$t"
+    stop "$socks_pid"
+done
+socks_took=$((socks_took + SECONDS - socks_start))
 stop "$nginx_pid"
 bench_secs=$((SECONDS - bench_start))
 load_after="$(cut -d' ' -f1 /proc/loadavg)"
@@ -691,18 +890,23 @@ ratio() {
 # fixed_row LABEL SMOLPROXY [TINYPROXY]: a line for a value measured once, not compared.
 fixed_row() { printf '| %s | %s | %s | – | – | – | – | – |\n' "$1" "$2" "${3:-–}"; }
 
-# row LABEL METRIC FORMAT: one line of the table; a target with nothing recorded shows "–".
-row() {
-    local label="$1" metric="$2" fmt="$3" s t m d
+# row_vs LABEL METRIC FORMAT OTHER...: one line of a table: smolproxy, each OTHER, then
+# smolproxy ÷ each OTHER; a target with nothing recorded shows "–".
+row_vs() {
+    local label="$1" metric="$2" fmt="$3" s other line
+    shift 3
     s="$(median "$metric" smolproxy)"
-    t="$(median "$metric" tinyproxy)"
-    m="$(median "$metric" mitmdump)"
-    d="$(median "$metric" direct)"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" \
-        "$(stat "$metric" smolproxy "$fmt")" "$(stat "$metric" tinyproxy "$fmt")" \
-        "$(stat "$metric" mitmdump "$fmt")" "$(stat "$metric" direct "$fmt")" \
-        "$(ratio "$s" "$t")" "$(ratio "$s" "$m")" "$(ratio "$s" "$d")"
+    line="| $label | $(stat "$metric" smolproxy "$fmt")"
+    for other in "$@"; do line+=" | $(stat "$metric" "$other" "$fmt")"; done
+    for other in "$@"; do line+=" | $(ratio "$s" "$(median "$metric" "$other")")"; done
+    echo "$line |"
 }
+
+# row LABEL METRIC FORMAT: a line of the HTTP table.
+row() { row_vs "$1" "$2" "$3" tinyproxy mitmdump direct; }
+
+# socks_row LABEL METRIC FORMAT: a line of the SOCKS5 table.
+socks_row() { row_vs "$1" "$2" "$3" microsocks dante direct; }
 
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit+uncommitted"
@@ -719,7 +923,9 @@ echo "## smolproxy benchmark ($(date -u +%Y-%m-%d), smolproxy $commit)"
 echo
 echo "Machine: $(nproc) × $cpu, Linux $(uname -r). Proxy pinned to core 0; wrk, bench client"
 echo "and origin on core 1. tinyproxy $(tinyproxy -v 2>&1 | awk '{ print $2 }'),"
-echo "mitmproxy $mitm_version,"
+micro_version="$(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo unknown)"
+dante_version="$(danted -v 2>&1 | sed -n 's/^Dante v\([0-9.]*[0-9]\).*/\1/p' | head -n1)"
+echo "mitmproxy $mitm_version, microsocks $micro_version, dante ${dante_version:-unknown},"
 echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }')."
 echo "$reps runs each, alternating; median (min–max). Ratios are smolproxy ÷ the other's median."
 echo "Load average (1 min) before/after: $load_before / $load_after$(awk -v l="$load_before" \
@@ -780,10 +986,45 @@ echo "and -q (no flow lines)."
 if [ "$fd_capped" = yes ]; then
     echo "The open-file limit here ($fd_limit, not raisable) caps the large point at $tunnels_many tunnels."
 fi
+echo
+echo "### SOCKS5"
+echo
+echo "| workload | smolproxy | microsocks | dante | direct | smol ÷ microsocks | smol ÷ dante | smol ÷ direct |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+socks_row "SOCKS5 bulk, MB/s each way ($((socks_bulk_bytes / 1000000)) MB each way) ↑" \
+    socks.bulk.mbps "%.0f"
+socks_row "SOCKS5 CONNECT setups/s, $setups_inflight in flight (${socks_secs}s) ↑" \
+    socks.setups.rate "%.0f"
+socks_row "SOCKS5 setup+round trip+close p99, ms ↓" socks.setups.p99 "%.2f"
+socks_row "proxy CPU per SOCKS5 setup, µs ↓" socks.setups.cpu "%.1f"
+socks_row "proxy CPU per MB relayed (SOCKS5 bulk, both ways), µs ↓" socks.bulk.cpu "%.0f"
+socks_row "PSS idle, fresh process(es), KB ↓" socks.pss.idle "%.0f"
+socks_row "PSS with $tunnels_few idle SOCKS5 tunnels, KB ↓" "socks.pss.t$tunnels_few" "%.0f"
+socks_row "KB per idle SOCKS5 tunnel ($tunnels_few, PSS) ↓" "socks.kbper.t$tunnels_few" "%.2f"
+echo
+# tasks_with TARGET: "N threads" or "N processes, M threads" holding the idle tunnels.
+tasks_with() {
+    local p t
+    p="$(median "socks.procs.t$tunnels_few" "$1")"
+    t="$(median "socks.threads.t$tunnels_few" "$1")"
+    if [ -z "$t" ]; then echo "not measured"; elif [ "${p:-1}" = 1 ]; then echo "$t threads"
+    else echo "$p processes, $t threads"; fi
+}
+echo "Every SOCKS5 tunnel: greeting offering no authentication, CONNECT to the sink's IPv4"
+echo "address, each answer awaited (as curl does), then the same work as the CONNECT rows,"
+echo "except that in the setups runs the sink closes first, then the client (the CONNECT rows:"
+echo "the client first), so that dante's TIME_WAITs do not use up the ephemeral ports (see the"
+echo "top of scripts/bench.sh). \"direct\" is the same client without a proxy. PSS, not RSS: dante"
+echo "works in child processes sharing pages, which RSS would count once per process; proxy CPU"
+echo "counts dante's children."
+echo "dante ran in the foreground with -N 1 (one mother process, which forks its own negotiate,"
+echo "request and io children), no authentication, errors logged; microsocks as it comes (a"
+echo "line per connection on stderr, to a file). With $tunnels_few idle tunnels: smolproxy"
+echo "$(tasks_with smolproxy), microsocks $(tasks_with microsocks), dante $(tasks_with dante)."
 if [ -s "$notes" ]; then
     echo
     echo "Notes from this run:"
     sed 's/^/- /' "$notes"
 fi
 echo
-echo "Measured in ${bench_secs}s (plus builds) by scripts/bench.sh."
+echo "Measured in ${bench_secs}s (SOCKS5 rows: ${socks_took}s; plus builds) by scripts/bench.sh."
