@@ -848,7 +848,7 @@ else
     [ "$size_rc" -eq 0 ] ||
         note "scripts/size.sh exited $size_rc: $(grep -i -m1 -e error -e OVER "$size_out" || true)"
     # The labels scripts/size.sh prints.
-    size_default="$(size_in "smolproxy (default: tls, tls-server)")"
+    size_default="$(size_in "smolproxy (default: tls, tls-server, export)")"
     size_router="$(size_in "smolproxy --features tls (router)")"
     size_notls="$(size_in "smolproxy --no-default-features")"
 fi
