@@ -24,15 +24,11 @@ mod common;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
-/// How long one Chromium launch may take; a launch takes about a second here.
-const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Virtual milliseconds a page may stay idle before its DOM is printed: ample for one fetch.
-const VIRTUAL_TIME_BUDGET: &str = "5000";
 /// How long the proxy may take to write a record once the browser has gone (a tunnel's
 /// record is written when the tunnel closes, which is when Chromium exits).
 const CAPTURE_WAIT: Duration = Duration::from_secs(10);
@@ -82,38 +78,8 @@ impl Browser {
         let n = self.launches.get();
         self.launches.set(n + 1);
         let profile = self.dir.join(format!("profile-{n}"));
-        let mut cmd = without_dns("chromium").expect("the proxy already runs without DNS");
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--proxy-server={}", self.proxy))
-        // Chromium sends loopback destinations direct unless told otherwise.
-        .arg("--proxy-bypass-list=<-loopback>")
-        .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET}"))
-        .args(["--dump-dom", url])
-        .env("HOME", &self.home)
-        .env("XDG_CONFIG_HOME", self.home.join(".config"))
-        .env("XDG_CACHE_HOME", self.home.join(".cache"));
-        let started = Instant::now();
-        let done = run_to_exit(cmd, LAUNCH_TIMEOUT);
-        eprintln!("chromium --dump-dom {url}: {:?}", started.elapsed());
-        // Chromium's stderr is mostly noise (D-Bus); its tail says why a launch failed.
-        let tail: Vec<&str> = done.stderr.lines().rev().take(20).collect();
-        assert_eq!(
-            done.code,
-            Some(0),
-            "chromium {url} failed; stdout: {}; stderr tail: {tail:#?}",
-            done.stdout
-        );
-        done.stdout
+        dump_dom(&self.home, &profile, &self.proxy, url)
+            .expect("the proxy already runs without DNS")
     }
 }
 

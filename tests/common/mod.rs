@@ -1965,9 +1965,19 @@ pub fn headless_dom(dir: &Path, proxy_server: &str, url: &str) -> Option<String>
     if !need_tool("chromium") {
         return None;
     }
-    let mut cmd = without_dns("chromium")?;
     let home = dir.join("chromium-home");
     std::fs::create_dir_all(&home).unwrap();
+    dump_dom(&home, &dir.join("chromium-profile"), proxy_server, url)
+}
+
+/// One headless Chromium launch (as root: the flags the project's browser tests use) with
+/// `home` as HOME (where an NSS database may trust a test CA) and a fresh `profile`, through
+/// `--proxy-server=PROXY_SERVER` with loopback included, without DNS ([`without_dns`]); the
+/// DOM it printed for `url` once the page was idle ([`headless_dom`] says why). Panics with
+/// the tail of Chromium's stderr if the launch fails; `None` after a visible skip when mount
+/// namespaces are missing.
+pub fn dump_dom(home: &Path, profile: &Path, proxy_server: &str, url: &str) -> Option<String> {
+    let mut cmd = without_dns("chromium")?;
     cmd.args([
         "--headless",
         "--no-sandbox",
@@ -1978,19 +1988,18 @@ pub fn headless_dom(dir: &Path, proxy_server: &str, url: &str) -> Option<String>
         "--disable-sync",
         "--disable-quic",
     ])
-    .arg(format!(
-        "--user-data-dir={}",
-        dir.join("chromium-profile").display()
-    ))
+    .arg(format!("--user-data-dir={}", profile.display()))
     .arg(format!("--proxy-server={proxy_server}"))
     // Chromium sends loopback destinations direct unless told otherwise.
     .arg("--proxy-bypass-list=<-loopback>")
     .arg("--virtual-time-budget=5000")
     .args(["--dump-dom", url])
-    .env("HOME", &home)
+    .env("HOME", home)
     .env("XDG_CONFIG_HOME", home.join(".config"))
     .env("XDG_CACHE_HOME", home.join(".cache"));
+    let started = Instant::now();
     let done = run_to_exit(cmd, Duration::from_secs(30));
+    eprintln!("chromium --dump-dom {url}: {:?}", started.elapsed());
     // Chromium's stderr is mostly noise (D-Bus); its tail says why a launch failed.
     let tail: Vec<&str> = done.stderr.lines().rev().take(20).collect();
     assert_eq!(
