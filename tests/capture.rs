@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    build_request, capture_records, chunked, need, pattern, run_to_exit, send, temp_dir, Conn,
-    Head, Origin, Proxy, RECORD_WAIT,
+    build_request, capture_records, chunked, need, pattern, record_of, run_to_exit, send, temp_dir,
+    Conn, Head, Origin, Proxy, RECORD_WAIT,
 };
 #[cfg(feature = "export")]
 use common::{export, newman, node, node_tools, LOAD_COLLECTION, VALIDATE_HAR};
@@ -78,16 +78,6 @@ fn api(head: &Head, conn: &mut Conn) -> bool {
         conn.try_respond("201 Created", &headers, &body)
     };
     written.is_ok() && !close
-}
-
-/// The record whose request has this method and URL (panics if none or several).
-fn find<'a>(records: &'a [Value], method: &str, url: &str) -> &'a Value {
-    let found: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["request"]["method"] == method && r["request"]["url"] == url)
-        .collect();
-    assert_eq!(found.len(), 1, "{method} {url} in {records:#?}");
-    found[0]
 }
 
 /// The value of header `name` in a record's header list.
@@ -177,7 +167,7 @@ fn records_every_kind_of_exchange_with_secrets_redacted() {
         assert!(r["timings"]["total_ms"].as_f64().is_some());
     }
 
-    let get = find(&recs, "GET", &origin.url("/login?x=1"));
+    let get = record_of(&recs, "GET", &origin.url("/login?x=1"));
     assert_eq!(
         (
             get["type"].as_str(),
@@ -219,7 +209,7 @@ fn records_every_kind_of_exchange_with_secrets_redacted() {
         );
     }
 
-    let post = find(&recs, "POST", &origin.url("/items"));
+    let post = record_of(&recs, "POST", &origin.url("/items"));
     let body = &post["request"]["body"];
     assert_eq!(
         (body["encoding"].as_str(), body["truncated"].as_bool()),
@@ -237,7 +227,7 @@ fn records_every_kind_of_exchange_with_secrets_redacted() {
     );
 
     use base64::Engine;
-    let put = find(&recs, "PUT", &origin.url("/blob"));
+    let put = record_of(&recs, "PUT", &origin.url("/blob"));
     for side in ["request", "response"] {
         let body = &put[side]["body"];
         assert_eq!(body["encoding"], "base64", "{side}");
@@ -247,14 +237,14 @@ fn records_every_kind_of_exchange_with_secrets_redacted() {
         assert_eq!(bytes, binary, "{side}");
     }
 
-    let big = &find(&recs, "GET", &origin.url("/big"))["response"]["body"];
+    let big = &record_of(&recs, "GET", &origin.url("/big"))["response"]["body"];
     assert_eq!(
         (big["size"].as_u64(), big["truncated"].as_bool()),
         (Some(5000), Some(true))
     );
     assert_eq!(big["text"].as_str().unwrap(), "x".repeat(LIMIT));
 
-    let ch = find(&recs, "GET", &origin.url("/chunked"));
+    let ch = record_of(&recs, "GET", &origin.url("/chunked"));
     assert_eq!(
         header(&ch["response"]["headers"], "Transfer-Encoding"),
         Some("chunked")

@@ -5,21 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// Runs curl without any proxy variables or `.curlrc`, bounded in time.
-fn curl(args: &[&str]) -> Finished {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--max-time", "20"]);
-    cmd.args(args);
-    for var in PROXY_ENV {
-        cmd.env_remove(var);
-    }
-    run_to_exit(cmd, Duration::from_secs(30))
-}
 
 /// Runs curl and requires success; returns its stdout.
 fn curl_ok(args: &[&str]) -> String {

@@ -179,14 +179,9 @@ fn intercepting(extra: &[&str]) -> Proxy {
 
 /// curl through `proxy` with `args` (add `--cacert` to trust a CA), the proxy environment
 /// cleared. Returns how it ended.
-fn curl(proxy: &Proxy, args: &[&str]) -> Finished {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-x", &proxy.url()])
-        .args(args);
-    for var in PROXY_ENV {
-        cmd.env_remove(var);
-    }
-    run_to_exit(cmd, Duration::from_secs(20))
+fn curl_via(proxy: &Proxy, args: &[&str]) -> Finished {
+    let url = proxy.url();
+    curl(&[&["-x", url.as_str()][..], args].concat())
 }
 
 /// curl through `proxy` trusting the interception CA: the response it got from inside the
@@ -199,7 +194,7 @@ fn curl_trusting(proxy: &Proxy, args: &[&str]) -> Response {
         s(&ca().cert),
     ];
     all.extend(args);
-    let out = curl(proxy, &all);
+    let out = curl_via(proxy, &all);
     assert_eq!(out.code, Some(0), "curl {args:?}: {out:?}");
     let raw = out.stdout.as_bytes();
     let end = raw
@@ -383,16 +378,6 @@ fn exchanges(cap: &Path, n: usize) -> Vec<Value> {
     }
 }
 
-/// The record of `method url` (panics unless exactly one).
-fn record<'a>(records: &'a [Value], method: &str, url: &str) -> &'a Value {
-    let found: Vec<&Value> = records
-        .iter()
-        .filter(|r| r["request"]["method"] == method && r["request"]["url"] == url)
-        .collect();
-    assert_eq!(found.len(), 1, "{method} {url} in {records:#?}");
-    found[0]
-}
-
 // ---------------------------------------------------------------------------------------------
 // Requests inside the TLS session
 // ---------------------------------------------------------------------------------------------
@@ -411,7 +396,7 @@ fn curl_requests_inside_tls_are_forwarded_logged_and_captured() {
     let proxy = intercepting(&["--capture", s(&cap)]);
 
     // Two URLs in one run: one CONNECT, one TLS session carrying both requests.
-    let out = curl(
+    let out = curl_via(
         &proxy,
         &[
             "-v",
@@ -500,15 +485,15 @@ fn curl_requests_inside_tls_are_forwarded_logged_and_captured() {
         assert_eq!(r["intercepted"], true, "{r}");
         assert_eq!(r["decision"], "allow", "{r}");
     }
-    let get = record(&recs, "GET", &site.url("/a?x=1"));
+    let get = record_of(&recs, "GET", &site.url("/a?x=1"));
     assert_eq!(get["response"]["status"], 200);
     assert_eq!(get["response"]["body"]["text"], "GET /a?x=1");
-    let chunked = record(&recs, "GET", &site.url("/chunked"));
+    let chunked = record_of(&recs, "GET", &site.url("/chunked"));
     assert_eq!(
         chunked["response"]["body"]["text"],
         "part one, part two, part three"
     );
-    let post = record(&recs, "POST", &site.url("/items"));
+    let post = record_of(&recs, "POST", &site.url("/items"));
     assert_eq!(post["request"]["body"]["text"], json);
     assert_eq!(post["response"]["body"]["text"], json);
 }
@@ -892,7 +877,7 @@ fn a_client_that_rejects_our_certificate_costs_one_log_line() {
     let dir = temp_dir("intercept-untrusted");
     let site = TlsOrigin::good(&dir);
     let proxy = intercepting(&[]);
-    let out = curl(&proxy, &[&site.url("/untrusted")]);
+    let out = curl_via(&proxy, &[&site.url("/untrusted")]);
     assert_eq!(
         out.code,
         Some(60),

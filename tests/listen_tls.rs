@@ -70,16 +70,6 @@ fn https_url(proxy: &Proxy) -> String {
     format!("https://{}", proxy.tls_addrs[0])
 }
 
-/// curl with `args`, without any proxy variables or `.curlrc`, bounded in time.
-fn curl(args: &[&str]) -> Finished {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--max-time", "10"]).args(args);
-    for var in PROXY_ENV {
-        cmd.env_remove(var);
-    }
-    run_to_exit(cmd, Duration::from_secs(20))
-}
-
 /// curl through the https:// proxy `proxy_url`, verifying the proxy's certificate against
 /// `proxy_ca`, with `args`.
 fn curl_via(proxy_url: &str, proxy_ca: &Path, args: &[&str]) -> Finished {

@@ -12,7 +12,6 @@ mod common;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,16 +31,6 @@ const SILENCE: Duration = Duration::from_millis(300);
 // ---------------------------------------------------------------------------------------------
 // Clients
 // ---------------------------------------------------------------------------------------------
-
-/// Runs curl without any proxy variables or `.curlrc`, bounded in time.
-fn curl(args: &[&str]) -> Finished {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--max-time", "10"]).args(args);
-    for var in PROXY_ENV {
-        cmd.env_remove(var);
-    }
-    run_to_exit(cmd, Duration::from_secs(20))
-}
 
 /// ATYP, address and port of `addr` (RFC 1928 §5).
 fn addr_bytes(addr: SocketAddr) -> Vec<u8> {

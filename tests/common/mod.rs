@@ -1340,6 +1340,31 @@ pub fn capture_records(path: &Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// Runs curl with `args`, without any proxy variables or `.curlrc`, bounded in time
+/// (`--max-time 20`, killed after 30 s).
+pub fn curl(args: &[&str]) -> Finished {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-sS", "--max-time", "20"]).args(args);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    run_to_exit(cmd, Duration::from_secs(30))
+}
+
+/// The capture record of `method url` (panics if none or several).
+pub fn record_of<'a>(
+    records: &'a [serde_json::Value],
+    method: &str,
+    url: &str,
+) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["request"]["method"] == method && r["request"]["url"] == url)
+        .collect();
+    assert_eq!(found.len(), 1, "{method} {url} in {records:#?}");
+    found[0]
+}
+
 /// The capture file's whole records (a line being written is left out) once `done` holds for
 /// them; panics with the file after `wait`.
 pub fn records_when(
