@@ -4,12 +4,13 @@
 #   scripts/test.sh [CARGO TEST ARGS...]      e.g. scripts/test.sh tunnel -- --nocapture
 #
 # Test peers (real clients, proxies and servers the integration tests start on port 0):
-#   Debian: curl tinyproxy stunnel4 microsocks squid openssl chromium libnss3-tools
+#   Debian: curl tinyproxy stunnel4 microsocks squid openssl chromium libnss3-tools haproxy
+#           prometheus (promtool) systemd (systemd-analyze) shellcheck busybox
 #   npm:    newman, har-validator, postman-collection (pinned in package.json and
 #           package-lock.json, installed into ./node_modules, put on PATH for the tests)
 # Each install is skipped when what it brings is already there, so a second run goes straight
-# to cargo. Two of the Debian packages come with services (tinyproxy on 8888, squid on 3128);
-# the tests start their own copies, so the system ones are kept from starting and stopped
+# to cargo. Four of the Debian packages come with services (tinyproxy on 8888, squid on 3128,
+# haproxy, prometheus on 9090); the tests start their own copies, so the system ones are kept from starting and stopped
 # if they run. The last lines printed are cargo test's own summary; the exit status is cargo's.
 set -euo pipefail
 
@@ -28,11 +29,18 @@ declare -A deb_for=(
     [openssl]=openssl
     [chromium]=chromium
     [certutil]=libnss3-tools
+    [haproxy]=haproxy
+    [promtool]=prometheus
+    [systemd-analyze]=systemd
+    [shellcheck]=shellcheck
+    [busybox]=busybox
 )
 # The system services those packages install, with the pid file each one writes.
 declare -A service_pid=(
     [tinyproxy]=/run/tinyproxy/tinyproxy.pid
     [squid]=/run/squid.pid
+    [haproxy]=/run/haproxy.pid
+    [prometheus]=/run/prometheus/prometheus.pid
 )
 
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -75,7 +83,7 @@ else
     apt_install "${missing[@]}"
 fi
 
-step "test peers: stopping system services that hold ports (tinyproxy, squid)"
+step "test peers: stopping system services that hold ports (tinyproxy, squid, haproxy, prometheus)"
 for svc in "${!service_pid[@]}"; do
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
