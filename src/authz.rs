@@ -35,7 +35,7 @@ mod question;
 pub use question::{judge, Answer, Question};
 
 use crate::body::{self, BodyError, Mode, Tap};
-use crate::config::{show_duration, AuthzFail as Fail, AuthzSettings as Settings, Config};
+use crate::config::{show_duration, AuthzFail as Fail, AuthzSettings as Settings};
 use crate::dial;
 use crate::error::{describe, Error};
 use crate::head::{parse_response, Request};
@@ -43,7 +43,7 @@ use crate::log::Entry;
 use crate::reader::{HeadError, Reader};
 use crate::stream::Stream;
 use crate::target::Scheme;
-use crate::tls;
+use crate::tls::{self, Trust};
 
 /// Largest request body held back for the service: a body of known length up to this size,
 /// when the client is not waiting for `100 Continue`, is read before the question is asked and
@@ -86,11 +86,11 @@ impl Authz {
     }
 
     /// The answer to `q`: from the cache, from the identical question on its way, or asked.
-    pub async fn ask(&self, cfg: &Config, q: &Question) -> Answer {
+    pub async fn ask(&self, trust: &Trust, q: &Question) -> Answer {
         // A question with a body is asked on its own: bodies differ between requests to one
         // URL, and a cache of them would hold up to 64 KiB each.
         if self.settings.cache.is_zero() || !q.body.is_empty() {
-            return self.call(cfg, &q.body()).await;
+            return self.call(trust, &q.body()).await;
         }
         let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
         let flight = {
@@ -111,7 +111,7 @@ impl Authz {
             flight: &flight,
         };
         let body = q.body();
-        let answer = flight.get_or_init(|| self.call(cfg, &body)).await.clone();
+        let answer = flight.get_or_init(|| self.call(trust, &body)).await.clone();
         let mut s = self.lock();
         // The first to come back files the decision and ends the flight.
         if s.flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -133,10 +133,10 @@ impl Authz {
     }
 
     /// One question to the service, under `--authz-timeout`.
-    async fn call(&self, cfg: &Config, body: &str) -> Answer {
+    async fn call(&self, trust: &Trust, body: &str) -> Answer {
         let limit = self.settings.timeout;
         let asked = async {
-            match self.exchange(cfg, body).await {
+            match self.exchange(trust, body).await {
                 Ok(answer) => answer,
                 Err(why) => Answer::Failed(why),
             }
@@ -150,7 +150,7 @@ impl Authz {
     }
 
     /// POSTs `body` and reads the answer; `Err` says why there is none.
-    async fn exchange(&self, cfg: &Config, body: &str) -> Result<Answer, String> {
+    async fn exchange(&self, trust: &Trust, body: &str) -> Result<Answer, String> {
         let t = &self.settings.url;
         // `call` bounds the whole exchange; these inner limits only keep each step finite and
         // are longer, so that the reason given is the overall timeout.
@@ -162,7 +162,7 @@ impl Authz {
             .map_err(|e| failed("cannot connect to", &e))?;
         let mut stream = Stream::Tcp(tcp);
         if t.scheme == Scheme::Https {
-            stream = tls::connect(&cfg.trust, &t.host, stream)
+            stream = tls::connect(trust, &t.host, stream)
                 .await
                 .map_err(|e| failed("TLS with", &e))?;
         }
@@ -274,14 +274,14 @@ impl State {
 /// request goes on.
 pub async fn check(
     authz: Option<&Authz>,
-    cfg: &Config,
+    trust: &Trust,
     req: &Request,
     body: &[u8],
     entry: &mut Entry,
 ) -> Result<(), Error> {
     let Some(authz) = authz else { return Ok(()) };
     let q = Question::new(req, body, entry.client.ip(), entry.user.as_deref());
-    match (authz.ask(cfg, &q).await, authz.settings.fail) {
+    match (authz.ask(trust, &q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
         (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(

@@ -7,6 +7,7 @@
 //! The request loop that decides when to call these is `connection.rs`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
@@ -16,7 +17,7 @@ use crate::error::Error;
 use crate::forward::write_with_timeout;
 use crate::head::Request;
 use crate::log::Entry;
-use crate::proxy::Proxy;
+use crate::proxy::{Live, Proxy};
 use crate::stream::{Stream, Tcp};
 
 /// The client's side of a connection.
@@ -27,6 +28,9 @@ pub struct Client {
     /// What requests are read from and answers written to: the socket itself, or the TLS
     /// session over it inside an intercepted tunnel.
     pub io: Stream,
+    /// The users, policy and certificates this connection is served with, brought up to date
+    /// before each request (see `proxy.rs`).
+    pub live: Arc<Live>,
 }
 
 /// The proxy's own answer to OPTIONS or TRACE with Max-Forwards: 0.

@@ -546,6 +546,9 @@ pub struct Config {
     pub access: Access,
     /// The `--auth-file` to read in [`Config::read_files`].
     pub auth_file: Option<PathBuf>,
+    /// How many of `access.users` come from `--auth` and `SMOLPROXY_AUTH`, ahead of the
+    /// `--auth-file`'s (which SIGHUP reads again).
+    pub auth_flag_users: usize,
     /// The `--capture` file, if any.
     pub capture: Option<String>,
     /// Bytes of each body kept in the capture.
@@ -599,28 +602,9 @@ impl Config {
     /// Reads the files the flags name and adds what they hold. Apart from
     /// [`Flags::into_config`] because an unreadable file exits 1 while a bad value exits 2.
     pub fn read_files(&mut self) -> Result<(), Refused> {
-        if let Some(path) = &self.auth_file {
-            let name = path.display().to_string();
-            let text = crate::file::read_limited(path, MAX_AUTH_FILE).map_err(|e| Refused {
-                status: 1,
-                message: format!("cannot read --auth-file {name}: {e}"),
-            })?;
-            auth::add_file(&mut self.access.users, &name, &text)
-                .map_err(|message| Refused { status: 2, message })?;
-        }
+        self.access.users = self.users()?;
         if self.policy.blocks_private() {
-            // This host's addresses, so that a name pointing back here is refused too. Linux
-            // files; elsewhere (or beyond the size cap, on a router with a full routing
-            // table) the listen addresses and the address classes still apply.
-            let read = |path: &str| {
-                let text = crate::file::read_limited(std::path::Path::new(path), MAX_PROC_FILE)
-                    .unwrap_or_default();
-                String::from_utf8_lossy(&text).into_owned()
-            };
-            self.policy
-                .add_own(policy::parse_fib_trie(&read("/proc/net/fib_trie")));
-            self.policy
-                .add_own(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
+            self.policy.set_host_addresses(host_addresses());
         }
         self.trust = Trust::load(&self.ca_files, std::env::var("SSL_CERT_FILE").ok())
             .map_err(|(status, message)| Refused { status, message })?;
@@ -639,6 +623,36 @@ impl Config {
         }
         Ok(())
     }
+
+    /// The users of `--auth` and `SMOLPROXY_AUTH` followed by those of `--auth-file`, read
+    /// now (at start, and again on SIGHUP).
+    pub fn users(&self) -> Result<Vec<auth::User>, Refused> {
+        let mut users = self.access.users[..self.auth_flag_users].to_vec();
+        if let Some(path) = &self.auth_file {
+            let name = path.display().to_string();
+            let text = crate::file::read_limited(path, MAX_AUTH_FILE).map_err(|e| Refused {
+                status: 1,
+                message: format!("cannot read --auth-file {name}: {e}"),
+            })?;
+            auth::add_file(&mut users, &name, &text)
+                .map_err(|message| Refused { status: 2, message })?;
+        }
+        Ok(users)
+    }
+}
+
+/// This host's addresses, so that `--block-private` refuses a name pointing back here too.
+/// Linux files; elsewhere (or beyond the size cap, on a router with a full routing table) the
+/// listen addresses and the address classes still apply.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let read = |path: &str| {
+        let text = crate::file::read_limited(std::path::Path::new(path), MAX_PROC_FILE)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&text).into_owned()
+    };
+    let mut addrs = policy::parse_fib_trie(&read("/proc/net/fib_trie"));
+    addrs.extend(policy::parse_if_inet6(&read("/proc/net/if_inet6")));
+    addrs
 }
 
 impl Flags {
@@ -728,6 +742,7 @@ impl Flags {
             via: (!self.no_via).then_some(self.via),
             access_log: (!self.quiet).then_some(self.access_log),
             log_format: self.log_format,
+            auth_flag_users: users.len(),
             access: Access {
                 users,
                 realm: self.realm,

@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::forward::{self, max_forwards_value, write_with_timeout, Failure};
 use crate::head::{parse_request_in, Request};
 use crate::log::Entry;
-use crate::proxy::Proxy;
+use crate::proxy::{Live, Proxy};
 use crate::reader::{HeadError, Reader};
 use crate::relay::{run_tunnel, Done, Tunnel};
 use crate::stream::{Stream, Tcp};
@@ -57,6 +57,7 @@ pub async fn serve(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> 
     let client = Client {
         io: Stream::Tcp(tcp.clone()),
         tcp,
+        live: p.live(),
     };
     serve_client(p, client, peer).await
 }
@@ -66,10 +67,12 @@ pub async fn serve(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> 
 pub async fn serve_tls(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunnel> {
     #[cfg(feature = "tls-server")]
     {
-        let settings = p.cfg.tls_server.clone()?;
+        // The certificate is the one current when the client connected (SIGHUP may change it).
+        let live = p.live();
+        let settings = live.tls_server.clone()?;
         let timeout = p.cfg.header_timeout;
         match crate::tls::server::accept(&settings, tcp.clone(), timeout).await {
-            Ok(io) => serve_client(p, Client { tcp, io }, peer).await,
+            Ok(io) => serve_client(p, Client { tcp, io, live }, peer).await,
             Err(why) => {
                 eprintln!("TLS listener: handshake with {peer} failed: {why}");
                 None
@@ -162,7 +165,7 @@ async fn socks(
 /// intercepted tunnel; returns a tunnel left open by CONNECT.
 async fn requests(
     p: Arc<Proxy>,
-    client: Client,
+    mut client: Client,
     mut reader: Reader<Stream>,
     peer: SocketAddr,
     inside: Option<&Inside>,
@@ -206,6 +209,8 @@ async fn requests(
             }
         }
         first = false;
+        // A kept-alive connection takes what a SIGHUP reloaded from its next request on.
+        p.refresh(&mut client.live);
         let started = Instant::now();
         let header_timeout = p.cfg.header_timeout;
         let head = reader
@@ -315,8 +320,8 @@ async fn handle(
     } else {
         // Credentials before anything else is acted on (RFC 9110 §11.7.2). A 407 keeps a
         // kept-alive connection open so the client can retry on it with credentials.
-        match p
-            .cfg
+        match client
+            .live
             .access
             .authenticate(entry.client.ip(), req.head.all("proxy-authorization"))
         {
@@ -327,7 +332,7 @@ async fn handle(
             }
         }
     }
-    match decide(p, req) {
+    match decide(p, &client.live, req) {
         Ok(Decision::Forward) => {}
         Ok(Decision::Answer) => {
             let keep = can_continue(p, req);
@@ -351,7 +356,7 @@ async fn handle(
             Ok(body) => body,
             Err(err) => return reply(p, client, &err, req, entry).await,
         };
-        let asked = authz::check(p.authz.as_ref(), &p.cfg, req, &body, entry);
+        let asked = authz::check(p.authz.as_ref(), &client.live.trust, req, &body, entry);
         if let Err(err) = Box::pin(asked).await {
             entry.rule = Some(err.to_string());
             entry.denied = true;
@@ -474,7 +479,7 @@ enum Decision {
 }
 
 /// The checks made before routing: loops, Max-Forwards, CONNECT ports, egress rules.
-fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
+fn decide(p: &Proxy, live: &Live, req: &Request) -> Result<Decision, Error> {
     if let Some(name) = &p.cfg.via {
         if req.passed_through(name) {
             return Err(Error::Loop(format!(
@@ -495,8 +500,7 @@ fn decide(p: &Proxy, req: &Request) -> Result<Decision, Error> {
     // SPEC §4: the egress rules on what the client named; the addresses a name resolves to
     // are judged as they are dialled (crate::upstream).
     let t = &req.target;
-    p.cfg
-        .policy
+    live.policy
         .permits(&t.host, t.port)
         .map_err(Error::Forbidden)?;
     Ok(Decision::Forward)
@@ -569,7 +573,8 @@ async fn run_intercepted(
 ) {
     use crate::config::show_duration;
     use crate::intercept::{self, Peek};
-    let Some(interceptor) = &p.intercept else {
+    // The CA current when the tunnel was opened.
+    let Some(interceptor) = client.live.intercept.clone() else {
         return;
     };
     let name = target.host_port();
@@ -592,6 +597,7 @@ async fn run_intercepted(
                     let client = Client {
                         tcp: client.tcp,
                         io: session.stream,
+                        live: client.live,
                     };
                     let peer = done.entry.client;
                     serve_session(p.clone(), client.clone(), peer, &inside).await;

@@ -12,7 +12,8 @@
 //! that [`ca`] issues and the same loop serves the requests inside; `--listen-tls` clients are
 //! served inside TLS the same way. Every failure is an [`error::Error`] turned into a reply in
 //! one place ([`client`]); every request ends as one [`log`] line and, with `--capture`, one
-//! [`capture`] record, which [`export`] turns into HAR or a Postman collection.
+//! [`capture`] record, which [`export`] turns into HAR or a Postman collection. SIGHUP makes
+//! [`reload`] read the files the flags name again into a new [`proxy::Live`] snapshot.
 //!
 //! Imports run one way: leaves and pure deciders at the bottom, [`config`] above them, the
 //! shared state [`proxy::Proxy`] above that, then the stages, [`connection`] and [`server`] on
@@ -48,6 +49,7 @@ pub mod proxy;
 pub mod proxy_url;
 pub mod reader;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod socks;

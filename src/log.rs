@@ -2,7 +2,9 @@
 //!
 //! A line is formatted whole and written with a single `write_all` under a lock, so lines
 //! from concurrent connections never interleave. Credentials are never part of an entry.
-//! Errors and warnings do not go through here: they are single `eprintln!` lines.
+//! Errors and warnings do not go through here: they are single `eprintln!` lines. On SIGHUP
+//! the file is opened again at its path ([`Log::reopen`]), so that logrotate can move it away
+//! without `copytruncate`.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -90,6 +92,22 @@ impl Log {
             ))),
         };
         Ok(Log { out, format })
+    }
+
+    /// Opens the log file again at `path`, the one it was opened at, and writes there from
+    /// now on (SIGHUP, after logrotate moved the old file away); whether there is such a file
+    /// (not for stderr or no log). A line being written finishes in the old file. On an error
+    /// the old file stays in use.
+    pub fn reopen(&self, path: &str) -> io::Result<bool> {
+        let Some(out) = self.out.as_ref().filter(|_| path != "-") else {
+            return Ok(false);
+        };
+        // Opened before taking the lock, so that writers never wait on the file system.
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if let Ok(mut sink) = out.lock() {
+            *sink = Sink::File(file);
+        }
+        Ok(true)
     }
 
     /// Writes one entry. A failing log write is dropped: the log must not stop the proxy.

@@ -31,6 +31,8 @@ pub struct Policy {
     block_private: bool,
     /// Addresses of this host (listen addresses, interfaces), denied by `--block-private`.
     own: Vec<IpAddr>,
+    /// How many of `own` are listen addresses, which stay when the interfaces' are replaced.
+    listen_own: usize,
     /// Whether `--allow` has address entries, which can admit a name by where it resolves.
     allow_nets: bool,
     /// Whether any rule looks at addresses (see [`Policy::has_address_rules`]).
@@ -63,7 +65,7 @@ impl Policy {
                     all
                 })
         };
-        let own = listen
+        let own: Vec<IpAddr> = listen
             .iter()
             .map(|a| a.ip().to_canonical())
             .filter(|ip| !ip.is_unspecified())
@@ -81,6 +83,7 @@ impl Policy {
             allow,
             deny,
             block_private,
+            listen_own: own.len(),
             own,
             allow_nets,
             address_rules,
@@ -94,6 +97,13 @@ impl Policy {
                 self.own.push(ip);
             }
         }
+    }
+
+    /// Replaces the addresses of this host's interfaces (read at start and on SIGHUP); the
+    /// listen addresses stay.
+    pub fn set_host_addresses(&mut self, addrs: Vec<IpAddr>) {
+        self.own.truncate(self.listen_own);
+        self.add_own(addrs);
     }
 
     /// Whether `--block-private` is on.
@@ -312,6 +322,17 @@ mod tests {
         );
         p.add_own(["198.51.100.9".parse().unwrap()]);
         p
+    }
+
+    #[test]
+    fn host_addresses_are_replaced_and_listen_addresses_kept() {
+        let mut p = policy(None, "", true);
+        let own = |p: &Policy, ip: &str| p.check_address(ip, 80, ip.parse().unwrap()).is_err();
+        assert!(own(&p, "198.51.100.9") && own(&p, "203.0.113.7"));
+        // SIGHUP: this host now has another address; the old one is no longer its.
+        p.set_host_addresses(vec!["192.0.2.44".parse().unwrap()]);
+        assert!(own(&p, "192.0.2.44") && own(&p, "203.0.113.7"));
+        assert!(!own(&p, "198.51.100.9"));
     }
 
     /// One line per case: --allow, --deny, --block-private, host, port => Ok(reason) or

@@ -3,7 +3,8 @@
 //! All configuration has been checked before this runs; listening starts here. The accept
 //! loop never dies on resource exhaustion (EMFILE, ENOMEM): it backs off and tries again.
 //! Beyond `--max-connections` a new client gets a 503 with Retry-After. SIGINT or SIGTERM stops
-//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0.
+//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0. SIGHUP reads
+//! the configuration's files again (`reload.rs`) and serving goes on.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -43,6 +44,9 @@ pub struct Server {
     listeners: Vec<(Async<TcpListener>, bool)>,
     /// Dropping it starts shutdown.
     stop_tx: Sender<()>,
+    /// SIGTERM, SIGINT and SIGHUP, caught from before listening is announced: a SIGHUP sent
+    /// as soon as the proxy is up (a service manager's reload) must not end it.
+    signals: Signals,
 }
 
 impl Server {
@@ -79,10 +83,13 @@ impl Server {
         }
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
         let proxy = Arc::new(proxy);
+        let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
+            .map_err(|e| format!("cannot catch signals: {}", crate::error::describe(&e)))?;
         Ok(Server {
             proxy,
             listeners,
             stop_tx,
+            signals,
         })
     }
 
@@ -94,9 +101,8 @@ impl Server {
             .collect()
     }
 
-    /// Serves until SIGINT or SIGTERM, then drains and returns.
+    /// Serves until SIGINT or SIGTERM, then drains and returns; SIGHUP reloads.
     pub fn run(self) -> std::io::Result<()> {
-        let signals = Signals::new([Signal::Term, Signal::Int])?;
         let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
         for _ in 1..self.proxy.cfg.threads {
             let ex = ex.clone();
@@ -106,6 +112,7 @@ impl Server {
             proxy,
             listeners,
             stop_tx,
+            signals,
         } = self;
         // async_io's block_on polls the reactor on this thread while the executor is idle;
         // futures_lite's would leave it to a helper thread and pay two context switches for
@@ -123,7 +130,12 @@ impl Server {
             })
             .detach();
             let mut signals = signals;
-            signals.next().await;
+            while let Some(Ok(Signal::Hup)) = signals.next().await {
+                // Files are read on the blocking pool, not on the executor's threads; one
+                // reload at a time, since the next signal is taken only after this one.
+                let p = proxy.clone();
+                smol::unblock(move || crate::reload::reload(&p)).await;
+            }
             proxy.stop(stop_tx);
             let deadline = Instant::now() + GRACE;
             while proxy.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {

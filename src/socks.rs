@@ -184,7 +184,9 @@ async fn handshake(
     reader: &mut Reader<Stream>,
     entry: &mut Entry,
 ) -> Result<Ask, Refusal> {
-    let access = &p.cfg.access;
+    // The users current when the client connected (SIGHUP may change them).
+    let live = p.live();
+    let access = &live.access;
     let needs_credentials =
         access.asks_credentials() && !access.exempt.iter().any(|n| n.contains(entry.client.ip()));
     // A malformed request gets its reply code; a malformed greeting or credentials message
@@ -307,17 +309,17 @@ async fn connect(
     let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     let req = parse_request(head.as_bytes())
         .map_err(|_| Refusal::new(reply::HOST, 400, format!("bad destination {target}")))?;
+    let live = p.live();
     let checks = async {
         p.cfg
             .connect_ports
             .permits(port)
             .map_err(Error::Forbidden)?;
-        p.cfg
-            .policy
+        live.policy
             .permits(&req.target.host, port)
             .map_err(Error::Forbidden)?;
         if p.authz.is_some() {
-            authz::check(p.authz.as_ref(), &p.cfg, &req, b"", entry).await?;
+            authz::check(p.authz.as_ref(), &live.trust, &req, b"", entry).await?;
         }
         Ok::<(), Error>(())
     };

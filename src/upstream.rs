@@ -75,7 +75,8 @@ pub async fn open<'a>(
             let stream = tunnel(p, hops, &t.host, t.port).await?;
             let socket = socket_of(&stream);
             if t.scheme == Scheme::Https {
-                let handshake = tls::connect(&p.cfg.trust, &t.host, stream);
+                let live = p.live();
+                let handshake = tls::connect(&live.trust, &t.host, stream);
                 let stream = within(p, || format!("TLS with {name}"), async {
                     handshake
                         .await
@@ -111,7 +112,8 @@ fn socket_of(stream: &Stream) -> Option<Tcp> {
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
     let Some(last) = hops.last() else {
         // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
-        let admit = |ip| p.cfg.policy.check_address(host, port, ip);
+        let live = p.live();
+        let admit = |ip| live.policy.check_address(host, port, ip);
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
             Ok(tcp) => Ok(Stream::Tcp(tcp)),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
@@ -145,7 +147,8 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
 /// be known. The far resolver may still answer differently (split DNS, rebinding between
 /// the two lookups): docs/policy.md says so.
 async fn destination(p: &Proxy, last: &Upstream, host: &str, port: u16) -> Result<String, Error> {
-    let policy = &p.cfg.policy;
+    let live = p.live();
+    let policy = &live.policy;
     if let Ok(ip) = host.parse::<IpAddr>() {
         policy
             .check_address(host, port, ip)
@@ -210,7 +213,7 @@ async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Err
     if hop.kind != Kind::Https {
         return Ok(stream);
     }
-    tls::connect(&p.cfg.trust, &hop.host, stream)
+    tls::connect(&p.live().trust, &hop.host, stream)
         .await
         .map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
 }

@@ -185,7 +185,8 @@ impl Relay<'_> {
     /// address to send to.
     async fn judge(&mut self, host: &str, port: u16) -> Result<SocketAddr, String> {
         let p = self.p;
-        p.cfg.policy.permits(host, port)?;
+        let live = p.live();
+        live.policy.permits(host, port)?;
         if !route::decide(&p.cfg.routing, Scheme::Connect, host, port)
             .hops()
             .is_empty()
@@ -198,7 +199,7 @@ impl Relay<'_> {
             let target = authority(host, port);
             let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
             let req = parse_request(head.as_bytes()).map_err(|e| e.to_string())?;
-            authz::check(p.authz.as_ref(), &p.cfg, &req, b"", self.entry)
+            authz::check(p.authz.as_ref(), &live.trust, &req, b"", self.entry)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -211,7 +212,7 @@ impl Relay<'_> {
             .map_err(|e| format!("cannot resolve {host}: {}", crate::error::describe(&e)))?;
         let mut refused = None;
         for addr in addrs {
-            match p.cfg.policy.check_address(host, port, addr.ip()) {
+            match live.policy.check_address(host, port, addr.ip()) {
                 Ok(()) => return Ok(addr),
                 Err(rule) => {
                     refused.get_or_insert(rule);
