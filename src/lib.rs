@@ -45,6 +45,7 @@ pub mod pattern;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod proxy_url;
 pub mod reader;
 pub mod relay;

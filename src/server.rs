@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
-use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use smol::channel::Sender;
 use smol::Executor;
 
@@ -22,6 +22,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::log::Log;
 use crate::proxy::Proxy;
+use crate::proxy_protocol;
 use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
@@ -69,12 +70,8 @@ impl Server {
         let mut listeners = Vec::new();
         let plain = cfg.listen.iter().map(|a| (a, false));
         for (addr, tls) in plain.chain(cfg.listen_tls.iter().map(|a| (a, true))) {
-            let l = Async::<TcpListener>::bind(*addr)
+            let l = listen(*addr, cfg.reuse_port)
                 .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
-            // std listens with a backlog of 128; a burst of clients (a LAN waking up) should
-            // queue in the kernel rather than have its SYNs dropped. Linux lets listen() be
-            // called again to raise it.
-            let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push((l, tls));
         }
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
@@ -137,6 +134,27 @@ impl Server {
     }
 }
 
+/// Binds a listening socket as std does (close-on-exec, SO_REUSEADDR so that a restart need
+/// not wait for old connections in TIME_WAIT), plus SO_REUSEPORT with `--reuse-port`, which
+/// std cannot set before bind(2).
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Async<TcpListener>> {
+    use rustix::net::{self, sockopt, AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    net::bind(&fd, &addr)?;
+    // std listens with a backlog of 128; a burst of clients (a LAN waking up) should queue in
+    // the kernel rather than have its SYNs dropped.
+    net::listen(&fd, LISTEN_BACKLOG)?;
+    Async::new(TcpListener::from(fd))
+}
+
 /// Accepts clients on one listener until shutdown; `tls` for a `--listen-tls` one.
 async fn accept(
     p: Arc<Proxy>,
@@ -182,6 +200,20 @@ async fn accept(
         let p2 = p.clone();
         ex.spawn(async move {
             let _guard = Active(p2.clone());
+            // SPEC §12: a listed load balancer's header names the client; nobody else's is read.
+            let peer = match p2
+                .cfg
+                .proxy_protocol_from
+                .iter()
+                .any(|n| n.contains(peer.ip()))
+            {
+                false => peer,
+                true => match proxied(&stream, peer, p2.cfg.header_timeout).await {
+                    Ok(Some(client)) => client,
+                    Ok(None) => return,
+                    Err(why) => return bad_header(&p2, peer, why),
+                },
+            };
             // Boxed so that the connection's state is freed when it hands over a tunnel.
             let tunnel = match tls {
                 false => Box::pin(connection::serve(p2, Tcp::new(stream), peer)).await,
@@ -192,6 +224,72 @@ async fn accept(
             }
         })
         .detach();
+    }
+}
+
+/// Reads the PROXY protocol header a `--proxy-protocol-from` peer must send first, within
+/// `limit`, taking exactly its bytes: what follows is the client's (an HTTP or SOCKS request,
+/// a TLS ClientHello). Returns the client it names, `peer` itself for LOCAL and UNKNOWN, or
+/// `None` when the connection is to be closed without a word: the peer went away without
+/// sending a byte, or sent a LOCAL header and nothing after it (a health check).
+async fn proxied(
+    stream: &Async<TcpStream>,
+    peer: SocketAddr,
+    limit: Duration,
+) -> Result<Option<SocketAddr>, &'static str> {
+    // On the heap and only for this, so that every connection's task stays small.
+    let mut buf = vec![0u8; proxy_protocol::MAX];
+    let mut len = 0;
+    let read = async {
+        loop {
+            // Peeked, then read only as far as the header goes. Incomplete means every byte
+            // peeked is the header's, so they are read and the next peek waits for more.
+            let n = match stream.peek(&mut buf[len..]).await {
+                Ok(0) | Err(_) if len == 0 => return Ok(None),
+                Ok(0) => return Err("connection closed inside the header"),
+                Ok(n) => n,
+                Err(_) => return Err("connection failed inside the header"),
+            };
+            let header = proxy_protocol::parse(&buf[..len + n])?;
+            let end = header.map_or(len + n, |h| h.len);
+            let part = buf.get_mut(len..end).ok_or("header parse out of step")?;
+            (&*stream)
+                .read_exact(part)
+                .await
+                .map_err(|_| "read failed")?;
+            len = end;
+            if header.is_some() {
+                return Ok(header);
+            }
+        }
+    };
+    let header = read
+        .or(async {
+            Timer::after(limit).await;
+            Err("no header within --header-timeout")
+        })
+        .await?;
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    if let Some(client) = header.source {
+        return Ok(Some(client));
+    }
+    // The balancer's own connection. A health check ends here; closing it unheard keeps the
+    // log quiet (were the balancer outside --allow-client, each check would be a 403 line).
+    let first = stream.peek(&mut buf[..1]).or(async {
+        Timer::after(limit).await;
+        Ok(1)
+    });
+    Ok(matches!(first.await, Ok(n) if n > 0).then_some(peer))
+}
+
+/// Counts a connection closed for its PROXY protocol header, and says so on stderr for the
+/// 1st, 2nd, 4th, 8th... one, so that a misconfigured load balancer cannot flood the log.
+fn bad_header(p: &Proxy, peer: SocketAddr, why: &str) {
+    let n = p.proxy_protocol_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        eprintln!("PROXY protocol: {why} from {peer}; closed ({n} so far)");
     }
 }
 
