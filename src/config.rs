@@ -149,10 +149,9 @@ pub struct Flags {
     #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
     pub allow_client: Vec<Vec<Cidr>>,
 
-    /// peers (load balancers) whose connections must begin with a PROXY protocol v1 or v2
-    /// header; the client address it carries is then the client for --allow-client,
-    /// --auth-exempt, logs, capture and --authz-url. CIDRs like 10.0.0.0/8,::1; repeatable
-    /// (default none)
+    /// load balancers whose connections must start with a PROXY protocol v1 or v2 header; the
+    /// client address in it then counts everywhere (--allow-client, logs, capture, authz):
+    /// CIDRs like 10.0.0.5,fd00::/8; repeatable (default none)
     #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
     pub proxy_protocol_from: Vec<Vec<Cidr>>,
 

@@ -237,19 +237,25 @@ async fn proxied(
     peer: SocketAddr,
     limit: Duration,
 ) -> Result<Option<SocketAddr>, &'static str> {
-    // On the heap and only for this, so that every connection's task stays small.
-    let mut buf = vec![0u8; proxy_protocol::MAX];
+    // On the heap and only for this, so that every connection's task stays small; one byte
+    // more than a header, to peek past the longest.
+    let mut buf = vec![0u8; proxy_protocol::MAX + 1];
     let mut len = 0;
+    // Set once a LOCAL or UNKNOWN header is in: the connection is the balancer's own.
+    let mut own = false;
     let read = async {
         loop {
             // Peeked, then read only as far as the header goes. Incomplete means every byte
             // peeked is the header's, so they are read and the next peek waits for more.
             let n = match stream.peek(&mut buf[len..]).await {
-                Ok(0) | Err(_) if len == 0 => return Ok(None),
+                Ok(0) | Err(_) if len == 0 || own => return Ok(None),
                 Ok(0) => return Err("connection closed inside the header"),
                 Ok(n) => n,
                 Err(_) => return Err("connection failed inside the header"),
             };
+            if own {
+                return Ok(Some(peer));
+            }
             let header = proxy_protocol::parse(&buf[..len + n])?;
             let end = header.map_or(len + n, |h| h.len);
             let part = buf.get_mut(len..end).ok_or("header parse out of step")?;
@@ -258,30 +264,27 @@ async fn proxied(
                 .await
                 .map_err(|_| "read failed")?;
             len = end;
-            if header.is_some() {
-                return Ok(header);
+            match header.map(|h| h.source) {
+                None => {}
+                Some(Some(client)) => return Ok(Some(client)),
+                // A health check ends here: waiting for a first byte and closing unheard
+                // keeps the log quiet (were the balancer outside --allow-client, each check
+                // would be a 403 line).
+                Some(None) => own = true,
             }
         }
     };
-    let header = read
+    let result = read
         .or(async {
             Timer::after(limit).await;
             Err("no header within --header-timeout")
         })
-        .await?;
-    let Some(header) = header else {
-        return Ok(None);
-    };
-    if let Some(client) = header.source {
-        return Ok(Some(client));
+        .await;
+    match result {
+        // A LOCAL connection that stays silent is served, and judged, like any other.
+        Err(_) if own => Ok(Some(peer)),
+        r => r,
     }
-    // The balancer's own connection. A health check ends here; closing it unheard keeps the
-    // log quiet (were the balancer outside --allow-client, each check would be a 403 line).
-    let first = stream.peek(&mut buf[..1]).or(async {
-        Timer::after(limit).await;
-        Ok(1)
-    });
-    Ok(matches!(first.await, Ok(n) if n > 0).then_some(peer))
 }
 
 /// Counts a connection closed for its PROXY protocol header, and says so on stderr for the
