@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use async_signal::{Signal, Signals};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use futures_lite::{future, AsyncWriteExt, FutureExt, StreamExt};
 use smol::channel::Sender;
 use smol::Executor;
 
@@ -259,10 +259,8 @@ async fn proxied(
             let header = proxy_protocol::parse(&buf[..len + n])?;
             let end = header.map_or(len + n, |h| h.len);
             let part = buf.get_mut(len..end).ok_or("header parse out of step")?;
-            (&*stream)
-                .read_exact(part)
-                .await
-                .map_err(|_| "read failed")?;
+            // Those bytes were peeked, so they wait in the socket: a plain read gets them.
+            std::io::Read::read_exact(&mut stream.get_ref(), part).map_err(|_| "read failed")?;
             len = end;
             match header.map(|h| h.source) {
                 None => {}
