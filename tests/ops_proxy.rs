@@ -123,8 +123,11 @@ fn headers_written_by_hand() {
     // balancer, 127.0.0.1, whose own LOCAL connections are its) may connect at all.
     let proxy = Proxy::start_with_env(
         &[
+            // A list and a repeat, like --allow-client.
             "--proxy-protocol-from",
-            "127.0.0.1/32",
+            "10.9.9.9,127.0.0.1/32",
+            "--proxy-protocol-from",
+            "::2",
             "--allow-client",
             "192.0.2.0/24,2001:db8::/32,127.0.0.1",
             "--auth-exempt",
@@ -312,6 +315,17 @@ fn a_header_that_never_comes_is_reported() {
         .expect("a line for the late header");
     assert!(line.contains("no header within --header-timeout"), "{line}");
     assert!(line.contains("(1 so far)"), "{line}");
+}
+
+#[test]
+fn a_bad_network_is_refused_at_start() {
+    let out = run_proxy(&["--proxy-protocol-from", "10.0.0.0/33"], WAIT);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("--proxy-protocol-from") && out.stderr.contains("10.0.0.0/33"),
+        "{out:?}"
+    );
 }
 
 #[test]
