@@ -3,7 +3,10 @@
 //! All configuration has been checked before this runs; listening starts here. The accept
 //! loop never dies on resource exhaustion (EMFILE, ENOMEM): it backs off and tries again.
 //! Beyond `--max-connections` a new client gets a 503 with Retry-After. SIGINT or SIGTERM stops
-//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0.
+//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0; with
+//! `--reuse-port` other processes on the same port go on accepting meanwhile. A connection
+//! from a `--proxy-protocol-from` peer is first relieved of its PROXY protocol header (parsed
+//! in `proxy_protocol.rs`), and the client it names is the peer from then on.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
