@@ -119,8 +119,9 @@ fn headers_written_by_hand() {
     let echo = Origin::tcp_echo();
     let dir = temp_dir("pp-hand");
     let (log, capture) = (dir.join("access.log"), dir.join("capture.ndjson"));
-    // Users exist; the documentation networks need no credentials and only they (and the
-    // balancer, 127.0.0.1, whose own LOCAL connections are its) may connect at all.
+    // Users exist; the documentation networks need no credentials, and only they and
+    // 127.0.0.1 (the "balancer", the client of its own LOCAL and UNKNOWN connections) may
+    // connect at all.
     let proxy = Proxy::start_with_env(
         &[
             // A list and a repeat, like --allow-client.
