@@ -149,6 +149,17 @@ pub struct Flags {
     #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
     pub allow_client: Vec<Vec<Cidr>>,
 
+    /// load balancers whose connections must start with a PROXY protocol v1 or v2 header; the
+    /// client address in it then counts everywhere (--allow-client, logs, capture, authz):
+    /// CIDRs like 10.0.0.5,fd00::/8; repeatable (default none)
+    #[argh(option, arg_name = "CIDRS", from_str_fn(cidr::parse_list))]
+    pub proxy_protocol_from: Vec<Vec<Cidr>>,
+
+    /// set SO_REUSEPORT on every listener, so that several processes serve one port (the
+    /// kernel spreads new connections among them)
+    #[argh(switch)]
+    pub reuse_port: bool,
+
     /// append one JSON record per finished exchange or tunnel to FILE (NDJSON; see
     /// `smolproxy export`) (default off)
     #[argh(option, arg_name = "FILE")]
@@ -544,6 +555,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Client networks, users and realm; users of `--auth-file` join in [`Config::read_files`].
     pub access: Access,
+    /// Peers that must send a PROXY protocol header (`--proxy-protocol-from`).
+    pub proxy_protocol_from: Vec<Cidr>,
+    /// SO_REUSEPORT on the listeners (`--reuse-port`).
+    pub reuse_port: bool,
     /// The `--auth-file` to read in [`Config::read_files`].
     pub auth_file: Option<PathBuf>,
     /// How many of `access.users` come from `--auth` and `SMOLPROXY_AUTH`, ahead of the
@@ -749,6 +764,8 @@ impl Flags {
                 exempt: self.auth_exempt.concat(),
                 allow: self.allow_client.concat(),
             },
+            proxy_protocol_from: self.proxy_protocol_from.concat(),
+            reuse_port: self.reuse_port,
             auth_file: self.auth_file,
             capture: self.capture,
             capture_body_limit: self.capture_body_limit,

@@ -1,6 +1,8 @@
 //! smolproxy: a small, strict forward HTTP/1.1 proxy.
 //!
-//! How it works: [`server`] binds the listeners and accepts clients; each client is served by
+//! How it works: [`server`] binds the listeners and accepts clients (a load balancer's PROXY
+//! protocol header, read there and parsed by [`proxy_protocol`], names the client); each
+//! client is served by
 //! [`connection::serve`], which turns away clients outside `--allow-client` ([`auth`]), hands
 //! a SOCKS client (first byte 4 or 5) to [`socks`], reads a request head with [`reader`],
 //! parses and checks it in [`head`] and [`target`] (pure code, no I/O), checks its credentials
@@ -46,6 +48,7 @@ pub mod pattern;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod proxy_url;
 pub mod reader;
 pub mod relay;

@@ -13,7 +13,7 @@
 //! and it names only the modules below them. Building it and running the listeners is
 //! `server.rs`'s job; nothing here touches a socket.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use smol::channel::{Receiver, Sender};
@@ -67,6 +67,9 @@ pub struct Proxy {
     pub active: AtomicUsize,
     /// Clients being turned away with 503 (see `server.rs`).
     pub rejecting: AtomicUsize,
+    /// Connections from `--proxy-protocol-from` peers closed for a missing, malformed or
+    /// oversized PROXY protocol header.
+    pub proxy_protocol_errors: AtomicU64,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
     /// Closed at shutdown; waiting on it wakes every idle connection.
@@ -108,6 +111,7 @@ impl Proxy {
             capture,
             active: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
+            proxy_protocol_errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             stop_rx,
         };

@@ -3,8 +3,11 @@
 //! All configuration has been checked before this runs; listening starts here. The accept
 //! loop never dies on resource exhaustion (EMFILE, ENOMEM): it backs off and tries again.
 //! Beyond `--max-connections` a new client gets a 503 with Retry-After. SIGINT or SIGTERM stops
-//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0. SIGHUP reads
-//! the configuration's files again (`reload.rs`) and serving goes on.
+//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0; with
+//! `--reuse-port` other processes on the same port go on accepting meanwhile. SIGHUP reads
+//! the configuration's files again (`reload.rs`) and serving goes on. A connection from a
+//! `--proxy-protocol-from` peer is first relieved of its PROXY protocol header (parsed in
+//! `proxy_protocol.rs`), and the client it names is the peer from then on.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -23,6 +26,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::log::Log;
 use crate::proxy::Proxy;
+use crate::proxy_protocol;
 use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
@@ -73,12 +77,8 @@ impl Server {
         let mut listeners = Vec::new();
         let plain = cfg.listen.iter().map(|a| (a, false));
         for (addr, tls) in plain.chain(cfg.listen_tls.iter().map(|a| (a, true))) {
-            let l = Async::<TcpListener>::bind(*addr)
+            let l = listen(*addr, cfg.reuse_port)
                 .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
-            // std listens with a backlog of 128; a burst of clients (a LAN waking up) should
-            // queue in the kernel rather than have its SYNs dropped. Linux lets listen() be
-            // called again to raise it.
-            let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push((l, tls));
         }
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
@@ -149,6 +149,27 @@ impl Server {
     }
 }
 
+/// Binds a listening socket as std does (close-on-exec, SO_REUSEADDR so that a restart need
+/// not wait for old connections in TIME_WAIT), plus SO_REUSEPORT with `--reuse-port`, which
+/// std cannot set before bind(2).
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Async<TcpListener>> {
+    use rustix::net::{self, sockopt, AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    net::bind(&fd, &addr)?;
+    // std listens with a backlog of 128; a burst of clients (a LAN waking up) should queue in
+    // the kernel rather than have its SYNs dropped.
+    net::listen(&fd, LISTEN_BACKLOG)?;
+    Async::new(TcpListener::from(fd))
+}
+
 /// Accepts clients on one listener until shutdown; `tls` for a `--listen-tls` one.
 async fn accept(
     p: Arc<Proxy>,
@@ -194,6 +215,20 @@ async fn accept(
         let p2 = p.clone();
         ex.spawn(async move {
             let _guard = Active(p2.clone());
+            // SPEC §12: a listed load balancer's header names the client; nobody else's is read.
+            let peer = match p2
+                .cfg
+                .proxy_protocol_from
+                .iter()
+                .any(|n| n.contains(peer.ip()))
+            {
+                false => peer,
+                true => match proxied(&stream, peer, p2.cfg.header_timeout).await {
+                    Ok(Some(client)) => client,
+                    Ok(None) => return,
+                    Err(why) => return bad_header(&p2, peer, why),
+                },
+            };
             // Boxed so that the connection's state is freed when it hands over a tunnel.
             let tunnel = match tls {
                 false => Box::pin(connection::serve(p2, Tcp::new(stream), peer)).await,
@@ -204,6 +239,73 @@ async fn accept(
             }
         })
         .detach();
+    }
+}
+
+/// Reads the PROXY protocol header a `--proxy-protocol-from` peer must send first, within
+/// `limit`, taking exactly its bytes: what follows is the client's (an HTTP or SOCKS request,
+/// a TLS ClientHello). Returns the client it names, `peer` itself for LOCAL and UNKNOWN, or
+/// `None` when the connection is to be closed without a word: the peer went away without
+/// sending a byte, or sent a LOCAL header and nothing after it (a health check).
+async fn proxied(
+    stream: &Async<TcpStream>,
+    peer: SocketAddr,
+    limit: Duration,
+) -> Result<Option<SocketAddr>, &'static str> {
+    // On the heap and only for this, so that every connection's task stays small; one byte
+    // more than a header, to peek past the longest.
+    let mut buf = vec![0u8; proxy_protocol::MAX + 1];
+    let mut len = 0;
+    // Set once a LOCAL or UNKNOWN header is in: the connection is the balancer's own.
+    let mut own = false;
+    let read = async {
+        loop {
+            // Peeked, then read only as far as the header goes. Incomplete means every byte
+            // peeked is the header's, so they are read and the next peek waits for more.
+            let n = match stream.peek(&mut buf[len..]).await {
+                Ok(0) | Err(_) if len == 0 || own => return Ok(None),
+                Ok(0) => return Err("connection closed inside the header"),
+                Ok(n) => n,
+                Err(_) => return Err("connection failed inside the header"),
+            };
+            if own {
+                return Ok(Some(peer));
+            }
+            let header = proxy_protocol::parse(&buf[..len + n])?;
+            let end = header.map_or(len + n, |h| h.len);
+            let part = buf.get_mut(len..end).ok_or("header parse out of step")?;
+            // Those bytes were peeked, so they wait in the socket: a plain read gets them.
+            std::io::Read::read_exact(&mut stream.get_ref(), part).map_err(|_| "read failed")?;
+            len = end;
+            match header.map(|h| h.source) {
+                None => {}
+                Some(Some(client)) => return Ok(Some(client)),
+                // A health check ends here: waiting for a first byte and closing unheard
+                // keeps the log quiet (were the balancer outside --allow-client, each check
+                // would be a 403 line).
+                Some(None) => own = true,
+            }
+        }
+    };
+    let result = read
+        .or(async {
+            Timer::after(limit).await;
+            Err("no header within --header-timeout")
+        })
+        .await;
+    match result {
+        // A LOCAL connection that stays silent is served, and judged, like any other.
+        Err(_) if own => Ok(Some(peer)),
+        r => r,
+    }
+}
+
+/// Counts a connection closed for its PROXY protocol header, and says so on stderr for the
+/// 1st, 2nd, 4th, 8th... one, so that a misconfigured load balancer cannot flood the log.
+fn bad_header(p: &Proxy, peer: SocketAddr, why: &str) {
+    let n = p.proxy_protocol_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        eprintln!("PROXY protocol: {why} from {peer}; closed ({n} so far)");
     }
 }
 

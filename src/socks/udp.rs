@@ -44,10 +44,11 @@ pub async fn associate(
     ask: &Ask,
     entry: &mut Entry,
 ) -> Result<(), Refusal> {
-    let control = tcp.0.get_ref();
-    let (local, client_ip) = match (control.local_addr(), control.peer_addr()) {
-        (Ok(l), Ok(c)) => (l, c.ip().to_canonical()),
-        _ => return Err(Refusal::new(reply::GENERAL, 500, "control connection gone")),
+    // The client is the entry's: behind a load balancer (`--proxy-protocol-from`) the address
+    // its PROXY header carried, not the balancer's.
+    let client_ip = entry.client.ip().to_canonical();
+    let Ok(local) = tcp.0.get_ref().local_addr() else {
+        return Err(Refusal::new(reply::GENERAL, 500, "control connection gone"));
     };
     // DST.ADDR:DST.PORT is where the client will send from (RFC 1928 §6), not a destination:
     // only its port is used, below.
