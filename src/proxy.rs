@@ -1,6 +1,6 @@
 //! The state every connection shares: the checked configuration, the access log, the origin
-//! pool, the capture writer, the authorization service's client and cache, and the counters
-//! and signal that the accept loop and shutdown use.
+//! pool, the capture writer, the authorization service's client and cache, the metrics, and
+//! the counters and signal that the accept loop and shutdown use.
 //!
 //! It sits on a low floor on purpose: the stages (authz, forward, upstream, connection) read it,
 //! and it names only the modules below them. Building it and running the listeners is
@@ -13,7 +13,8 @@ use smol::channel::{Receiver, Sender};
 use crate::authz::Authz;
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::log::Log;
+use crate::log::{Entry, Log};
+use crate::metrics::{Metrics, Sampled};
 use crate::pool::Pool;
 
 /// State shared by every connection.
@@ -28,6 +29,8 @@ pub struct Proxy {
     pub capture: Option<Capture>,
     /// The authorization service client and its decision cache, with `--authz-url`.
     pub authz: Option<Authz>,
+    /// Counters for `--metrics-listen`, always kept.
+    pub metrics: Metrics,
     /// The interception CA and its leaves, with `--intercept`.
     #[cfg(feature = "tls-server")]
     pub intercept: Option<crate::intercept::Interceptor>,
@@ -64,6 +67,7 @@ impl Proxy {
             log,
             pool: Pool::default(),
             capture,
+            metrics: Metrics::new(),
             active: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -81,6 +85,24 @@ impl Proxy {
     /// Whether shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Ends a request or tunnel: its access-log line and its counts in the metrics, in one
+    /// place so that the two always agree.
+    pub fn report(&self, entry: &Entry) {
+        let e = entry;
+        self.metrics.request(e.status, &e.route, e.up, e.down);
+        self.log.write(e);
+    }
+
+    /// The metrics' text, with the values sampled from the rest of the proxy now.
+    pub fn render_metrics(&self) -> String {
+        let capture = self.capture.as_ref();
+        self.metrics.render(&Sampled {
+            connections: self.active.load(Ordering::Relaxed),
+            capture_records: capture.map_or(0, Capture::written),
+            capture_backlog: capture.map_or(0, Capture::backlog),
+        })
     }
 
     /// Completes when shutdown begins.

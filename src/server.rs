@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::error::Error;
 use crate::log::Log;
+use crate::metrics::Refusal;
 use crate::proxy::Proxy;
+use crate::scrape;
 use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
@@ -41,6 +43,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     /// Bound listening sockets, and whether each is a TLS listener (`--listen-tls`).
     listeners: Vec<(Async<TcpListener>, bool)>,
+    /// The metrics listener (`--metrics-listen`).
+    metrics: Option<Async<TcpListener>>,
     /// Dropping it starts shutdown.
     stop_tx: Sender<()>,
 }
@@ -77,11 +81,19 @@ impl Server {
             let _ = rustix::net::listen(l.get_ref(), LISTEN_BACKLOG);
             listeners.push((l, tls));
         }
+        let metrics =
+            match cfg.metrics_listen {
+                Some(addr) => Some(Async::<TcpListener>::bind(addr).map_err(|e| {
+                    format!("cannot listen on {addr}: {}", crate::error::describe(&e))
+                })?),
+                None => None,
+            };
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
         let proxy = Arc::new(proxy);
         Ok(Server {
             proxy,
             listeners,
+            metrics,
             stop_tx,
         })
     }
@@ -92,6 +104,11 @@ impl Server {
             .iter()
             .filter_map(|(l, tls)| Some((l.get_ref().local_addr().ok()?, *tls)))
             .collect()
+    }
+
+    /// The metrics listener's address actually bound, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref()?.get_ref().local_addr().ok()
     }
 
     /// Serves until SIGINT or SIGTERM, then drains and returns.
@@ -105,6 +122,7 @@ impl Server {
         let Server {
             proxy,
             listeners,
+            metrics,
             stop_tx,
         } = self;
         // async_io's block_on polls the reactor on this thread while the executor is idle;
@@ -113,6 +131,11 @@ impl Server {
         async_io::block_on(ex.run(async {
             for (l, tls) in listeners {
                 ex.spawn(accept(proxy.clone(), l, tls, ex.clone())).detach();
+            }
+            if let Some(l) = metrics {
+                // Not stopped at shutdown: /healthz says 503 while the others drain.
+                ex.spawn(scrape::serve(proxy.clone(), l, ex.clone()))
+                    .detach();
             }
             let janitor = proxy.clone();
             ex.spawn(async move {
@@ -170,7 +193,9 @@ async fn accept(
             }
         };
         warned = false;
+        p.metrics.accepted();
         if p.active.load(Ordering::Relaxed) >= p.cfg.max_connections {
+            p.metrics.refused(Refusal::MaxConnections);
             if p.rejecting.fetch_add(1, Ordering::Relaxed) < MAX_REJECTING {
                 ex.spawn(reject(p.clone(), stream)).detach();
             } else {

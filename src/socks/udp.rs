@@ -198,7 +198,7 @@ impl Relay<'_> {
             let target = authority(host, port);
             let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
             let req = parse_request(head.as_bytes()).map_err(|e| e.to_string())?;
-            authz::check(p.authz.as_ref(), &p.cfg, &req, b"", self.entry)
+            authz::check(p.authz.as_ref(), &p.cfg, &p.metrics, &req, b"", self.entry)
                 .await
                 .map_err(|e| e.to_string())?;
         }
