@@ -25,11 +25,8 @@ pub enum Refusal {
     ProxyProtocol,
 }
 
-/// [`Refusal`]'s label values, in its order.
-const REFUSALS: [&str; 3] = ["max_connections", "allow_client", "proxy_protocol"];
-
-/// Why the next hop could not be reached: an origin dialled directly (a dial error) or an
-/// upstream proxy (an upstream error).
+/// Why the next hop could not be reached: an origin dialled directly (a dial error, the
+/// first six kinds) or an upstream proxy (an upstream error, any kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The name did not resolve.
@@ -42,27 +39,13 @@ pub enum Fault {
     Unreachable,
     /// The TLS handshake failed.
     Tls,
+    /// Anything else.
+    Other,
     /// An upstream proxy answered CONNECT with a refusal (not 2xx, a SOCKS5 error code).
     Rejected,
     /// An upstream proxy sent an invalid answer or closed the connection.
     Protocol,
-    /// Anything else.
-    Other,
 }
-
-/// [`Fault`]'s label values, in its order; dial errors use the first six.
-const FAULTS: [&str; 8] = [
-    "dns",
-    "refused",
-    "timeout",
-    "unreachable",
-    "tls",
-    "rejected",
-    "protocol",
-    "other",
-];
-/// Fault kinds that apply to a direct dial.
-const DIAL_FAULTS: usize = 5;
 
 impl Fault {
     /// The kind of a failure to reach the next hop, from the words `error::describe` and
@@ -104,58 +87,123 @@ pub enum Verdict {
     Error,
 }
 
-/// [`Verdict`]'s label values, in its order.
-const VERDICTS: [&str; 3] = ["allow", "deny", "error"];
+// Where each counter sits in [`Metrics`]'s one array, and after them the values sampled at
+// scrape time: [`FAMILIES`] reads them in this order.
+/// Client connections accepted, refused ones included.
+const ACCEPTED: usize = 0;
+/// Connections turned away, by [`Refusal`].
+const REFUSED: usize = 1;
+/// Requests and tunnels by status class ([`CLASSES`]) and route kind ([`ROUTES`]).
+const REQUESTS: usize = REFUSED + 3;
+/// Tunnels being relayed, then tunnels opened.
+const TUNNELS: usize = REQUESTS + 6 * 4;
+/// Bytes from clients (up) and to clients (down), as logged.
+const BYTES: usize = TUNNELS + 2;
+/// Failures to reach an origin directly, by [`Fault`] (the first six).
+const DIAL: usize = BYTES + 2;
+/// Failures to reach or use an upstream proxy, by [`Fault`].
+const UPSTREAM: usize = DIAL + 6;
+/// Authorization decisions by [`Verdict`], each from the service then from the cache.
+const AUTHZ: usize = UPSTREAM + 8;
+/// Calls to the authorization service per latency bucket ([`BUCKETS`], not cumulative),
+/// then all calls, then their total duration in microseconds.
+const AUTHZ_BUCKETS: usize = AUTHZ + 3 * 2;
+/// Requests that reused an idle origin connection, then those that did not.
+const POOL: usize = AUTHZ_BUCKETS + 12;
+/// Counters kept.
+const COUNTERS: usize = POOL + 2;
+/// Values sampled at scrape time: connections open, capture records written, capture
+/// backlog, resident memory, open descriptors, start time.
+const SAMPLED: usize = COUNTERS;
+/// Values rendered.
+const VALUES: usize = SAMPLED + 6;
+/// A value that could not be read (no /proc): its metric is left out.
+const ABSENT: u64 = u64::MAX;
 
 /// Status classes by first digit; `other` is a request answered with no status at all (the
 /// client went away first) or with one outside 100–599.
-const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+const CLASSES: &[&str] = &["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Route kinds, as the access log's route field tells them apart: `none` for a request the
 /// proxy answered itself or refused before routing it.
-const ROUTES: [&str; 4] = ["direct", "upstream", "system", "none"];
-/// Upper bounds of the authorization latency histogram, in microseconds, and as written.
-const BUCKETS: [(u64, &str); 10] = [
-    (5_000, "0.005"),
-    (10_000, "0.01"),
-    (25_000, "0.025"),
-    (50_000, "0.05"),
-    (100_000, "0.1"),
-    (250_000, "0.25"),
-    (500_000, "0.5"),
-    (1_000_000, "1"),
-    (2_500_000, "2.5"),
-    (5_000_000, "5"),
+const ROUTES: &[&str] = &["direct", "upstream", "system", "none"];
+/// [`Fault`]'s label values, in its order.
+const FAULTS: &[&str] = &[
+    "dns",
+    "refused",
+    "timeout",
+    "unreachable",
+    "tls",
+    "other",
+    "rejected",
+    "protocol",
+];
+/// Upper bounds of the authorization latency histogram, in microseconds.
+const BUCKETS: [u64; 10] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+];
+/// The same bounds as written in `le`, and `+Inf`.
+const LE: &[&str] = &[
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
+];
+/// No label.
+const NONE: &[&str] = &[""];
+
+/// One metric family: name, type, help, up to two label names and their values, and where
+/// its first value is (further values follow, the second label varying fastest).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    [&'static str; 2],
+    [&'static [&'static str]; 2],
+    usize,
+);
+
+/// Every metric, in the order written.
+#[rustfmt::skip]
+const FAMILIES: &[Family] = &[
+    ("smolproxy_connections_open", "gauge", "Client connections being served",
+        ["", ""], [NONE, NONE], SAMPLED),
+    ("smolproxy_connections_accepted_total", "counter",
+        "Client connections accepted, refused ones included", ["", ""], [NONE, NONE], ACCEPTED),
+    ("smolproxy_connections_refused_total", "counter", "Client connections turned away",
+        ["reason", ""], [&["max_connections", "allow_client", "proxy_protocol"], NONE], REFUSED),
+    ("smolproxy_requests_total", "counter",
+        "Requests and tunnels ended, by status class and route kind",
+        ["class", "route"], [CLASSES, ROUTES], REQUESTS),
+    ("smolproxy_tunnels_open", "gauge", "Tunnels being relayed", ["", ""], [NONE, NONE], TUNNELS),
+    ("smolproxy_tunnels_total", "counter", "Tunnels opened", ["", ""], [NONE, NONE], TUNNELS + 1),
+    ("smolproxy_bytes_total", "counter", "Bytes from (up) and to (down) clients, as logged",
+        ["direction", ""], [&["up", "down"], NONE], BYTES),
+    ("smolproxy_dial_errors_total", "counter", "Failures to reach an origin directly",
+        ["kind", ""], [FAULTS.split_at(6).0, NONE], DIAL),
+    ("smolproxy_upstream_errors_total", "counter", "Failures to reach or use an upstream proxy",
+        ["kind", ""], [FAULTS, NONE], UPSTREAM),
+    ("smolproxy_authz_decisions_total", "counter", "Authorization decisions",
+        ["decision", "source"], [&["allow", "deny", "error"], &["service", "cache"]], AUTHZ),
+    ("smolproxy_authz_duration_seconds", "histogram",
+        "Duration of calls to the authorization service", ["le", ""], [LE, NONE], AUTHZ_BUCKETS),
+    ("smolproxy_pool_hits_total", "counter", "Requests that reused an idle origin connection",
+        ["", ""], [NONE, NONE], POOL),
+    ("smolproxy_pool_misses_total", "counter", "Requests that found no idle origin connection",
+        ["", ""], [NONE, NONE], POOL + 1),
+    ("smolproxy_capture_records_total", "counter", "Capture records written",
+        ["", ""], [NONE, NONE], SAMPLED + 1),
+    ("smolproxy_capture_backlog", "gauge", "Capture records queued and not yet written",
+        ["", ""], [NONE, NONE], SAMPLED + 2),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes",
+        ["", ""], [NONE, NONE], SAMPLED + 3),
+    ("process_open_fds", "gauge", "Number of open file descriptors",
+        ["", ""], [NONE, NONE], SAMPLED + 4),
+    ("process_start_time_seconds", "gauge",
+        "Start time of the process since unix epoch in seconds", ["", ""], [NONE, NONE],
+        SAMPLED + 5),
 ];
 
-/// The proxy's counters.
-#[derive(Default)]
+/// The proxy's counters, laid out as the constants above say.
 pub struct Metrics {
-    /// Client connections accepted, refused ones included.
-    accepted: AtomicU64,
-    /// Connections turned away, by [`Refusal`].
-    refused: [AtomicU64; 3],
-    /// Requests and tunnels by status class ([`CLASSES`]) and route kind ([`ROUTES`]).
-    requests: [[AtomicU64; 4]; 6],
-    /// Tunnels being relayed.
-    tunnels_open: AtomicU64,
-    /// Tunnels opened.
-    tunnels: AtomicU64,
-    /// Bytes from clients (up) and to clients (down), as logged.
-    bytes: [AtomicU64; 2],
-    /// Failures to reach an origin directly, by [`Fault`].
-    dial_errors: [AtomicU64; 8],
-    /// Failures to reach or use an upstream proxy, by [`Fault`].
-    upstream_errors: [AtomicU64; 8],
-    /// Authorization decisions by [`Verdict`], from the service (0) or the cache (1).
-    authz: [[AtomicU64; 2]; 3],
-    /// Calls to the authorization service per latency bucket (not cumulative; [`BUCKETS`]).
-    authz_buckets: [AtomicU64; 10],
-    /// Calls to the authorization service.
-    authz_calls: AtomicU64,
-    /// Their total duration, in microseconds.
-    authz_micros: AtomicU64,
-    /// Requests that reused an idle origin connection (0) or needed a new one (1).
-    pool: [AtomicU64; 2],
+    /// Every counter.
+    c: [AtomicU64; COUNTERS],
     /// When counting began, in seconds since the Unix epoch.
     start: u64,
 }
@@ -170,9 +218,10 @@ pub struct Sampled {
     pub capture_backlog: usize,
 }
 
-/// `+= 1`, relaxed: counters are read only for display.
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Relaxed);
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
@@ -182,19 +231,24 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Metrics {
+            c: std::array::from_fn(|_| AtomicU64::new(0)),
             start,
-            ..Metrics::default()
         }
+    }
+
+    /// Adds `n` to counter `i`, relaxed: counters are read only for display.
+    fn add(&self, i: usize, n: u64) {
+        self.c[i].fetch_add(n, Relaxed);
     }
 
     /// A client connection was accepted.
     pub fn accepted(&self) {
-        bump(&self.accepted);
+        self.add(ACCEPTED, 1);
     }
 
     /// A client connection was turned away.
     pub fn refused(&self, why: Refusal) {
-        bump(&self.refused[why as usize]);
+        self.add(REFUSED + why as usize, 1);
     }
 
     /// A request or tunnel ended with `status` (0 if none was sent) over `route` (the access
@@ -210,237 +264,127 @@ impl Metrics {
             Some(b's') => 2,
             _ => 3,
         };
-        bump(&self.requests[class][route]);
-        self.bytes[0].fetch_add(up, Relaxed);
-        self.bytes[1].fetch_add(down, Relaxed);
+        self.add(REQUESTS + class * 4 + route, 1);
+        self.add(BYTES, up);
+        self.add(BYTES + 1, down);
     }
 
     /// A tunnel starts relaying.
     pub fn tunnel_opened(&self) {
-        bump(&self.tunnels);
-        bump(&self.tunnels_open);
+        self.add(TUNNELS, 1);
+        self.add(TUNNELS + 1, 1);
     }
 
     /// A tunnel stopped relaying.
     pub fn tunnel_closed(&self) {
-        self.tunnels_open.fetch_sub(1, Relaxed);
+        self.c[TUNNELS].fetch_sub(1, Relaxed);
     }
 
     /// A failure to reach the next hop: `direct` to an origin, else through an upstream.
     pub fn hop_error(&self, direct: bool, fault: Fault) {
-        let counters = if direct {
-            &self.dial_errors
-        } else {
-            &self.upstream_errors
-        };
-        bump(&counters[fault as usize]);
+        let kind = fault as usize;
+        self.add(
+            if direct {
+                DIAL + kind.min(5)
+            } else {
+                UPSTREAM + kind
+            },
+            1,
+        );
     }
 
     /// An authorization decision; `asked` is how long the call to the service took, `None`
     /// when the answer came from the cache (or from an identical question's call).
     pub fn authz(&self, verdict: Verdict, asked: Option<Duration>) {
-        bump(&self.authz[verdict as usize][asked.is_none() as usize]);
+        self.add(AUTHZ + verdict as usize * 2 + asked.is_none() as usize, 1);
         let Some(took) = asked else { return };
         let micros = took.as_micros().min(u64::MAX as u128) as u64;
-        bump(&self.authz_calls);
-        self.authz_micros.fetch_add(micros, Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|&(le, _)| micros <= le) {
-            bump(&self.authz_buckets[i]);
+        // A call longer than the last bound is counted only in +Inf (the call count).
+        if let Some(i) = BUCKETS.iter().position(|&le| micros <= le) {
+            self.add(AUTHZ_BUCKETS + i, 1);
         }
+        self.add(AUTHZ_BUCKETS + 10, 1);
+        self.add(AUTHZ_BUCKETS + 11, micros);
     }
 
     /// A request looked in the idle pool: `hit` if it found a connection there.
     pub fn pool(&self, hit: bool) {
-        bump(&self.pool[!hit as usize]);
+        self.add(POOL + !hit as usize, 1);
     }
 
     /// The text exposition format 0.0.4 of every metric.
     pub fn render(&self, now: &Sampled) -> String {
-        let mut t = Text(String::with_capacity(8 * 1024));
-        let get = |c: &AtomicU64| c.load(Relaxed);
-        let name = "smolproxy_connections_open";
-        t.family(name, "gauge", "Client connections being served");
-        t.value(name, &[], now.connections as u64);
-        let name = "smolproxy_connections_accepted_total";
-        t.family(
-            name,
-            "counter",
-            "Client connections accepted, refused ones included",
-        );
-        t.value(name, &[], get(&self.accepted));
-        let name = "smolproxy_connections_refused_total";
-        t.family(name, "counter", "Client connections turned away, by reason");
-        for (c, reason) in self.refused.iter().zip(REFUSALS) {
-            t.value(name, &[("reason", reason)], get(c));
+        let mut v = [0u64; VALUES];
+        for (v, c) in v.iter_mut().zip(&self.c) {
+            *v = c.load(Relaxed);
         }
-        let name = "smolproxy_requests_total";
-        t.family(
-            name,
-            "counter",
-            "Requests and tunnels ended, by status class and route kind",
-        );
-        for (row, class) in self.requests.iter().zip(CLASSES) {
-            for (c, route) in row.iter().zip(ROUTES) {
-                t.value(name, &[("class", class), ("route", route)], get(c));
+        // Buckets are cumulative; +Inf is every call.
+        for i in 1..10 {
+            v[AUTHZ_BUCKETS + i] += v[AUTHZ_BUCKETS + i - 1];
+        }
+        let micros = v[AUTHZ_BUCKETS + 11];
+        v[SAMPLED..].copy_from_slice(&[
+            now.connections as u64,
+            now.capture_records,
+            now.capture_backlog as u64,
+            rss().unwrap_or(ABSENT),
+            open_fds().unwrap_or(ABSENT),
+            self.start,
+        ]);
+        let mut s = String::with_capacity(8 * 1024);
+        for &(name, kind, help, labels, values, at) in FAMILIES {
+            if v[at] == ABSENT {
+                continue;
+            }
+            let _ = write!(s, "# HELP {name} {help}.\n# TYPE {name} {kind}\n");
+            let mut i = at;
+            for a in values[0] {
+                for b in values[1] {
+                    s.push_str(name);
+                    if kind == "histogram" {
+                        s.push_str("_bucket");
+                    }
+                    if !labels[0].is_empty() {
+                        let _ = write!(s, "{{{}=\"{a}\"", labels[0]);
+                        if !labels[1].is_empty() {
+                            let _ = write!(s, ",{}=\"{b}\"", labels[1]);
+                        }
+                        s.push('}');
+                    }
+                    let _ = writeln!(s, " {}", v[i]);
+                    i += 1;
+                }
+            }
+            if kind == "histogram" {
+                // Seconds with six decimals, without floating-point formatting.
+                let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
+                let calls = v[i - 1];
+                let _ = write!(s, "{name}_sum {whole}.{frac:06}\n{name}_count {calls}\n");
             }
         }
-        let name = "smolproxy_tunnels_open";
-        t.family(name, "gauge", "Tunnels being relayed");
-        t.value(name, &[], get(&self.tunnels_open));
-        let name = "smolproxy_tunnels_total";
-        t.family(name, "counter", "Tunnels opened");
-        t.value(name, &[], get(&self.tunnels));
-        let name = "smolproxy_bytes_total";
-        t.family(
-            name,
-            "counter",
-            "Bytes from clients (up) and to clients (down), as logged",
-        );
-        for (c, direction) in self.bytes.iter().zip(["up", "down"]) {
-            t.value(name, &[("direction", direction)], get(c));
-        }
-        let name = "smolproxy_dial_errors_total";
-        t.family(
-            name,
-            "counter",
-            "Failures to reach an origin directly, by kind",
-        );
-        for (c, kind) in self.dial_errors.iter().zip(FAULTS).take(DIAL_FAULTS) {
-            t.value(name, &[("kind", kind)], get(c));
-        }
-        let other = get(&self.dial_errors[Fault::Other as usize]);
-        t.value(name, &[("kind", "other")], other);
-        let name = "smolproxy_upstream_errors_total";
-        t.family(
-            name,
-            "counter",
-            "Failures to reach or use an upstream proxy, by kind",
-        );
-        for (c, kind) in self.upstream_errors.iter().zip(FAULTS) {
-            t.value(name, &[("kind", kind)], get(c));
-        }
-        let name = "smolproxy_authz_decisions_total";
-        t.family(
-            name,
-            "counter",
-            "Authorization decisions, by decision and source",
-        );
-        for (row, decision) in self.authz.iter().zip(VERDICTS) {
-            for (c, source) in row.iter().zip(["service", "cache"]) {
-                t.value(name, &[("decision", decision), ("source", source)], get(c));
-            }
-        }
-        self.histogram(&mut t);
-        let name = "smolproxy_pool_hits_total";
-        t.family(
-            name,
-            "counter",
-            "Requests that reused an idle origin connection",
-        );
-        t.value(name, &[], get(&self.pool[0]));
-        let name = "smolproxy_pool_misses_total";
-        t.family(
-            name,
-            "counter",
-            "Requests that found no idle origin connection to reuse",
-        );
-        t.value(name, &[], get(&self.pool[1]));
-        let name = "smolproxy_capture_records_total";
-        t.family(name, "counter", "Capture records written");
-        t.value(name, &[], now.capture_records);
-        let name = "smolproxy_capture_backlog";
-        t.family(name, "gauge", "Capture records queued and not yet written");
-        t.value(name, &[], now.capture_backlog as u64);
-        self.process(&mut t);
-        t.0
-    }
-
-    /// `smolproxy_authz_duration_seconds`: buckets (cumulative), sum and count.
-    fn histogram(&self, t: &mut Text) {
-        let name = "smolproxy_authz_duration_seconds";
-        t.family(
-            name,
-            "histogram",
-            "Duration of calls to the authorization service",
-        );
-        let bucket = "smolproxy_authz_duration_seconds_bucket";
-        let mut below = 0;
-        for (c, (_, le)) in self.authz_buckets.iter().zip(BUCKETS) {
-            below += c.load(Relaxed);
-            t.value(bucket, &[("le", le)], below);
-        }
-        let calls = self.authz_calls.load(Relaxed);
-        t.value(bucket, &[("le", "+Inf")], calls);
-        // Seconds with six decimals, written without floating-point formatting.
-        let micros = self.authz_micros.load(Relaxed);
-        let s = &mut t.0;
-        let _ = writeln!(
-            s,
-            "{name}_sum {}.{:06}",
-            micros / 1_000_000,
-            micros % 1_000_000
-        );
-        t.value("smolproxy_authz_duration_seconds_count", &[], calls);
-    }
-
-    /// The standard process metrics, read from /proc (left out where there is none).
-    fn process(&self, t: &mut Text) {
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-                let kb: u64 = line[6..]
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some(kb * 1024)
-            });
-        if let Some(rss) = rss {
-            let name = "process_resident_memory_bytes";
-            t.family(name, "gauge", "Resident memory size in bytes");
-            t.value(name, &[], rss);
-        }
-        // The directory's own descriptor is listed too; it is closed again right after.
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            let name = "process_open_fds";
-            t.family(name, "gauge", "Number of open file descriptors");
-            t.value(name, &[], fds.count().saturating_sub(1) as u64);
-        }
-        let name = "process_start_time_seconds";
-        t.family(
-            name,
-            "gauge",
-            "Start time of the process since unix epoch in seconds",
-        );
-        t.value(name, &[], self.start);
+        s
     }
 }
 
-/// The exposition text being written.
-struct Text(String);
+/// Resident memory in bytes: `VmRSS` of /proc/self/status, in kB there. Read as bytes and
+/// digits by hand: string searching and number parsing would cost more code than this.
+fn rss() -> Option<u64> {
+    let status = std::fs::read("/proc/self/status").ok()?;
+    let at = status.windows(6).position(|w| w == b"VmRSS:")?;
+    let digits = status[at + 6..]
+        .iter()
+        .copied()
+        .skip_while(|b| !b.is_ascii_digit());
+    let kb = digits
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(kb * 1024)
+}
 
-impl Text {
-    /// A metric's HELP and TYPE lines.
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = write!(self.0, "# HELP {name} {help}.\n# TYPE {name} {kind}\n");
-    }
-
-    /// One sample: `name{label="value",...} n`. Label values here are static and need no
-    /// escaping.
-    fn value(&mut self, name: &str, labels: &[(&str, &str)], n: u64) {
-        let s = &mut self.0;
-        s.push_str(name);
-        for (i, (label, value)) in labels.iter().enumerate() {
-            s.push(if i == 0 { '{' } else { ',' });
-            let _ = write!(s, "{label}=\"{value}\"");
-        }
-        if !labels.is_empty() {
-            s.push('}');
-        }
-        let _ = writeln!(s, " {n}");
-    }
+/// Open descriptors: the entries of /proc/self/fd, less the one reading it.
+fn open_fds() -> Option<u64> {
+    let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(fds.count().saturating_sub(1) as u64)
 }
 
 #[cfg(test)]

@@ -43,8 +43,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     /// Bound listening sockets, and whether each is a TLS listener (`--listen-tls`).
     listeners: Vec<(Async<TcpListener>, bool)>,
-    /// The metrics listener (`--metrics-listen`).
-    metrics: Option<Async<TcpListener>>,
+    /// The metrics listener (`--metrics-listen`), served by threads of its own.
+    metrics: Option<TcpListener>,
     /// Dropping it starts shutdown.
     stop_tx: Sender<()>,
 }
@@ -83,7 +83,7 @@ impl Server {
         }
         let metrics =
             match cfg.metrics_listen {
-                Some(addr) => Some(Async::<TcpListener>::bind(addr).map_err(|e| {
+                Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
                     format!("cannot listen on {addr}: {}", crate::error::describe(&e))
                 })?),
                 None => None,
@@ -108,7 +108,7 @@ impl Server {
 
     /// The metrics listener's address actually bound, with `--metrics-listen`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref()?.get_ref().local_addr().ok()
+        self.metrics.as_ref()?.local_addr().ok()
     }
 
     /// Serves until SIGINT or SIGTERM, then drains and returns.
@@ -125,17 +125,16 @@ impl Server {
             metrics,
             stop_tx,
         } = self;
+        if let Some(l) = metrics {
+            // Not stopped at shutdown: /healthz says 503 while the others drain.
+            scrape::spawn(proxy.clone(), l)?;
+        }
         // async_io's block_on polls the reactor on this thread while the executor is idle;
         // futures_lite's would leave it to a helper thread and pay two context switches for
         // every socket event.
         async_io::block_on(ex.run(async {
             for (l, tls) in listeners {
                 ex.spawn(accept(proxy.clone(), l, tls, ex.clone())).detach();
-            }
-            if let Some(l) = metrics {
-                // Not stopped at shutdown: /healthz says 503 while the others drain.
-                ex.spawn(scrape::serve(proxy.clone(), l, ex.clone()))
-                    .detach();
             }
             let janitor = proxy.clone();
             ex.spawn(async move {

@@ -118,31 +118,16 @@ fn socket_of(stream: &Stream) -> Option<Tcp> {
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
 /// A failure is counted in the metrics.
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
-    let opened = walk(p, hops, host, port).await;
-    opened.map_err(|e| counted(p, hops.is_empty(), e))
-}
-
-/// Counts a failure to reach the next hop in the metrics, by its kind: a dial error when
-/// `direct` (to the origin), else an upstream error. A refusal by the egress policy is
-/// neither.
-fn counted(p: &Proxy, direct: bool, err: Error) -> Error {
-    if let Some(fault) = Fault::of(&err) {
-        p.metrics.hop_error(direct, fault);
-    }
-    err
-}
-
-/// [`tunnel`]'s work, uncounted.
-async fn walk(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
     let Some(last) = hops.last() else {
         // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
         let admit = |ip| p.cfg.policy.check_address(host, port, ip);
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
             Ok(tcp) => Ok(Stream::Tcp(tcp)),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
-            Err(DialError::Io(e)) => Err(Error::upstream(
-                format!("cannot connect to {}", authority(host, port)),
-                &e,
+            Err(DialError::Io(e)) => Err(counted(
+                p,
+                true,
+                Error::upstream(format!("cannot connect to {}", authority(host, port)), &e),
             )),
         };
     };
@@ -159,6 +144,17 @@ async fn walk(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Str
         handshake(p, last, stream, &dest, port).await
     })
     .await
+    .map_err(|e| counted(p, false, e))
+}
+
+/// Counts a failure to reach the next hop in the metrics, by its kind: a dial error when
+/// `direct` (to the origin), else an upstream error. A refusal by the egress policy is
+/// neither.
+fn counted(p: &Proxy, direct: bool, err: Error) -> Error {
+    if let Some(fault) = Fault::of(&err) {
+        p.metrics.hop_error(direct, fault);
+    }
+    err
 }
 
 /// The host to ask the last hop for, once the egress policy has seen where it leads.

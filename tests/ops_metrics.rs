@@ -84,8 +84,29 @@ fn promtool_accepts(text: &str) {
     assert!(said.trim().is_empty(), "promtool lint: {said}");
 }
 
-/// curl through the proxy; returns (status, bytes curl sent, bytes curl received).
+/// Waits until the access log (on stderr) has `n` lines containing `needle`: a request is
+/// counted just before its line is written, and curl may be done before either happens.
+fn logged(proxy: &Proxy, needle: &str, n: usize) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let count = || {
+        let lines = proxy.stderr_lines();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    };
+    while count() < n {
+        assert!(Instant::now() < deadline, "{n} lines with {needle:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// curl through the proxy, once its log line is out; returns (status, bytes curl sent,
+/// bytes curl received).
 fn through(proxy: &Proxy, url: &str) -> (u16, u64, u64) {
+    let line = format!(" GET {url} ");
+    let before = proxy
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains(&line))
+        .count();
     let out = curl(&[
         "-o",
         "/dev/null",
@@ -101,6 +122,7 @@ fn through(proxy: &Proxy, url: &str) -> (u16, u64, u64) {
         .map(|w| w.parse().unwrap())
         .collect();
     assert_eq!(n.len(), 4, "{out:?}");
+    logged(proxy, &line, before + 1);
     (n[0] as u16, n[1], n[2] + n[3])
 }
 
@@ -334,6 +356,10 @@ fn healthz_turns_503_when_shutdown_begins() {
     let mut ok = [0u8; 39];
     t.read_exact(&mut ok).unwrap();
     assert!(ok.starts_with(b"HTTP/1.1 200"));
+    // A byte echoed back: the tunnel is relaying.
+    t.write_all(b"x").unwrap();
+    let mut x = [0u8; 1];
+    t.read_exact(&mut x).unwrap();
     let text = scrape(m);
     assert_eq!(sample(&text, "smolproxy_tunnels_open"), 1);
     assert_eq!(sample(&text, "smolproxy_connections_open"), 1);
