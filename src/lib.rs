@@ -12,7 +12,9 @@
 //! that [`ca`] issues and the same loop serves the requests inside; `--listen-tls` clients are
 //! served inside TLS the same way. Every failure is an [`error::Error`] turned into a reply in
 //! one place ([`client`]); every request ends as one [`log`] line and, with `--capture`, one
-//! [`capture`] record, which [`export`] turns into HAR or a Postman collection.
+//! [`capture`] record, which [`export`] turns into HAR or a Postman collection. Along the way
+//! the [`metrics`] count what happened, and with `--metrics-listen` [`scrape`] serves them to
+//! Prometheus with a health check for load balancers.
 //!
 //! Imports run one way: leaves and pure deciders at the bottom, [`config`] above them, the
 //! shared state [`proxy::Proxy`] above that, then the stages, [`connection`] and [`server`] on

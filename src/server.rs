@@ -3,7 +3,8 @@
 //! All configuration has been checked before this runs; listening starts here. The accept
 //! loop never dies on resource exhaustion (EMFILE, ENOMEM): it backs off and tries again.
 //! Beyond `--max-connections` a new client gets a 503 with Retry-After. SIGINT or SIGTERM stops
-//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0.
+//! accepting, lets requests in flight finish for up to [`GRACE`], and exits 0. The
+//! `--metrics-listen` listener is bound here too and handed to `scrape.rs`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
