@@ -93,7 +93,7 @@ pub enum Verdict {
 const ACCEPTED: usize = 0;
 /// Connections turned away, by [`Refusal`].
 const REFUSED: usize = 1;
-/// Requests and tunnels by status class ([`CLASSES`]) and route kind ([`ROUTES`]).
+/// Requests and tunnels by status class and route kind (see [`LABELS`]).
 const REQUESTS: usize = REFUSED + 3;
 /// Tunnels being relayed, then tunnels opened.
 const TUNNELS: usize = REQUESTS + 6 * 4;
@@ -117,87 +117,73 @@ const COUNTERS: usize = POOL + 2;
 const SAMPLED: usize = COUNTERS;
 /// Values rendered.
 const VALUES: usize = SAMPLED + 6;
+// Value positions are stored in a byte in [`FAMILIES`].
+const _: () = assert!(VALUES <= 256);
 /// A value that could not be read (no /proc): its metric is left out.
 const ABSENT: u64 = u64::MAX;
 
-/// Status classes by first digit; `other` is a request answered with no status at all (the
-/// client went away first) or with one outside 100–599.
-const CLASSES: &[&str] = &["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Route kinds, as the access log's route field tells them apart: `none` for a request the
-/// proxy answered itself or refused before routing it.
-const ROUTES: &[&str] = &["direct", "upstream", "system", "none"];
-/// [`Fault`]'s label values, in its order.
-const FAULTS: &[&str] = &[
-    "dns",
-    "refused",
-    "timeout",
-    "unreachable",
-    "tls",
-    "other",
-    "rejected",
-    "protocol",
-];
 /// Upper bounds of the authorization latency histogram, in microseconds.
 const BUCKETS: [u64; 10] = [
     5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
 ];
-/// The same bounds as written in `le`, and `+Inf`.
-const LE: &[&str] = &[
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
-];
-/// No label.
-const NONE: &[&str] = &[""];
 
-/// One metric family: name, type, help, up to two label names and their values, and where
-/// its first value is (further values follow, the second label varying fastest).
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    [&'static str; 2],
-    [&'static [&'static str]; 2],
-    usize,
-);
+/// Metric types, by [`Family`]'s type index.
+const TYPES: [&str; 3] = ["counter", "gauge", "histogram"];
+/// The histogram's type index.
+const HISTOGRAM: u8 = 2;
+
+/// Label sets, by [`Family`]'s label index: for each of up to two labels, its name and its
+/// values, space-separated (the second label varies fastest). Status classes are by first
+/// digit, `other` for no status (the client went away first) or one outside 100–599; route
+/// kinds are as the access log's route field tells them apart, `none` for a request the
+/// proxy answered itself or refused before routing it; fault kinds are [`Fault`]'s, dial
+/// errors having the first six; `le` are the bounds of [`BUCKETS`] in seconds.
+#[rustfmt::skip]
+const LABELS: [[&str; 2]; 8] = [
+    ["", ""],
+    ["reason max_connections allow_client proxy_protocol", ""],
+    ["class other 1xx 2xx 3xx 4xx 5xx", "route direct upstream system none"],
+    ["direction up down", ""],
+    ["kind dns refused timeout unreachable tls other", ""],
+    ["kind dns refused timeout unreachable tls other rejected protocol", ""],
+    ["decision allow deny error", "source service cache"],
+    ["le 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 +Inf", ""],
+];
+
+/// One metric family: `name help`, its type and label set (indexes in [`TYPES`] and
+/// [`LABELS`]), and where its first value is. Small on purpose: it is in the binary once per
+/// metric.
+type Family = (&'static str, u8, u8, u8);
 
 /// Every metric, in the order written.
 #[rustfmt::skip]
-const FAMILIES: &[Family] = &[
-    ("smolproxy_connections_open", "gauge", "Client connections being served",
-        ["", ""], [NONE, NONE], SAMPLED),
-    ("smolproxy_connections_accepted_total", "counter",
-        "Client connections accepted, refused ones included", ["", ""], [NONE, NONE], ACCEPTED),
-    ("smolproxy_connections_refused_total", "counter", "Client connections turned away",
-        ["reason", ""], [&["max_connections", "allow_client", "proxy_protocol"], NONE], REFUSED),
-    ("smolproxy_requests_total", "counter",
-        "Requests and tunnels ended, by status class and route kind",
-        ["class", "route"], [CLASSES, ROUTES], REQUESTS),
-    ("smolproxy_tunnels_open", "gauge", "Tunnels being relayed", ["", ""], [NONE, NONE], TUNNELS),
-    ("smolproxy_tunnels_total", "counter", "Tunnels opened", ["", ""], [NONE, NONE], TUNNELS + 1),
-    ("smolproxy_bytes_total", "counter", "Bytes from (up) and to (down) clients, as logged",
-        ["direction", ""], [&["up", "down"], NONE], BYTES),
-    ("smolproxy_dial_errors_total", "counter", "Failures to reach an origin directly",
-        ["kind", ""], [FAULTS.split_at(6).0, NONE], DIAL),
-    ("smolproxy_upstream_errors_total", "counter", "Failures to reach or use an upstream proxy",
-        ["kind", ""], [FAULTS, NONE], UPSTREAM),
-    ("smolproxy_authz_decisions_total", "counter", "Authorization decisions",
-        ["decision", "source"], [&["allow", "deny", "error"], &["service", "cache"]], AUTHZ),
-    ("smolproxy_authz_duration_seconds", "histogram",
-        "Duration of calls to the authorization service", ["le", ""], [LE, NONE], AUTHZ_BUCKETS),
-    ("smolproxy_pool_hits_total", "counter", "Requests that reused an idle origin connection",
-        ["", ""], [NONE, NONE], POOL),
-    ("smolproxy_pool_misses_total", "counter", "Requests that found no idle origin connection",
-        ["", ""], [NONE, NONE], POOL + 1),
-    ("smolproxy_capture_records_total", "counter", "Capture records written",
-        ["", ""], [NONE, NONE], SAMPLED + 1),
-    ("smolproxy_capture_backlog", "gauge", "Capture records queued and not yet written",
-        ["", ""], [NONE, NONE], SAMPLED + 2),
-    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes",
-        ["", ""], [NONE, NONE], SAMPLED + 3),
-    ("process_open_fds", "gauge", "Number of open file descriptors",
-        ["", ""], [NONE, NONE], SAMPLED + 4),
-    ("process_start_time_seconds", "gauge",
-        "Start time of the process since unix epoch in seconds", ["", ""], [NONE, NONE],
-        SAMPLED + 5),
+const FAMILIES: [Family; 18] = [
+    ("smolproxy_connections_open Client connections being served", 1, 0, SAMPLED as u8),
+    ("smolproxy_connections_accepted_total Client connections accepted, refused ones included",
+        0, 0, ACCEPTED as u8),
+    ("smolproxy_connections_refused_total Client connections turned away", 0, 1, REFUSED as u8),
+    ("smolproxy_requests_total Requests and tunnels ended, by status class and route kind",
+        0, 2, REQUESTS as u8),
+    ("smolproxy_tunnels_open Tunnels being relayed", 1, 0, TUNNELS as u8),
+    ("smolproxy_tunnels_total Tunnels opened", 0, 0, TUNNELS as u8 + 1),
+    ("smolproxy_bytes_total Bytes from (up) and to (down) clients, as logged", 0, 3, BYTES as u8),
+    ("smolproxy_dial_errors_total Failures to reach an origin directly", 0, 4, DIAL as u8),
+    ("smolproxy_upstream_errors_total Failures to reach or use an upstream proxy",
+        0, 5, UPSTREAM as u8),
+    ("smolproxy_authz_decisions_total Authorization decisions", 0, 6, AUTHZ as u8),
+    ("smolproxy_authz_duration_seconds Duration of calls to the authorization service",
+        HISTOGRAM, 7, AUTHZ_BUCKETS as u8),
+    ("smolproxy_pool_hits_total Requests that reused an idle origin connection",
+        0, 0, POOL as u8),
+    ("smolproxy_pool_misses_total Requests that found no idle origin connection",
+        0, 0, POOL as u8 + 1),
+    ("smolproxy_capture_records_total Capture records written", 0, 0, SAMPLED as u8 + 1),
+    ("smolproxy_capture_backlog Capture records queued and not yet written",
+        1, 0, SAMPLED as u8 + 2),
+    ("process_resident_memory_bytes Resident memory size in bytes", 1, 0, SAMPLED as u8 + 3),
+    ("process_open_fds Number of open file descriptors", 1, 0, SAMPLED as u8 + 4),
+    ("process_start_time_seconds Start time of the process since unix epoch in seconds",
+        1, 0, SAMPLED as u8 + 5),
 ];
 
 /// The proxy's counters, laid out as the constants above say.
@@ -332,22 +318,25 @@ impl Metrics {
             self.start,
         ]);
         let mut s = String::with_capacity(8 * 1024);
-        for &(name, kind, help, labels, values, at) in FAMILIES {
+        for (text, kind, labels, at) in FAMILIES {
+            let (name, help) = text.split_once(' ').unwrap_or((text, ""));
+            let (kind, labels, at) = (TYPES[kind as usize], LABELS[labels as usize], at as usize);
             if v[at] == ABSENT {
                 continue;
             }
             let _ = write!(s, "# HELP {name} {help}.\n# TYPE {name} {kind}\n");
+            let (first, second) = (labels[0].split_once(' '), labels[1].split_once(' '));
             let mut i = at;
-            for a in values[0] {
-                for b in values[1] {
+            for a in first.map_or("", |f| f.1).split(' ') {
+                for b in second.map_or("", |f| f.1).split(' ') {
                     s.push_str(name);
-                    if kind == "histogram" {
+                    if kind == TYPES[2] {
                         s.push_str("_bucket");
                     }
-                    if !labels[0].is_empty() {
-                        let _ = write!(s, "{{{}=\"{a}\"", labels[0]);
-                        if !labels[1].is_empty() {
-                            let _ = write!(s, ",{}=\"{b}\"", labels[1]);
+                    if let Some((label, _)) = first {
+                        let _ = write!(s, "{{{label}=\"{a}\"");
+                        if let Some((label, _)) = second {
+                            let _ = write!(s, ",{label}=\"{b}\"");
                         }
                         s.push('}');
                     }
@@ -355,7 +344,7 @@ impl Metrics {
                     i += 1;
                 }
             }
-            if kind == "histogram" {
+            if kind == TYPES[2] {
                 // Seconds with six decimals, without floating-point formatting.
                 let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
                 let calls = v[i - 1];
