@@ -129,7 +129,11 @@ const BUCKETS: [u64; 10] = [
 
 /// Metric types, by [`Family`]'s type index.
 const TYPES: [&str; 3] = ["counter", "gauge", "histogram"];
-/// The histogram's type index.
+/// Type indexes.
+const COUNTER: u8 = 0;
+/// See [`TYPES`].
+const GAUGE: u8 = 1;
+/// See [`TYPES`].
 const HISTOGRAM: u8 = 2;
 
 /// Label sets, by [`Family`]'s label index: for each of up to two labels, its name and its
@@ -158,32 +162,34 @@ type Family = (&'static str, u8, u8, u8);
 /// Every metric, in the order written.
 #[rustfmt::skip]
 const FAMILIES: [Family; 18] = [
-    ("smolproxy_connections_open Client connections being served", 1, 0, SAMPLED as u8),
+    ("smolproxy_connections_open Client connections being served", GAUGE, 0, SAMPLED as u8),
     ("smolproxy_connections_accepted_total Client connections accepted, refused ones included",
-        0, 0, ACCEPTED as u8),
-    ("smolproxy_connections_refused_total Client connections turned away", 0, 1, REFUSED as u8),
+        COUNTER, 0, ACCEPTED as u8),
+    ("smolproxy_connections_refused_total Client connections turned away",
+        COUNTER, 1, REFUSED as u8),
     ("smolproxy_requests_total Requests and tunnels ended, by status class and route kind",
-        0, 2, REQUESTS as u8),
-    ("smolproxy_tunnels_open Tunnels being relayed", 1, 0, TUNNELS as u8),
-    ("smolproxy_tunnels_total Tunnels opened", 0, 0, TUNNELS as u8 + 1),
-    ("smolproxy_bytes_total Bytes from (up) and to (down) clients, as logged", 0, 3, BYTES as u8),
-    ("smolproxy_dial_errors_total Failures to reach an origin directly", 0, 4, DIAL as u8),
+        COUNTER, 2, REQUESTS as u8),
+    ("smolproxy_tunnels_open Tunnels being relayed", GAUGE, 0, TUNNELS as u8),
+    ("smolproxy_tunnels_total Tunnels opened", COUNTER, 0, TUNNELS as u8 + 1),
+    ("smolproxy_bytes_total Bytes from (up) and to (down) clients, as logged",
+        COUNTER, 3, BYTES as u8),
+    ("smolproxy_dial_errors_total Failures to reach an origin directly", COUNTER, 4, DIAL as u8),
     ("smolproxy_upstream_errors_total Failures to reach or use an upstream proxy",
-        0, 5, UPSTREAM as u8),
-    ("smolproxy_authz_decisions_total Authorization decisions", 0, 6, AUTHZ as u8),
+        COUNTER, 5, UPSTREAM as u8),
+    ("smolproxy_authz_decisions_total Authorization decisions", COUNTER, 6, AUTHZ as u8),
     ("smolproxy_authz_duration_seconds Duration of calls to the authorization service",
         HISTOGRAM, 7, AUTHZ_BUCKETS as u8),
     ("smolproxy_pool_hits_total Requests that reused an idle origin connection",
-        0, 0, POOL as u8),
+        COUNTER, 0, POOL as u8),
     ("smolproxy_pool_misses_total Requests that found no idle origin connection",
-        0, 0, POOL as u8 + 1),
-    ("smolproxy_capture_records_total Capture records written", 0, 0, SAMPLED as u8 + 1),
+        COUNTER, 0, POOL as u8 + 1),
+    ("smolproxy_capture_records_total Capture records written", COUNTER, 0, SAMPLED as u8 + 1),
     ("smolproxy_capture_backlog Capture records queued and not yet written",
-        1, 0, SAMPLED as u8 + 2),
-    ("process_resident_memory_bytes Resident memory size in bytes", 1, 0, SAMPLED as u8 + 3),
-    ("process_open_fds Number of open file descriptors", 1, 0, SAMPLED as u8 + 4),
+        GAUGE, 0, SAMPLED as u8 + 2),
+    ("process_resident_memory_bytes Resident memory size in bytes", GAUGE, 0, SAMPLED as u8 + 3),
+    ("process_open_fds Number of open file descriptors", GAUGE, 0, SAMPLED as u8 + 4),
     ("process_start_time_seconds Start time of the process since unix epoch in seconds",
-        1, 0, SAMPLED as u8 + 5),
+        GAUGE, 0, SAMPLED as u8 + 5),
 ];
 
 /// The proxy's counters, laid out as the constants above say.
@@ -330,7 +336,7 @@ impl Metrics {
             for a in first.map_or("", |f| f.1).split(' ') {
                 for b in second.map_or("", |f| f.1).split(' ') {
                     s.push_str(name);
-                    if kind == TYPES[2] {
+                    if kind == TYPES[HISTOGRAM as usize] {
                         s.push_str("_bucket");
                     }
                     if let Some((label, _)) = first {
@@ -344,7 +350,7 @@ impl Metrics {
                     i += 1;
                 }
             }
-            if kind == TYPES[2] {
+            if kind == TYPES[HISTOGRAM as usize] {
                 // Seconds with six decimals, without floating-point formatting.
                 let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
                 let calls = v[i - 1];
