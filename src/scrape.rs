@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::client::LINGER;
 use crate::date::http_date;
 use crate::error::reason;
 use crate::proxy::Proxy;
@@ -104,7 +105,10 @@ fn answer(p: &Proxy, mut stream: TcpStream) {
     if stream.write_all(&reply).is_err() || stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
-    // Whatever the client still sends is read and dropped until it closes.
+    // Whatever the client still sends is read and dropped until it closes, for a moment.
+    if stream.set_read_timeout(Some(LINGER)).is_err() {
+        return;
+    }
     let mut drained = 0;
     while drained < DRAIN {
         match stream.read(&mut buf) {
