@@ -40,6 +40,7 @@ use crate::dial;
 use crate::error::{describe, Error};
 use crate::head::{parse_response, Request};
 use crate::log::Entry;
+use crate::metrics::{Metrics, Verdict};
 use crate::reader::{HeadError, Reader};
 use crate::stream::Stream;
 use crate::target::Scheme;
@@ -85,18 +86,22 @@ impl Authz {
         }
     }
 
-    /// The answer to `q`: from the cache, from the identical question on its way, or asked.
-    pub async fn ask(&self, trust: &Trust, q: &Question) -> Answer {
+    /// The answer to `q`: from the cache, from the identical question on its way, or asked;
+    /// counted in `metrics` either way.
+    pub async fn ask(&self, trust: &Trust, metrics: &Metrics, q: &Question) -> Answer {
         // A question with a body is asked on its own: bodies differ between requests to one
         // URL, and a cache of them would hold up to 64 KiB each.
         if self.settings.cache.is_zero() || !q.body.is_empty() {
-            return self.call(trust, &q.body()).await;
+            return self.call(trust, metrics, &q.body()).await;
         }
         let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
         let flight = {
             let mut s = self.lock();
             match s.decided.get(&key) {
-                Some((until, answer)) if *until > Instant::now() => return answer.clone(),
+                Some((until, answer)) if *until > Instant::now() => {
+                    metrics.authz(verdict(answer), None);
+                    return answer.clone();
+                }
                 Some(_) => drop(s.decided.remove(&key)),
                 None => {}
             }
@@ -111,7 +116,16 @@ impl Authz {
             flight: &flight,
         };
         let body = q.body();
-        let answer = flight.get_or_init(|| self.call(trust, &body)).await.clone();
+        let mut asked = false;
+        let call = || {
+            asked = true;
+            self.call(trust, metrics, &body)
+        };
+        let answer = flight.get_or_init(call).await.clone();
+        if !asked {
+            // The identical question's call answered: counted like a cached answer.
+            metrics.authz(verdict(&answer), None);
+        }
         let mut s = self.lock();
         // The first to come back files the decision and ends the flight.
         if s.flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -132,21 +146,23 @@ impl Authz {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One question to the service, under `--authz-timeout`.
-    async fn call(&self, trust: &Trust, body: &str) -> Answer {
-        let limit = self.settings.timeout;
+    /// One question to the service, under `--authz-timeout`, timed in `metrics`.
+    async fn call(&self, trust: &Trust, metrics: &Metrics, body: &str) -> Answer {
+        let (limit, started) = (self.settings.timeout, Instant::now());
         let asked = async {
             match self.exchange(trust, body).await {
                 Ok(answer) => answer,
                 Err(why) => Answer::Failed(why),
             }
         };
-        asked
+        let answer = asked
             .or(async {
                 Timer::after(limit).await;
                 Answer::Failed(format!("no answer within {}", show_duration(limit)))
             })
-            .await
+            .await;
+        metrics.authz(verdict(&answer), Some(started.elapsed()));
+        answer
     }
 
     /// POSTs `body` and reads the answer; `Err` says why there is none.
@@ -221,6 +237,15 @@ impl Authz {
     }
 }
 
+/// An answer as the metrics count it.
+fn verdict(answer: &Answer) -> Verdict {
+    match answer {
+        Answer::Allowed => Verdict::Allow,
+        Answer::Denied(_) => Verdict::Deny,
+        Answer::Failed(_) => Verdict::Error,
+    }
+}
+
 /// One waiter on a flight; the last one to leave without an answer ends the flight.
 struct Waiting<'a> {
     /// Whose flights.
@@ -275,13 +300,14 @@ impl State {
 pub async fn check(
     authz: Option<&Authz>,
     trust: &Trust,
+    metrics: &Metrics,
     req: &Request,
     body: &[u8],
     entry: &mut Entry,
 ) -> Result<(), Error> {
     let Some(authz) = authz else { return Ok(()) };
     let q = Question::new(req, body, entry.client.ip(), entry.user.as_deref());
-    match (authz.ask(trust, &q).await, authz.settings.fail) {
+    match (authz.ask(trust, metrics, &q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
         (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(

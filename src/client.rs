@@ -128,7 +128,7 @@ pub async fn finish_with_error(
 ) {
     let sent = send_error(p, client, err, "", true, entry).await;
     entry.duration = started.elapsed();
-    p.log.write(entry);
+    p.report(entry);
     if sent {
         linger(client).await;
     }

@@ -47,6 +47,12 @@ pub struct Flags {
     #[argh(option, arg_name = "ADDR", from_str_fn(parse_listen))]
     pub listen_tls: Vec<SocketAddr>,
 
+    /// address of a plain HTTP listener with Prometheus metrics at /metrics and a health
+    /// check at /healthz, nothing else and no credentials: keep it on loopback or a private
+    /// network, e.g. 127.0.0.1:9090 (default none)
+    #[argh(option, arg_name = "ADDR", from_str_fn(parse_listen))]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// certificate chain of --listen-tls (PEM, the server's certificate first) (default none)
     #[argh(option, arg_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -531,6 +537,8 @@ pub struct Config {
     pub socks: bool,
     /// Addresses of TLS listeners (`--listen-tls`).
     pub listen_tls: Vec<SocketAddr>,
+    /// The metrics listener's address (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// `--tls-cert` and `--tls-key`, read in [`Config::read_files`].
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// The TLS listeners' server settings, from [`Config::read_files`].
@@ -743,6 +751,7 @@ impl Flags {
             ca_files: self.ca_file,
             intercept,
             listen_tls: self.listen_tls,
+            metrics_listen: self.metrics_listen,
             socks: self.socks,
             tls_files,
             tls_server: None,

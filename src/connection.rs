@@ -90,6 +90,7 @@ pub async fn serve_tls(p: Arc<Proxy>, tcp: Tcp, peer: SocketAddr) -> Option<Tunn
 async fn serve_client(p: Arc<Proxy>, client: Client, peer: SocketAddr) -> Option<Tunnel> {
     // Clients outside --allow-client are turned away before a request is read from them.
     if let Err(err) = p.cfg.access.admit(peer.ip()) {
+        p.metrics.refused(crate::metrics::Refusal::AllowClient);
         Box::pin(refuse(&p, &client, peer, &err)).await;
         return None;
     }
@@ -139,7 +140,7 @@ async fn socks(
         entry.method = "SOCKS".into();
         entry.rule = Some("SOCKS is off (--socks off)".into());
         entry.denied = true;
-        p.log.write(&entry);
+        p.report(&entry);
         return None;
     }
     let relay = socks::serve(&p, &client.io, &client.tcp, &mut reader, peer).await?;
@@ -286,7 +287,7 @@ async fn requests(
             });
         }
         entry.duration = started.elapsed();
-        p.log.write(&entry);
+        p.report(&entry);
         if let Some(capture) = &p.capture {
             // Waits while the capture queue is full: a slow disk slows this client down.
             Box::pin(capture.write(&entry, &req, &trace)).await;
@@ -356,7 +357,14 @@ async fn handle(
             Ok(body) => body,
             Err(err) => return reply(p, client, &err, req, entry).await,
         };
-        let asked = authz::check(p.authz.as_ref(), &client.live.trust, req, &body, entry);
+        let asked = authz::check(
+            p.authz.as_ref(),
+            &client.live.trust,
+            &p.metrics,
+            req,
+            &body,
+            entry,
+        );
         if let Err(err) = Box::pin(asked).await {
             entry.rule = Some(err.to_string());
             entry.denied = true;
@@ -654,7 +662,7 @@ async fn run_intercepted(
         Peek::Closed => {}
     }
     done.entry.duration = done.started.elapsed();
-    p.log.write(&done.entry);
+    p.report(&done.entry);
 }
 
 /// The requests of an intercepted session. A plain function returning a boxed future, because

@@ -130,6 +130,8 @@ pub fn reason(code: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         414 => "URI Too Long",

@@ -14,8 +14,10 @@
 //! that [`ca`] issues and the same loop serves the requests inside; `--listen-tls` clients are
 //! served inside TLS the same way. Every failure is an [`error::Error`] turned into a reply in
 //! one place ([`client`]); every request ends as one [`log`] line and, with `--capture`, one
-//! [`capture`] record, which [`export`] turns into HAR or a Postman collection. SIGHUP makes
-//! [`reload`] read the files the flags name again into a new [`proxy::Live`] snapshot.
+//! [`capture`] record, which [`export`] turns into HAR or a Postman collection. Along the way
+//! the [`metrics`] count what happened, and with `--metrics-listen` [`scrape`] serves them to
+//! Prometheus with a health check for load balancers. SIGHUP makes [`reload`] read the files
+//! the flags name again into a new [`proxy::Live`] snapshot.
 //!
 //! Imports run one way: leaves and pure deciders at the bottom, [`config`] above them, the
 //! shared state [`proxy::Proxy`] above that, then the stages, [`connection`] and [`server`] on
@@ -44,6 +46,7 @@ pub mod head;
 pub mod intercept;
 pub mod json;
 pub mod log;
+pub mod metrics;
 pub mod pattern;
 pub mod policy;
 pub mod pool;
@@ -54,6 +57,7 @@ pub mod reader;
 pub mod relay;
 pub mod reload;
 pub mod route;
+pub mod scrape;
 pub mod server;
 pub mod socks;
 pub mod socks5;

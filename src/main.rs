@@ -103,6 +103,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Before the `listening on` lines: who waits for those then knows this one too.
+    if let Some(addr) = server.metrics_addr() {
+        eprintln!("metrics on {addr}");
+    }
     for (addr, tls) in server.local_addrs() {
         let kind = if tls { " (TLS)" } else { "" };
         eprintln!("listening on {addr}{kind}");

@@ -1,6 +1,6 @@
 //! The state every connection shares: the checked configuration, the access log, the origin
-//! pool, the capture writer, the authorization service's client and cache, and the counters
-//! and signal that the accept loop and shutdown use.
+//! pool, the capture writer, the authorization service's client and cache, the metrics, and
+//! the counters and signal that the accept loop and shutdown use.
 //!
 //! What SIGHUP reads again (`reload.rs`) is apart from the static configuration: a [`Live`]
 //! snapshot (users, egress policy with this host's addresses, CA trust, the TLS listener's and
@@ -13,7 +13,7 @@
 //! and it names only the modules below them. Building it and running the listeners is
 //! `server.rs`'s job; nothing here touches a socket.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use smol::channel::{Receiver, Sender};
@@ -22,7 +22,8 @@ use crate::auth::Access;
 use crate::authz::Authz;
 use crate::capture::Capture;
 use crate::config::Config;
-use crate::log::Log;
+use crate::log::{Entry, Log};
+use crate::metrics::{Metrics, Sampled};
 use crate::policy::Policy;
 use crate::pool::Pool;
 use crate::tls::Trust;
@@ -63,13 +64,12 @@ pub struct Proxy {
     live: RwLock<Arc<Live>>,
     /// The generation of the current snapshot, read without the lock between requests.
     generation: AtomicUsize,
+    /// Counters for `--metrics-listen`, always kept.
+    pub metrics: Metrics,
     /// Client connections being served.
     pub active: AtomicUsize,
     /// Clients being turned away with 503 (see `server.rs`).
     pub rejecting: AtomicUsize,
-    /// Connections from `--proxy-protocol-from` peers closed for a missing, malformed or
-    /// oversized PROXY protocol header.
-    pub proxy_protocol_errors: AtomicU64,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
     /// Closed at shutdown; waiting on it wakes every idle connection.
@@ -109,9 +109,9 @@ impl Proxy {
             log,
             pool: Pool::default(),
             capture,
+            metrics: Metrics::new(),
             active: AtomicUsize::new(0),
             rejecting: AtomicUsize::new(0),
-            proxy_protocol_errors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             stop_rx,
         };
@@ -152,6 +152,24 @@ impl Proxy {
     /// Whether shutdown has begun.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Ends a request or tunnel: its access-log line and its counts in the metrics, in one
+    /// place so that the two always agree.
+    pub fn report(&self, entry: &Entry) {
+        let e = entry;
+        self.metrics.request(e.status, &e.route, e.up, e.down);
+        self.log.write(e);
+    }
+
+    /// The metrics' text, with the values sampled from the rest of the proxy now.
+    pub fn render_metrics(&self) -> String {
+        let capture = self.capture.as_ref();
+        self.metrics.render(&Sampled {
+            connections: self.active.load(Ordering::Relaxed),
+            capture_records: capture.map_or(0, Capture::written),
+            capture_backlog: capture.map_or(0, Capture::backlog),
+        })
     }
 
     /// Completes when shutdown begins.

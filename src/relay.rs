@@ -35,14 +35,16 @@ pub async fn run_tunnel(
     early: Vec<u8>,
     mut done: Box<Done>,
 ) {
+    p.metrics.tunnel_opened();
     let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
+    p.metrics.tunnel_closed();
     drop(early);
     // Only pointers are kept across the capture's wait: a local copy of the entry or the
     // request would make every idle tunnel's future larger.
     done.entry.up += up;
     done.entry.down += down;
     done.entry.duration = done.started.elapsed();
-    p.log.write(&done.entry);
+    p.report(&done.entry);
     if let (Some(capture), Some(record)) = (&p.capture, &mut done.record) {
         record.1.tunnel = Some((up, down));
         Box::pin(capture.write(&done.entry, &record.0, &record.1)).await;

@@ -7,7 +7,8 @@
 //! `--reuse-port` other processes on the same port go on accepting meanwhile. SIGHUP reads
 //! the configuration's files again (`reload.rs`) and serving goes on. A connection from a
 //! `--proxy-protocol-from` peer is first relieved of its PROXY protocol header (parsed in
-//! `proxy_protocol.rs`), and the client it names is the peer from then on.
+//! `proxy_protocol.rs`), and the client it names is the peer from then on. The
+//! `--metrics-listen` listener is bound here too and handed to `scrape.rs`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -25,8 +26,10 @@ use crate::config::Config;
 use crate::connection;
 use crate::error::Error;
 use crate::log::Log;
+use crate::metrics::Refusal;
 use crate::proxy::Proxy;
 use crate::proxy_protocol;
+use crate::scrape;
 use crate::stream::Tcp;
 
 /// How long requests in flight may take to finish after SIGINT/SIGTERM.
@@ -46,6 +49,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     /// Bound listening sockets, and whether each is a TLS listener (`--listen-tls`).
     listeners: Vec<(Async<TcpListener>, bool)>,
+    /// The metrics listener (`--metrics-listen`), served by threads of its own.
+    metrics: Option<TcpListener>,
     /// Dropping it starts shutdown.
     stop_tx: Sender<()>,
     /// SIGTERM, SIGINT and SIGHUP, caught from before listening is announced: a SIGHUP sent
@@ -81,6 +86,13 @@ impl Server {
                 .map_err(|e| format!("cannot listen on {addr}: {}", crate::error::describe(&e)))?;
             listeners.push((l, tls));
         }
+        let metrics =
+            match cfg.metrics_listen {
+                Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+                    format!("cannot listen on {addr}: {}", crate::error::describe(&e))
+                })?),
+                None => None,
+            };
         let (proxy, stop_tx) = Proxy::new(cfg, log, capture)?;
         let proxy = Arc::new(proxy);
         let signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])
@@ -88,6 +100,7 @@ impl Server {
         Ok(Server {
             proxy,
             listeners,
+            metrics,
             stop_tx,
             signals,
         })
@@ -101,6 +114,11 @@ impl Server {
             .collect()
     }
 
+    /// The metrics listener's address actually bound, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref()?.local_addr().ok()
+    }
+
     /// Serves until SIGINT or SIGTERM, then drains and returns; SIGHUP reloads.
     pub fn run(self) -> std::io::Result<()> {
         let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
@@ -111,9 +129,14 @@ impl Server {
         let Server {
             proxy,
             listeners,
+            metrics,
             stop_tx,
             signals,
         } = self;
+        if let Some(l) = metrics {
+            // Not stopped at shutdown: /healthz says 503 while the others drain.
+            scrape::spawn(proxy.clone(), l)?;
+        }
         // async_io's block_on polls the reactor on this thread while the executor is idle;
         // futures_lite's would leave it to a helper thread and pay two context switches for
         // every socket event.
@@ -203,7 +226,9 @@ async fn accept(
             }
         };
         warned = false;
+        p.metrics.accepted();
         if p.active.load(Ordering::Relaxed) >= p.cfg.max_connections {
+            p.metrics.refused(Refusal::MaxConnections);
             if p.rejecting.fetch_add(1, Ordering::Relaxed) < MAX_REJECTING {
                 ex.spawn(reject(p.clone(), stream)).detach();
             } else {
@@ -303,7 +328,7 @@ async fn proxied(
 /// Counts a connection closed for its PROXY protocol header, and says so on stderr for the
 /// 1st, 2nd, 4th, 8th... one, so that a misconfigured load balancer cannot flood the log.
 fn bad_header(p: &Proxy, peer: SocketAddr, why: &str) {
-    let n = p.proxy_protocol_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = p.metrics.refused(Refusal::ProxyProtocol);
     if n.is_power_of_two() {
         eprintln!("PROXY protocol: {why} from {peer}; closed ({n} so far)");
     }

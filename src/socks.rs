@@ -145,7 +145,7 @@ pub async fn serve(
         }
         Ok(None) => {
             entry.duration = started.elapsed();
-            p.log.write(&entry);
+            p.report(&entry);
             None
         }
         Err(refusal) => {
@@ -161,7 +161,7 @@ pub async fn serve(
             entry.denied |= matches!(refusal.status, 403 | 407);
             entry.rule = Some(refusal.why);
             entry.duration = started.elapsed();
-            p.log.write(&entry);
+            p.report(&entry);
             // A refused request is captured as a refused HTTP CONNECT is, once its
             // destination is known.
             if let (Some(capture), false) = (&p.capture, entry.target.is_empty()) {
@@ -319,7 +319,7 @@ async fn connect(
             .permits(&req.target.host, port)
             .map_err(Error::Forbidden)?;
         if p.authz.is_some() {
-            authz::check(p.authz.as_ref(), &live.trust, &req, b"", entry).await?;
+            authz::check(p.authz.as_ref(), &live.trust, &p.metrics, &req, b"", entry).await?;
         }
         Ok::<(), Error>(())
     };

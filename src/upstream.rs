@@ -23,6 +23,7 @@ use crate::dial::{self, DialError};
 use crate::error::{describe, Error};
 use crate::forward::Hop;
 use crate::head::{parse_response, Request};
+use crate::metrics::Fault;
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::route::{chain, Kind, Upstream};
@@ -46,7 +47,9 @@ pub async fn open<'a>(
         Some(last) => {
             // The upstream resolves the name; the egress IP rules get their look here first.
             let what = || format!("cannot check the addresses of {}", t.host_port());
-            within(p, what, destination(p, last, &t.host, t.port)).await?;
+            within(p, what, destination(p, last, &t.host, t.port))
+                .await
+                .map_err(|e| counted(p, false, e))?;
             // The pool key names the whole chain: connections through different chains never
             // mix.
             let key = format!("upstream {}", chain(hops, " -> "));
@@ -64,10 +67,13 @@ pub async fn open<'a>(
     // CONNECT never comes here; every other direct connection can be pooled, TLS too.
     let pooled = if fresh { None } else { p.pool.take(&key) };
     let reused = pooled.is_some();
+    p.metrics.pool(reused);
     let (stream, socket) = match (pooled, absolute) {
         (Some((stream, tcp)), _) => (stream, Some(tcp)),
         (None, Some(_)) => {
-            let stream = within(p, || format!("cannot reach {name}"), reach(p, hops)).await?;
+            let stream = within(p, || format!("cannot reach {name}"), reach(p, hops))
+                .await
+                .map_err(|e| counted(p, false, e))?;
             let socket = socket_of(&stream);
             (stream, socket)
         }
@@ -82,7 +88,9 @@ pub async fn open<'a>(
                         .await
                         .map_err(|e| Error::upstream(format!("TLS with {name}"), &e))
                 })
-                .await?;
+                .await
+                // The origin's failure, whatever the route to it.
+                .map_err(|e| counted(p, true, e))?;
                 (stream, socket)
             } else {
                 (stream, socket)
@@ -109,6 +117,7 @@ fn socket_of(stream: &Stream) -> Option<Tcp> {
 }
 
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
+/// A failure is counted in the metrics.
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
     let Some(last) = hops.last() else {
         // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
@@ -117,9 +126,10 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
             Ok(tcp) => Ok(Stream::Tcp(tcp)),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
-            Err(DialError::Io(e)) => Err(Error::upstream(
-                format!("cannot connect to {}", authority(host, port)),
-                &e,
+            Err(DialError::Io(e)) => Err(counted(
+                p,
+                true,
+                Error::upstream(format!("cannot connect to {}", authority(host, port)), &e),
             )),
         };
     };
@@ -136,6 +146,17 @@ pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Resu
         handshake(p, last, stream, &dest, port).await
     })
     .await
+    .map_err(|e| counted(p, false, e))
+}
+
+/// Counts a failure to reach the next hop in the metrics, by its kind: a dial error when
+/// `direct` (to the origin), else an upstream error. A refusal by the egress policy is
+/// neither.
+fn counted(p: &Proxy, direct: bool, err: Error) -> Error {
+    if let Some(fault) = Fault::of(&err) {
+        p.metrics.hop_error(direct, fault);
+    }
+    err
 }
 
 /// The host to ask the last hop for, once the egress policy has seen where it leads.

@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct Capture {
     tx: Sender<Vec<u8>>,
     /// Set (and signalled) when the writer thread has written everything and ended.
     done: Arc<(Mutex<bool>, Condvar)>,
+    /// Records written to the file (for the metrics).
+    written: Arc<AtomicU64>,
 }
 
 impl Capture {
@@ -51,10 +54,12 @@ impl Capture {
         let (tx, rx) = smol::channel::bounded(QUEUE);
         let done = Arc::new((Mutex::new(false), Condvar::new()));
         let (path, ended) = (path.to_string(), done.clone());
+        let written = Arc::new(AtomicU64::new(0));
+        let count = written.clone();
         std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
-                write_lines(file, &path, rx);
+                write_lines(file, &path, rx, &count);
                 let (flag, signal) = &*ended;
                 if let Ok(mut flag) = flag.lock() {
                     *flag = true;
@@ -66,7 +71,18 @@ impl Capture {
             secrets,
             tx,
             done,
+            written,
         })
+    }
+
+    /// Records written to the file so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Records queued and not yet taken by the writer.
+    pub fn backlog(&self) -> usize {
+        self.tx.len()
     }
 
     /// Queues one whole line (ending in `\n`); waits while the queue is full.
@@ -86,18 +102,26 @@ impl Capture {
 }
 
 /// The writer thread: appends batches of whole lines until the queue is closed and empty.
-fn write_lines(mut file: File, path: &str, rx: Receiver<Vec<u8>>) {
+/// Counts the records written in `written`.
+fn write_lines(mut file: File, path: &str, rx: Receiver<Vec<u8>>, written: &AtomicU64) {
     let mut warned = false;
     while let Ok(mut batch) = rx.recv_blocking() {
+        let mut records = 1;
         // Lines that queued up meanwhile go out in the same write.
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(more) => {
+                    batch.extend_from_slice(&more);
+                    records += 1;
+                }
                 Err(_) => break,
             }
         }
-        if let Err(e) = append(&mut file, &batch) {
-            if !warned {
+        match append(&mut file, &batch) {
+            Ok(()) => {
+                written.fetch_add(records, Ordering::Relaxed);
+            }
+            Err(e) if !warned => {
                 eprintln!(
                     "smolproxy: cannot write capture file {path}: {}; records are dropped while \
                      it fails, proxying goes on",
@@ -105,6 +129,7 @@ fn write_lines(mut file: File, path: &str, rx: Receiver<Vec<u8>>) {
                 );
                 warned = true;
             }
+            Err(_) => {}
         }
     }
 }

@@ -200,9 +200,16 @@ impl Relay<'_> {
             let target = authority(host, port);
             let head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
             let req = parse_request(head.as_bytes()).map_err(|e| e.to_string())?;
-            authz::check(p.authz.as_ref(), &live.trust, &req, b"", self.entry)
-                .await
-                .map_err(|e| e.to_string())?;
+            authz::check(
+                p.authz.as_ref(),
+                &live.trust,
+                &p.metrics,
+                &req,
+                b"",
+                self.entry,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         }
         let addrs = dial::resolve(host, port)
             .or(async {
