@@ -161,10 +161,12 @@ pub fn describe(err: &io::Error) -> String {
         _ => {
             let full = err.to_string();
             let s = full.split(" (os error").next().unwrap_or_default();
-            // getaddrinfo errors arrive as "failed to lookup address information: ...".
+            // getaddrinfo errors arrive as "failed to lookup address information: ...". The
+            // C library's messages are ASCII (the proxy never sets a locale): ASCII lowercase
+            // spares the binary Unicode's case tables.
             return match s.strip_prefix("failed to lookup address information: ") {
-                Some(why) => format!("name does not resolve: {}", why.to_lowercase()),
-                None => s.to_lowercase(),
+                Some(why) => format!("name does not resolve: {}", why.to_ascii_lowercase()),
+                None => s.to_ascii_lowercase(),
             };
         }
     };
