@@ -1,0 +1,521 @@
+//! The files in `contrib/`, checked by the programs that read them in the field (SPEC §12):
+//! `systemd-analyze verify` on the units, `shellcheck` on the shell, the OpenWrt init script's
+//! UCI → flags code run under busybox `ash` against the sample UCI file, `logrotate` on its
+//! snippet. The flags the samples build are then given to the real binary, which must start
+//! with them: a sample that names a flag smolproxy does not have fails here.
+//!
+//! Each check also shows once that it can fail (a unit with an unknown setting, a script with
+//! an unquoted variable), so a tool that silently does nothing cannot pass for a good file. A
+//! missing tool prints `SKIP: ...` on a developer machine and fails under `CI=true`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Longest any of the tools may run.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an access-log line may take to reach its file after the response.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// A file of the source tree, by its path from the root.
+fn source(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The text of a file of the source tree.
+fn read_source(path: &str) -> String {
+    fs::read_to_string(source(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// Runs a tool to its end; panics if it had to be killed.
+fn run(cmd: &mut Command) -> Finished {
+    let shown = format!("{cmd:?}");
+    let done = run_to_exit(std::mem::replace(cmd, Command::new("true")), TOOL_TIMEOUT);
+    assert!(done.code.is_some(), "{shown} did not finish: {done:?}");
+    done
+}
+
+/// Starts the binary under test with exactly `args` (as an init system would: no `--listen`
+/// added), with the proxy environment variables cleared.
+fn start_with(args: &[impl AsRef<std::ffi::OsStr>]) -> Proxy {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    Proxy::spawn(cmd)
+}
+
+/// `text` with the comment mark taken off every line that starts with `#` and then one of
+/// `starts` (the commented alternatives of a sample file).
+fn uncomment(text: &str, starts: &[&str]) -> String {
+    text.lines()
+        .map(|line| {
+            let (indent, rest) = line.split_at(line.len() - line.trim_start().len());
+            match rest.strip_prefix('#') {
+                Some(body) if starts.iter().any(|s| body.starts_with(s)) => {
+                    format!("{indent}{body}\n")
+                }
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+// ---------------------------------------------------------------------------------------------
+
+/// The settings each unit carries commented out, as alternatives.
+const UNIT_ALTERNATIVES: [&str; 4] = [
+    "LoadCredential=",
+    "ExecStartPre=",
+    "CapabilityBoundingSet=",
+    "AmbientCapabilities=",
+];
+
+/// Writes `body` as the unit file `name` in `dir` and runs `systemd-analyze verify` on it.
+/// Returns its complaints about this unit: every line that names the file or the unit, and
+/// a non-zero exit. Lines about anything else (the machine's own units) are left out.
+fn verify_unit(dir: &Path, name: &str, body: &str) -> Vec<String> {
+    let path = dir.join(name);
+    fs::write(&path, body).unwrap();
+    let done = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    let mut complaints: Vec<String> = done
+        .stdout
+        .lines()
+        .chain(done.stderr.lines())
+        .filter(|l| l.contains(name))
+        .map(str::to_owned)
+        .collect();
+    if done.code != Some(0) {
+        complaints.push(format!(
+            "exit {:?}: {}{}",
+            done.code, done.stdout, done.stderr
+        ));
+    }
+    complaints
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    if !need_tool("systemd-analyze") {
+        return;
+    }
+    let dir = temp_dir("units");
+    // The template is verified as an instance of it, under that instance's name.
+    for (file, name) in [
+        ("smolproxy.service", "smolproxy.service"),
+        ("smolproxy@.service", "smolproxy@1.service"),
+    ] {
+        // ExecStart must name an executable that exists: the binary under test.
+        let shipped =
+            read_source(&format!("contrib/systemd/{file}")).replace("/usr/bin/smolproxy", bin());
+        let alternatives = uncomment(&shipped, &UNIT_ALTERNATIVES);
+        assert_ne!(
+            alternatives, shipped,
+            "{file} lost its commented alternatives"
+        );
+        for (variant, body) in [("as shipped", &shipped), ("alternatives on", &alternatives)] {
+            let complaints = verify_unit(&dir, name, body);
+            assert!(complaints.is_empty(), "{file} ({variant}): {complaints:#?}");
+        }
+        // The check is live: an unknown setting is reported (only as a warning, exit 0).
+        let broken = shipped.replacen("[Service]\n", "[Service]\nNoSuchSetting=yes\n", 1);
+        let complaints = verify_unit(&dir, name, &broken);
+        assert!(
+            complaints.iter().any(|l| l.contains("NoSuchSetting")),
+            "systemd-analyze verify let an unknown setting pass: {complaints:?}"
+        );
+    }
+}
+
+/// The flags the units would pass from the sample /etc/default/smolproxy: the file sourced by
+/// a shell (its double-quoted, backslash-continued values read the same in sh and in systemd),
+/// then `$SMOLPROXY_ARGS $SMOLPROXY_INSTANCE_ARGS` split on whitespace as systemd splits an
+/// unbraced variable.
+fn default_file_args(file: &Path) -> Vec<String> {
+    let done = run(Command::new("sh")
+        .arg("-c")
+        .arg(r#". "$1" && printf '%s\n' $SMOLPROXY_ARGS $SMOLPROXY_INSTANCE_ARGS"#)
+        .arg("sh")
+        .arg(file));
+    assert_eq!(done.code, Some(0), "{done:?}");
+    done.stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn systemd_sample_flags_start_the_proxy() {
+    let shipped = read_source("contrib/systemd/smolproxy.conf");
+    let dir = temp_dir("default-file");
+    let file = dir.join("smolproxy");
+    fs::write(&file, &shipped).unwrap();
+    let expected = [
+        "--listen",
+        "0.0.0.0:3128",
+        "--allow-client",
+        "192.168.1.0/24,127.0.0.1",
+        "--block-private",
+        "--connect-ports",
+        "443,8443",
+        "--max-connections",
+        "1024",
+        "--log-format",
+        "json",
+        "--metrics-listen",
+        "127.0.0.1:9128",
+        "--capture",
+        "/var/lib/smolproxy/capture.ndjson",
+    ];
+    assert_eq!(default_file_args(&file), expected);
+
+    // The same flags on loopback and in this test's directory, with what each unit adds.
+    let capture = dir.join("capture.ndjson");
+    let local = shipped
+        .replace("0.0.0.0:3128", "127.0.0.1:0")
+        .replace("127.0.0.1:9128", "127.0.0.1:0")
+        .replace(
+            "/var/lib/smolproxy/capture.ndjson",
+            capture.to_str().unwrap(),
+        );
+    fs::write(&file, local).unwrap();
+    let args = default_file_args(&file);
+    for (unit, added) in [
+        ("smolproxy.service", vec!["--access-log", "access.log"]),
+        (
+            "smolproxy@1.service",
+            vec!["--reuse-port", "--access-log", "access-1.log"],
+        ),
+    ] {
+        let log = dir.join(added[added.len() - 1]);
+        let mut all: Vec<String> = added[..added.len() - 1]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        all.push(log.to_str().unwrap().to_owned());
+        all.extend(args.iter().cloned());
+        let proxy = start_with(&all);
+        // --block-private is in force: a loopback origin is refused, and the log says so.
+        let origin = Origin::echo();
+        let res = get(proxy.addr, &origin.url("/from-the-sample"));
+        assert_eq!(res.status(), 403, "{unit}: {}", res.text());
+        let line = wait_for_file_line(&log, "/from-the-sample");
+        assert!(line.starts_with('{'), "{unit}: --log-format json: {line}");
+        assert_eq!(origin.requests(), 0, "{unit}");
+    }
+}
+
+/// Waits for a line holding `needle` in the file at `path` and returns it.
+fn wait_for_file_line(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} in {}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell
+// ---------------------------------------------------------------------------------------------
+
+/// The postrotate script of the logrotate snippet, as a file of its own.
+fn postrotate_script(dir: &Path) -> PathBuf {
+    let snippet = read_source("contrib/logrotate/smolproxy");
+    let start = snippet.find("postrotate\n").expect("a postrotate script") + "postrotate\n".len();
+    let end = snippet.find("endscript").expect("an endscript");
+    let path = dir.join("postrotate.sh");
+    fs::write(&path, &snippet[start..end]).unwrap();
+    path
+}
+
+#[test]
+fn contrib_shell_passes_shellcheck() {
+    if !need_tool("shellcheck") {
+        return;
+    }
+    let dir = temp_dir("shellcheck");
+    let files = [
+        source("contrib/openwrt/files/smolproxy.init"),
+        source("tests/fixtures/openwrt/functions.sh"),
+        postrotate_script(&dir),
+    ];
+    let done = run(Command::new("shellcheck").args(["-s", "sh"]).args(&files));
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+
+    // The check is live: an unquoted expansion is reported.
+    let bad = dir.join("bad.sh");
+    fs::write(&bad, "rm $1\n").unwrap();
+    let done = run(Command::new("shellcheck").args(["-s", "sh"]).arg(&bad));
+    assert!(done.stdout.contains("SC2086"), "{done:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenWrt
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `call` after sourcing the test's stand-in for OpenWrt's functions.sh and procd.sh, then
+/// the init script, under busybox ash, with the UCI file `uci` as /etc/config/smolproxy.
+/// Returns what the stand-ins printed, one line each.
+fn init_script(dir: &Path, uci: &str, call: &str) -> Vec<String> {
+    let config = dir.join("config");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("smolproxy"), uci).unwrap();
+    let done = run(Command::new("busybox")
+        .args(["ash", "-c"])
+        .arg(format!(r#". "$1" && . "$2" && {call}"#))
+        .arg("ash")
+        .arg(source("tests/fixtures/openwrt/functions.sh"))
+        .arg(source("contrib/openwrt/files/smolproxy.init"))
+        .env("UCI_CONFIG_DIR", &config));
+    assert_eq!(done.code, Some(0), "{call}: {done:?}");
+    assert_eq!(done.stderr, "", "{call}");
+    done.stdout.lines().map(str::to_owned).collect()
+}
+
+/// The flags `smolproxy_args main` builds from `uci` (as start_service calls it).
+fn uci_flags(dir: &Path, uci: &str) -> Vec<String> {
+    init_script(dir, uci, "config_load smolproxy && smolproxy_args main")
+        .iter()
+        .map(|l| {
+            let arg = l.strip_prefix("arg <").and_then(|a| a.strip_suffix('>'));
+            arg.unwrap_or_else(|| panic!("not an argument: {l}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The sample UCI file with every commented option and list turned on, except `user` (not
+/// a flag; a user that exists on the router).
+fn uci_everything() -> String {
+    let shipped = read_source("contrib/openwrt/files/smolproxy.config");
+    let on = uncomment(&shipped, &["option ", "list "]);
+    on.replace("\toption user ", "\t#option user ")
+}
+
+#[test]
+fn openwrt_uci_builds_the_expected_flags() {
+    if !need_tool("busybox") {
+        return;
+    }
+    let dir = temp_dir("uci-flags");
+    let shipped = read_source("contrib/openwrt/files/smolproxy.config");
+    let expected = [
+        "--listen",
+        "192.168.1.1:3128",
+        "--allow-client",
+        "192.168.1.0/24",
+        "--allow-client",
+        "127.0.0.1",
+        "--connect-ports",
+        "443",
+        "--connect-ports",
+        "8443",
+        "--max-connections",
+        "256",
+        "--idle-timeout",
+        "2m",
+        "--log-format",
+        "text",
+        "--metrics-listen",
+        "127.0.0.1:9128",
+        "--block-private",
+        "--no-system-proxy",
+    ];
+    assert_eq!(uci_flags(&dir, &shipped), expected);
+
+    // Every option the sample shows, in the order of the script's tables (lists, then values,
+    // then switches), each list item in its order.
+    let everything = [
+        "--listen",
+        "192.168.1.1:3128",
+        "--allow-client",
+        "192.168.1.0/24",
+        "--allow-client",
+        "127.0.0.1",
+        "--auth-exempt",
+        "192.168.1.0/24",
+        "--upstream",
+        "http://10.0.0.1:8080",
+        "--bypass",
+        "<local>",
+        "--bypass",
+        "192.168.0.0/16",
+        "--deny",
+        "*.doubleclick.net",
+        "--connect-ports",
+        "443",
+        "--connect-ports",
+        "8443",
+        "--auth-file",
+        "/etc/smolproxy/users",
+        "--authz-url",
+        "http://192.168.1.10:8080/validate",
+        "--authz-fail",
+        "closed",
+        "--capture",
+        "/tmp/smolproxy-capture.ndjson",
+        "--capture-body-limit",
+        "16384",
+        "--max-connections",
+        "256",
+        "--idle-timeout",
+        "2m",
+        "--access-log",
+        "/tmp/log/smolproxy/access.log",
+        "--log-format",
+        "text",
+        "--metrics-listen",
+        "127.0.0.1:9128",
+        "--block-private",
+        "--no-system-proxy",
+        "--quiet",
+    ];
+    assert_eq!(uci_flags(&dir, &uci_everything()), everything);
+
+    // A list may also be one option, comma-separated; empty values and false switches give
+    // no flag.
+    let short = "config smolproxy 'main'\n\toption listen '127.0.0.1:1,[::1]:2'\n\
+                 \toption realm ''\n\tlist bypass ''\n\toption quiet '0'\n\toption no_via 'yes'\n";
+    assert_eq!(
+        uci_flags(&dir, short),
+        ["--listen", "127.0.0.1:1,[::1]:2", "--no-via"]
+    );
+}
+
+#[test]
+fn openwrt_start_service_runs_the_proxy_under_procd() {
+    if !need_tool("busybox") {
+        return;
+    }
+    let dir = temp_dir("uci-start");
+    let local = read_source("contrib/openwrt/files/smolproxy.config")
+        .replace("192.168.1.1:3128", "127.0.0.1:0")
+        .replace("127.0.0.1:9128", "127.0.0.1:0");
+    let lines = init_script(&dir, &local, "start_service");
+    assert_eq!(lines[0], "instance smolproxy");
+    assert_eq!(lines[1], "param command </usr/bin/smolproxy>");
+    for param in [
+        "param respawn <3600> <5> <5>",
+        "param term_timeout <10>",
+        "param stdout <1>",
+        "param stderr <1>",
+    ] {
+        assert!(lines.iter().any(|l| l == param), "{param} in {lines:#?}");
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("close"));
+
+    // procd would run /usr/bin/smolproxy with these: the binary under test does.
+    let flags: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("arg <")?.strip_suffix('>'))
+        .map(str::to_owned)
+        .collect();
+    let proxy = start_with(&flags);
+    let origin = Origin::echo();
+    // --block-private (from block_private '1') is in force for a loopback origin.
+    let res = get(proxy.addr, &origin.url("/from-uci"));
+    assert_eq!(res.status(), 403, "{}", res.text());
+    assert_eq!(origin.requests(), 0);
+    drop(proxy);
+
+    // Every option of the sample on, its files in this test's directory: smolproxy takes them.
+    let users = dir.join("users");
+    fs::write(&users, "ann:pw\n").unwrap();
+    let everything = uci_everything()
+        .replace("192.168.1.1:3128", "127.0.0.1:0")
+        .replace("127.0.0.1:9128", "127.0.0.1:0")
+        .replace("/etc/smolproxy/users", users.to_str().unwrap())
+        .replace(
+            "/tmp/log/smolproxy/access.log",
+            dir.join("access.log").to_str().unwrap(),
+        )
+        .replace(
+            "/tmp/smolproxy-capture.ndjson",
+            dir.join("capture.ndjson").to_str().unwrap(),
+        );
+    let _proxy = start_with(&uci_flags(&dir, &everything));
+
+    // enabled '0': no instance at all.
+    let off = local.replace("option enabled '1'", "option enabled '0'");
+    assert_eq!(
+        init_script(&dir, &off, "start_service"),
+        Vec::<String>::new()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// logrotate
+// ---------------------------------------------------------------------------------------------
+
+/// Runs logrotate on `config` with its own state file in `dir`; `extra` are more options.
+/// Returns its output, after checking it reported no error.
+fn logrotate(dir: &Path, config: &Path, extra: &[&str]) -> String {
+    let done = run(Command::new("logrotate")
+        .args(extra)
+        .arg("-s")
+        .arg(dir.join("state"))
+        .arg(config));
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, Some(0), "{out}");
+    // logrotate reports a bad line with "error:" and still exits 0.
+    assert!(!out.to_lowercase().contains("error"), "{out}");
+    out
+}
+
+#[test]
+fn logrotate_moves_the_access_log_and_smolproxy_reopens_it() {
+    if !need_tool("logrotate") {
+        return;
+    }
+    let dir = temp_dir("logrotate");
+    // As shipped: parses, in debug mode (nothing is touched).
+    let out = logrotate(&dir, &source("contrib/logrotate/smolproxy"), &["-d"]);
+    assert!(out.contains("/var/log/smolproxy/*.log"), "{out}");
+
+    // For real, in this test's directory, with the HUP sent to the proxy the test started.
+    let logs = dir.join("log");
+    fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("access.log");
+    let proxy = Proxy::start(&["--access-log", log.to_str().unwrap()]);
+    let origin = Origin::echo();
+    assert_eq!(get(proxy.addr, &origin.url("/before")).status(), 200);
+    wait_for_file_line(&log, "/before");
+    let snippet = read_source("contrib/logrotate/smolproxy");
+    let reload = snippet
+        .lines()
+        .find(|l| l.trim_start().starts_with("systemctl reload"))
+        .expect("the postrotate command");
+    let config = dir.join("smolproxy");
+    let local = snippet
+        .replace("/var/log/smolproxy", logs.to_str().unwrap())
+        .replace(reload, &format!("        kill -HUP {}", proxy.pid()));
+    fs::write(&config, local).unwrap();
+    logrotate(&dir, &config, &["-f"]);
+
+    // The old lines moved, uncompressed (delaycompress); the next ones in a new file at the
+    // old path.
+    let moved = fs::read_to_string(logs.join("access.log.1")).expect("access.log.1");
+    assert!(moved.contains("/before"), "{moved}");
+    assert!(
+        proxy.wait_for_log(LOG_WAIT, "reloaded").is_some(),
+        "{:?}",
+        proxy.stderr_lines()
+    );
+    assert_eq!(get(proxy.addr, &origin.url("/after")).status(), 200);
+    wait_for_file_line(&log, "/after");
+    let moved = fs::read_to_string(logs.join("access.log.1")).unwrap();
+    assert!(!moved.contains("/after"), "{moved}");
+}
