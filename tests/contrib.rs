@@ -519,3 +519,102 @@ fn logrotate_moves_the_access_log_and_smolproxy_reopens_it() {
     let moved = fs::read_to_string(logs.join("access.log.1")).unwrap();
     assert!(!moved.contains("/after"), "{moved}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// docs/scale-out.md
+// ---------------------------------------------------------------------------------------------
+
+/// The code blocks of a markdown file marked with `lang` (```` ```lang ````), in order.
+fn code_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let fence = format!("```{lang}\n");
+    let mut blocks = Vec::new();
+    let mut rest = markdown;
+    while let Some(start) = rest.find(&fence) {
+        let body = &rest[start + fence.len()..];
+        let end = body.find("```\n").expect("a closed code block");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end..];
+    }
+    blocks
+}
+
+#[test]
+fn scale_out_haproxy_configs_pass_haproxy_check() {
+    if !need_tool("haproxy") {
+        return;
+    }
+    let doc = read_source("docs/scale-out.md");
+    let blocks = code_blocks(&doc, "haproxy");
+    assert_eq!(blocks.len(), 2, "the full config and the /healthz backend");
+    // The second is a backend to use instead of the first's: checked inside the first, under
+    // a name of its own.
+    let text = format!(
+        "{}\n{}",
+        blocks[0],
+        blocks[1].replace("backend smolproxy", "backend smolproxy_healthz")
+    );
+    let dir = temp_dir("haproxy-doc");
+    let config = dir.join("haproxy.cfg");
+    fs::write(&config, &text).unwrap();
+    let done = run(Command::new("haproxy").arg("-c").arg("-f").arg(&config));
+    let out = format!("{}{}", done.stdout, done.stderr);
+    assert_eq!(done.code, Some(0), "{out}");
+    assert!(!out.contains("[WARNING]"), "{out}");
+
+    // The check is live: an unknown keyword is an error.
+    fs::write(
+        &config,
+        text.replace("balance leastconn", "balance nosuchway"),
+    )
+    .unwrap();
+    let done = run(Command::new("haproxy").arg("-c").arg("-f").arg(&config));
+    assert_ne!(done.code, Some(0), "{done:?}");
+}
+
+#[test]
+fn scale_out_prometheus_config_and_queries_pass_promtool() {
+    if !need_tool("promtool") {
+        return;
+    }
+    let doc = read_source("docs/scale-out.md");
+    let dir = temp_dir("promtool-doc");
+    let [scrape] = &code_blocks(&doc, "yaml")[..] else {
+        panic!("one yaml block expected");
+    };
+    let config = dir.join("prometheus.yml");
+    fs::write(&config, scrape).unwrap();
+    let done = run(Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(&config));
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+
+    // Each query as a recording rule, which promtool parses.
+    let [queries] = &code_blocks(&doc, "promql")[..] else {
+        panic!("one promql block expected");
+    };
+    let mut exprs: Vec<String> = Vec::new();
+    for line in queries.lines() {
+        match line {
+            l if l.starts_with('#') || l.trim().is_empty() => exprs.push(String::new()),
+            l if l.starts_with(' ') => exprs.last_mut().unwrap().push_str(l),
+            l => exprs.push(l.to_owned()),
+        }
+    }
+    exprs.retain(|e| !e.is_empty());
+    assert!(exprs.len() >= 6, "{exprs:?}");
+    let mut rules = String::from("groups:\n  - name: scale-out\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: smolproxy:doc_{i}\n        expr: '{expr}'\n"
+        ));
+    }
+    let file = dir.join("rules.yml");
+    fs::write(&file, &rules).unwrap();
+    let done = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
+    assert_eq!(done.code, Some(0), "{rules}{}{}", done.stdout, done.stderr);
+
+    // The check is live: a broken query is refused.
+    fs::write(&file, rules.replace("sum by", "sum by by")).unwrap();
+    let done = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
+    assert_ne!(done.code, Some(0), "{done:?}");
+}
