@@ -135,6 +135,148 @@ fn systemd_units_pass_systemd_analyze_verify() {
     }
 }
 
+/// The system calls of a `SystemCallFilter=` group, nested groups expanded, as
+/// `systemd-analyze syscall-filter` lists them.
+fn syscall_group(group: &str) -> Vec<String> {
+    let done = run(Command::new("systemd-analyze").args(["syscall-filter", group]));
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let mut calls = Vec::new();
+    // The first line is the group's own name.
+    for entry in done.stdout.lines().skip(1).map(str::trim) {
+        match entry {
+            "" => {}
+            e if e.starts_with('#') => {}
+            e if e.starts_with('@') => calls.extend(syscall_group(e)),
+            e => calls.push(e.to_owned()),
+        }
+    }
+    calls
+}
+
+/// The values of every `NAME=` line of a unit, split on whitespace.
+fn unit_values(unit: &str, name: &str) -> Vec<String> {
+    let prefix = format!("{name}=");
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .flat_map(|v| v.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn systemd_unit_filters_allow_what_smolproxy_does() {
+    if !(need_tool("strace") && need_tool("systemd-analyze")) {
+        return;
+    }
+    // What the unit allows: SystemCallFilter= groups, minus the `~` ones;
+    // RestrictAddressFamilies=.
+    let unit = read_source("contrib/systemd/smolproxy.service");
+    let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+    for value in unit_values(&unit, "SystemCallFilter") {
+        match value.strip_prefix('~') {
+            Some(group) => denied.extend(syscall_group(group)),
+            None if value.starts_with('@') => allowed.extend(syscall_group(&value)),
+            None => allowed.push(value),
+        }
+    }
+    let families = unit_values(&unit, "RestrictAddressFamilies");
+    assert!(!allowed.is_empty() && !denied.is_empty() && !families.is_empty());
+
+    // What smolproxy does, seen by strace: start, a request to an origin named `localhost`
+    // (the C library's resolver), a CONNECT tunnel carrying bulk data (splice), a reload of
+    // the access log, and the drain at SIGTERM.
+    let dir = temp_dir("strace");
+    let trace = dir.join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"]).arg(&trace).arg(bin());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--connect-ports",
+        "any",
+        "--access-log",
+    ]);
+    cmd.arg(dir.join("access.log"));
+    for var in PROXY_ENV {
+        cmd.env_remove(var);
+    }
+    let mut proxy = Proxy::spawn(cmd);
+    let origin = Origin::echo();
+    let url = format!("http://localhost:{}/traced", origin.port());
+    assert_eq!(get(proxy.addr, &url).status(), 200);
+    let echo = Origin::tcp_echo();
+    let mut tunnel = Conn::connect(proxy.addr);
+    let target = echo.authority();
+    tunnel.write(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes());
+    let head = tunnel.read_head().unwrap().expect("an answer to CONNECT");
+    assert_eq!(head.status(), 200);
+    let data = pattern(1 << 20, 7);
+    let mut writer = tunnel.stream.try_clone().unwrap();
+    let sent = data.clone();
+    let w = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    // The echo sends every byte back, then BYE.
+    let mut expected = data.clone();
+    expected.extend_from_slice(b"BYE");
+    assert_eq!(fnv64(&tunnel.read_to_end().unwrap()), fnv64(&expected));
+    w.join().unwrap();
+    // strace is the child; smolproxy is the first process in its trace.
+    let text = fs::read_to_string(&trace).unwrap();
+    let pid = text.split_whitespace().next().expect("a trace").to_owned();
+    let signal = |name: &str| {
+        let done = run(Command::new("kill").arg(format!("-{name}")).arg(&pid));
+        assert_eq!(done.code, Some(0), "{done:?}");
+    };
+    signal("HUP");
+    assert!(
+        proxy.wait_for_log(LOG_WAIT, "reloaded").is_some(),
+        "{:?}",
+        proxy.stderr_lines()
+    );
+    signal("TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(15))
+        .expect("exit after SIGTERM");
+    assert!(status.success(), "{status:?}: {:?}", proxy.stderr_lines());
+
+    // Every call made is allowed, none is denied, every socket is of an allowed family.
+    let text = fs::read_to_string(&trace).unwrap();
+    let mut calls: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.trim_start()))
+        .filter(|l| !l.starts_with("---") && !l.starts_with("+++") && !l.starts_with('<'))
+        .filter_map(|l| l.split_once('(').map(|(name, _)| name))
+        .collect();
+    calls.sort_unstable();
+    calls.dedup();
+    assert!(
+        calls.contains(&"splice") && calls.contains(&"accept4"),
+        "{calls:?}"
+    );
+    let refused: Vec<&&str> = calls
+        .iter()
+        .filter(|c| !allowed.iter().any(|a| a == *c) || denied.iter().any(|d| d == *c))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "refused by SystemCallFilter=: {refused:?}"
+    );
+    let used_families: Vec<&str> = text
+        .split("socket(")
+        .skip(1)
+        .filter_map(|rest| rest.split(',').next())
+        .collect();
+    assert!(!used_families.is_empty());
+    for family in used_families {
+        assert!(
+            families.iter().any(|f| f == family),
+            "socket({family}, ...) refused by RestrictAddressFamilies="
+        );
+    }
+}
+
 /// The flags the units would pass from the sample /etc/default/smolproxy: the file sourced by
 /// a shell (its double-quoted, backslash-continued values read the same in sh and in systemd),
 /// then `$SMOLPROXY_ARGS $SMOLPROXY_INSTANCE_ARGS` split on whitespace as systemd splits an
