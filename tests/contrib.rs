@@ -1,12 +1,17 @@
-//! The files in `contrib/`, checked by the programs that read them in the field (SPEC §12):
-//! `systemd-analyze verify` on the units, `shellcheck` on the shell, the OpenWrt init script's
-//! UCI → flags code run under busybox `ash` against the sample UCI file, `logrotate` on its
-//! snippet. The flags the samples build are then given to the real binary, which must start
-//! with them: a sample that names a flag smolproxy does not have fails here.
+//! The files in `contrib/` and the configurations in `docs/scale-out.md`, checked by the
+//! programs that read them in the field (SPEC §12): `systemd-analyze verify` on the units,
+//! `shellcheck` on the shell, the OpenWrt init script's UCI → flags code run under busybox
+//! `ash` against the sample UCI file, the package Makefile run against a stand-in for the
+//! SDK's includes, `logrotate` on its snippet, `haproxy -c` and `promtool` on the documented
+//! configurations. The flags the samples build are then given to the real binary, which must
+//! start with them: a sample that names a flag smolproxy does not have fails here. smolproxy
+//! also runs under strace once, so that every system call and socket family it uses is shown
+//! to be allowed by the unit's `SystemCallFilter=` and `RestrictAddressFamilies=`.
 //!
 //! Each check also shows once that it can fail (a unit with an unknown setting, a script with
-//! an unquoted variable), so a tool that silently does nothing cannot pass for a good file. A
-//! missing tool prints `SKIP: ...` on a developer machine and fails under `CI=true`.
+//! an unquoted variable, a wrong balance algorithm, a broken query), so a tool that silently
+//! does nothing cannot pass for a good file. A missing tool prints `SKIP: ...` on a developer
+//! machine and fails under `CI=true`.
 
 mod common;
 
@@ -596,6 +601,125 @@ fn openwrt_start_service_runs_the_proxy_under_procd() {
         init_script(&dir, &off, "start_service"),
         Vec::<String>::new()
     );
+}
+
+/// A stand-in for the OpenWrt SDK's make includes, enough to run the package Makefile's
+/// preparation and install steps: `make check` copies the sources as Build/Prepare does,
+/// installs the package into `$(ROOT)` as Package/smolproxy/install does, and prints the
+/// values the build would use.
+const SDK_STUB: [(&str, &str); 3] = [
+    (
+        "rules.mk",
+        "CP:=cp -fpR\nINSTALL_DIR:=install -d -m0755\nINSTALL_BIN:=install -m0755\n\
+         INSTALL_CONF:=install -m0600\n",
+    ),
+    (
+        "include/package.mk",
+        "PKG_BUILD_DIR?=$(BUILD_DIR)/$(PKG_NAME)-$(PKG_VERSION)\n\
+         define BuildPackage\n\
+         check:\n\
+         \t$(Build/Prepare)\n\
+         \t$(call Package/$(1)/install,$(ROOT))\n\
+         \t@echo 'version=$(PKG_VERSION)'\n\
+         \t@echo 'features=$(RUST_PKG_FEATURES)'\n\
+         \t@echo 'args=$(strip $(CARGO_PKG_ARGS))'\n\
+         \t@echo 'vars=$(strip $(CARGO_PKG_VARS))'\n\
+         \t@echo 'conffiles=$(strip $(Package/$(1)/conffiles))'\n\
+         endef\n",
+    ),
+    (
+        "feeds/packages/lang/rust/rust-package.mk",
+        "RUST_ARCH_DEPENDS:=@(x86_64)\nCARGO_PKG_VARS=CARGO_PROFILE_RELEASE_PANIC=unwind\n\
+         CARGO_PKG_ARGS= --locked\n",
+    ),
+];
+
+#[test]
+fn openwrt_makefile_prepares_and_installs_the_package() {
+    if !need_tool("make") {
+        return;
+    }
+    let dir = temp_dir("openwrt-make");
+    let sdk = dir.join("sdk");
+    for (path, text) in SDK_STUB {
+        let file = sdk.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, text).unwrap();
+    }
+    // What cargo would have installed.
+    let installed = dir.join("install/bin");
+    fs::create_dir_all(&installed).unwrap();
+    fs::copy(bin(), installed.join("smolproxy")).unwrap();
+    let (build, root) = (dir.join("build"), dir.join("root"));
+    let done = run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(source("contrib/openwrt"))
+        .arg(format!("TOPDIR={}", sdk.display()))
+        .arg(format!("INCLUDE_DIR={}", sdk.join("include").display()))
+        .arg(format!("BUILD_DIR={}", build.display()))
+        .arg(format!("PKG_INSTALL_DIR={}", dir.join("install").display()))
+        .arg(format!("ROOT={}", root.display()))
+        .arg("check"));
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    let version = read_source("Cargo.toml")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("version = \"")?
+                .strip_suffix('"')
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let out: Vec<&str> = done.stdout.lines().collect();
+    assert_eq!(out[0], format!("version={version}"));
+    assert_eq!(out[1], "features=tls");
+    assert_eq!(out[2], "args=--locked --no-default-features");
+    // smolproxy's own profile after the feed's.
+    assert_eq!(
+        out[3],
+        "vars=CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_PROFILE_RELEASE_PANIC=abort \
+         CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=false"
+    );
+    assert_eq!(out[4], "conffiles=/etc/config/smolproxy");
+
+    // The sources cargo builds from: the checkout the Makefile sits in.
+    let prepared = build.join(format!("smolproxy-{version}"));
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src/main.rs",
+        "examples/bench.rs",
+    ] {
+        let copy = fs::read(prepared.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(copy, fs::read(source(file)).unwrap(), "{file}");
+    }
+    // The package's files, where OpenWrt looks for them.
+    use std::os::unix::fs::PermissionsExt;
+    for (file, from, mode) in [
+        ("usr/bin/smolproxy", None, 0o755),
+        (
+            "etc/init.d/smolproxy",
+            Some("contrib/openwrt/files/smolproxy.init"),
+            0o755,
+        ),
+        (
+            "etc/config/smolproxy",
+            Some("contrib/openwrt/files/smolproxy.config"),
+            0o600,
+        ),
+    ] {
+        let path = root.join(file);
+        let meta = fs::metadata(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        if let Some(from) = from {
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                fs::read(source(from)).unwrap(),
+                "{file}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
