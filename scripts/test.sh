@@ -5,7 +5,8 @@
 #
 # Test peers (real clients, proxies and servers the integration tests start on port 0):
 #   Debian: curl tinyproxy stunnel4 microsocks squid openssl chromium libnss3-tools haproxy
-#           prometheus (promtool) systemd (systemd-analyze) shellcheck busybox
+#           prometheus (promtool) systemd (systemd-analyze) shellcheck busybox logrotate strace
+#           make
 #   npm:    newman, har-validator, postman-collection (pinned in package.json and
 #           package-lock.json, installed into ./node_modules, put on PATH for the tests)
 # Each install is skipped when what it brings is already there, so a second run goes straight
@@ -34,6 +35,9 @@ declare -A deb_for=(
     [systemd-analyze]=systemd
     [shellcheck]=shellcheck
     [busybox]=busybox
+    [logrotate]=logrotate
+    [strace]=strace
+    [make]=make
 )
 # The system services those packages install, with the pid file each one writes.
 declare -A service_pid=(
