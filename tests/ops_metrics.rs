@@ -341,6 +341,38 @@ fn refused_clients_are_counted() {
 }
 
 #[test]
+fn bad_proxy_protocol_headers_are_counted() {
+    // Loopback is the "load balancer": its connections must start with a PROXY header.
+    let proxy = Proxy::start(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--proxy-protocol-from",
+        "127.0.0.1/32",
+    ]);
+    let m = metrics_addr(&proxy);
+    // Two bad headers (closed unanswered), then a good one carrying a request.
+    for bad in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"PROXY TCP4 1.2.3.4\r\n"] {
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(bad).unwrap();
+        // Closed, or reset (the bad bytes were left unread): never a byte of answer.
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert!(out.is_empty(), "a bad header is closed without an answer");
+    }
+    let good = b"PROXY TCP4 192.0.2.7 127.0.0.1 4321 3128\r\nGET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, _, _) = ask(proxy.addr, good);
+    assert_eq!(status, 502, "the request after a good header is served");
+    proxy
+        .wait_for_log(IO_TIMEOUT, "192.0.2.7:4321")
+        .expect("the request's log line names the carried client");
+    let text = scrape(m);
+    let refused = "smolproxy_connections_refused_total{reason=\"proxy_protocol\"}";
+    assert_eq!(sample(&text, refused), 2);
+    assert_eq!(sample(&text, "smolproxy_connections_accepted_total"), 3);
+}
+
+#[test]
 fn healthz_turns_503_when_shutdown_begins() {
     let echo = Origin::tcp_echo();
     let proxy = Proxy::start(&["--metrics-listen", "127.0.0.1:0", "--connect-ports", "any"]);
