@@ -373,6 +373,29 @@ fn bad_proxy_protocol_headers_are_counted() {
 }
 
 #[test]
+fn capture_records_are_counted() {
+    let origin = Origin::echo();
+    let dir = temp_dir("metrics-capture");
+    let file = dir.join("capture.ndjson");
+    let proxy = Proxy::start(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--capture",
+        file.to_str().unwrap(),
+    ]);
+    let m = metrics_addr(&proxy);
+    for i in 0..3 {
+        let (status, _, _) = through(&proxy, &origin.url(&format!("/c{i}")));
+        assert_eq!(status, 200);
+    }
+    // Once the three records are in the file, the writer has counted them and holds none.
+    capture_records(&file, 3);
+    let text = scrape(m);
+    assert_eq!(sample(&text, "smolproxy_capture_records_total"), 3);
+    assert_eq!(sample(&text, "smolproxy_capture_backlog"), 0);
+}
+
+#[test]
 fn healthz_turns_503_when_shutdown_begins() {
     let echo = Origin::tcp_echo();
     let proxy = Proxy::start(&["--metrics-listen", "127.0.0.1:0", "--connect-ports", "any"]);
