@@ -377,7 +377,7 @@ tls_origin="127.0.0.1:$tls_origin_port"
 start sink "${pin_load[@]}" "$bench" sink
 sink="$(listening_addr sink)"
 
-say "starting smolproxy, tinyproxy and ATS on core 0"
+say "starting smolproxy and tinyproxy on core 0"
 start smolproxy "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any --quiet \
     --max-connections 20000
 smol_pid=$last_pid
@@ -408,6 +408,7 @@ tiny_addr="127.0.0.1:$tiny_port"
 # traffic_server: the PID is the proxy's) writing under $work/NAME; sets $ats_pid, $ats_addr.
 start_ats() {
     local port
+    say "starting ATS ($1) on core 0"
     port="$(freeport)"
     start "$1" "${pin_proxy[@]}" "$root/scripts/bench/trafficserver.sh" "$port" "$work/$1"
     ats_pid=$last_pid
@@ -1004,14 +1005,16 @@ fixed_row() { printf '| %s | %s | %s | – | – | – | – | – |\n' "$1" "$2
 many_row() {
     local label="$1" metric="$2" fmt="$3" s a cell vs="–"
     s="$(median "$metric.t$tunnels_many" smolproxy)"
-    if [ "$ats_tunnels" -le "$tunnels_few" ]; then
+    if [ "$ats" = 0 ]; then
+        cell="–"
+    elif [ "$ats_tunnels" -le "$tunnels_few" ]; then
         cell="not run"
     else
         a="$(median "$metric.t$ats_tunnels" ats)"
         cell="$(stat "$metric.t$ats_tunnels" ats "$fmt")"
         if [ "$ats_tunnels" != "$tunnels_many" ]; then
             cell+=" at $ats_tunnels tunnels"
-            [ "$metric" = rss ] && a=""
+            if [ "$metric" = rss ]; then a=""; fi
         fi
         vs="$(ratio "$s" "$a")"
     fi
