@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Measures smolproxy side by side with tinyproxy, mitmproxy's mitmdump for interception,
-# microsocks and dante for SOCKS5, and a direct connection where that means something, on this
-# machine, in one run, as SPEC.md §9 asks, and prints two Markdown tables (HTTP, SOCKS5).
+# Measures smolproxy side by side with tinyproxy and Apache Traffic Server (ATS), mitmproxy's
+# mitmdump for interception, microsocks and dante for SOCKS5, and a direct connection where that
+# means something, on this machine, in one run, as SPEC.md §9 asks, and prints Markdown tables:
+# HTTP and CONNECT, core utilisation during those runs, interception, SOCKS5.
 #
 #   scripts/bench.sh
 #
@@ -19,16 +20,33 @@
 #   BENCH_SOCKS_SECS [3/5 of BENCH_SECS, rounded up]   length of each SOCKS5 setups run
 #   BENCH_SOCKS_BULK_BYTES [BENCH_BULK_BYTES / 4]       bytes each way through the SOCKS5 bulk
 #                            tunnel (microsocks copies 1 KB per read: a quarter keeps it short)
+#   BENCH_ATS [1]            0 leaves Apache Traffic Server out (its columns show "–")
 #
-# Workloads (SPEC.md §9, issue 7), each run for smolproxy, tinyproxy and direct, alternating,
-# BENCH_REPS times:
+# Workloads (SPEC.md §9, issues 7 and 16), each run for smolproxy, tinyproxy, ATS and direct,
+# alternating, BENCH_REPS times:
 #   1. keep-alive HTTP: wrk -t1 -c50, absolute-form GET of a 1 KB file: req/s, p50, p99
 #   2. Connection: close per request, same otherwise: req/s
 #   3. CONNECT bulk: one tunnel moving BENCH_BULK_BYTES each way at once: MB/s each way
 #   4. CONNECT setups/s with 32 in flight: open, CONNECT, 16-byte round trip, close
 #   5. memory: VmRSS of a fresh idle proxy, then with 1,000 and BENCH_TUNNELS idle tunnels
-#      (tinyproxy runs a thread per connection and stops at MaxClients 1000: 1,000 only)
+#      (tinyproxy runs a thread per connection and stops at MaxClients 1000: 1,000 only; ATS
+#      stops accepting near 9,000 tunnels at 20,000 descriptors: as many as it can hold, see
+#      ats_tunnels below)
 #   6. binary size (scripts/size.sh)
+# ATS is Debian's trafficserver 9.2 (traffic_server alone, no traffic_manager) as a plain
+# forward proxy: no cache, no remap, one network thread, Via both ways, no transaction log,
+# loopback only, run by scripts/bench/trafficserver.sh with the settings of
+# scripts/bench/trafficserver.records.config.in (both say why each one is there). It gets one
+# network thread because smolproxy and tinyproxy get one core; its other threads (cache AIO,
+# tasks, log) are pinned to core 0 with it and counted in its CPU.
+# Core utilisation: for every timed run of workloads 1-4 the script reads the cpu0 and cpu1
+# lines of /proc/stat before and after, and records each core's busy share of the ticks that
+# passed, busy = all ticks but idle and iowait. A second table shows the median per workload
+# and target as "core 0 / core 1" in percent. Core 0 runs the proxy, core 1 wrk or the bench
+# client and the origin, so a row whose core 1 is near 100% was capped by the load side: there
+# throughput cannot separate the proxies, and the proxy-CPU-per-unit rows are the comparison.
+# The figures are whole-core, so anything else the machine runs counts too (see the load
+# average above the tables). "direct" shows how busy the load side is with no proxy at all.
 # then, through interception (SPEC.md §10), for smolproxy, mitmdump and direct (TLS straight
 # to the origin), alternating, BENCH_REPS times, each BENCH_INTERCEPT_SECS long:
 #   7. intercepted keep-alive: 16 sessions, each CONNECT, TLS with the proxy, then GETs of the
@@ -102,6 +120,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v tinyproxy >/dev/null || missing+=(tinyproxy)
+ats="${BENCH_ATS:-1}"
+[ "$ats" = 0 ] || command -v traffic_server >/dev/null || missing+=(trafficserver)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v microsocks >/dev/null || missing+=(microsocks)
 command -v danted >/dev/null || missing+=(dante-server)
@@ -125,6 +145,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$made_policy" = no ] || rm -f /usr/sbin/policy-rc.d
     [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 fi
+# The trafficserver package's own service (installed before, or started by a package manager
+# without policy-rc.d) would take CPU on either core during the runs; the bench runs its own.
+if [ "$ats" != 0 ] && service trafficserver status >/dev/null 2>&1; then
+    say "stopping the trafficserver service (the bench runs its own traffic_server)"
+    service trafficserver stop >&2 || die "could not stop the trafficserver service"
+fi
 
 if [ "$(nproc)" -ge 2 ]; then
     pin_proxy=(taskset -c 0)
@@ -145,6 +171,14 @@ if [ "$fd_limit" != unlimited ] && [ $(((fd_limit - 64) / 2)) -lt "$tunnels_many
         "measuring $fitted idle tunnels instead of $tunnels_many"
     tunnels_many="$fitted"
     fd_capped=yes
+fi
+# ATS keeps 192 descriptors for itself and stops accepting once 1.1 × its open connections
+# (client and origin sockets both) reach the rest: 9,003 tunnels at 20,000 descriptors, of which
+# it is given the largest round hundred, if that is below tunnels_many.
+ats_tunnels="$tunnels_many"
+if [ "$fd_limit" != unlimited ]; then
+    fitted=$(((fd_limit - 192) * 10 / 11 / 2 / 100 * 100))
+    [ "$fitted" -ge "$ats_tunnels" ] || ats_tunnels="$fitted"
 fi
 
 if [ -n "${BENCH_SMOLPROXY:-}" ]; then
@@ -370,6 +404,26 @@ tiny_pid=$last_pid
 wait_port tinyproxy "$tiny_port"
 tiny_addr="127.0.0.1:$tiny_port"
 
+# start_ats NAME: a fresh ATS on core 0 (scripts/bench/trafficserver.sh, which execs
+# traffic_server: the PID is the proxy's) writing under $work/NAME; sets $ats_pid, $ats_addr.
+start_ats() {
+    local port
+    say "starting ATS ($1) on core 0"
+    port="$(freeport)"
+    start "$1" "${pin_proxy[@]}" "$root/scripts/bench/trafficserver.sh" "$port" "$work/$1"
+    ats_pid=$last_pid
+    wait_port "$1" "$port"
+    ats_addr="127.0.0.1:$port"
+    # Its threads must have kept the pin (see trafficserver.sh on hwloc): say so if not.
+    if [ ${#pin_proxy[@]} -gt 0 ]; then
+        local moved
+        moved="$(awk '/^Cpus_allowed_list:/ && $2 != "0" { n++ } END { print n + 0 }' \
+            "/proc/$ats_pid"/task/*/status 2>/dev/null || echo "?")"
+        [ "$moved" = 0 ] || note "ATS ($1): $moved thread(s) allowed off core 0; its rows are not comparable"
+    fi
+}
+ats_pid="" ats_addr=""
+
 # The SOCKS5 servers, started in their own section below.
 micro_addr="" micro_pid="" dante_addr="" dante_pid=""
 
@@ -377,6 +431,7 @@ addr_of() {
     case "$1" in
         smolproxy) echo "$smol_addr" ;;
         tinyproxy) echo "$tiny_addr" ;;
+        ats) echo "$ats_addr" ;;
         mitmdump) echo "$mitm_addr" ;;
         microsocks) echo "$micro_addr" ;;
         dante) echo "$dante_addr" ;;
@@ -393,6 +448,7 @@ pid_of() {
     case "$1" in
         smolproxy) echo "$smol_pid" ;;
         tinyproxy) echo "$tiny_pid" ;;
+        ats) echo "$ats_pid" ;;
         mitmdump) echo "$mitm_pid" ;;
         microsocks) echo "$micro_pid" ;;
         dante) echo "$dante_pid" ;;
@@ -426,6 +482,28 @@ record_cpu() {
     record "$1" "$2" "$(awk -v t=$((after - $3)) -v hz="$clk_tck" -v n="$4" \
         'BEGIN { printf "%.3f", t * 1e6 / hz / n }')"
 }
+
+# core_ticks: "BUSY0 TOTAL0 BUSY1 TOTAL1", the ticks cores 0 and 1 have spent so far from the
+# cpu0 and cpu1 lines of /proc/stat (user nice system idle iowait irq softirq steal guest
+# guest_nice; guest time is already in user and nice). Busy is all but idle and iowait.
+core_ticks() {
+    awk '$1 == "cpu0" || $1 == "cpu1" {
+        t = $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9
+        printf "%d %d ", t - $5 - $6, t
+    }' /proc/stat
+}
+# record_cores METRIC TARGET BEFORE: how busy each core was, in percent, since BEFORE (a
+# core_ticks line), as METRIC.core0 and METRIC.core1. Only when the proxy and the load side
+# are pinned to cores 0 and 1.
+record_cores() {
+    local b0 t0 b1 t1 a0 u0 a1 u1
+    [ ${#pin_proxy[@]} -gt 0 ] || return 0
+    read -r b0 t0 b1 t1 <<<"$3"
+    read -r a0 u0 a1 u1 <<<"$(core_ticks)"
+    record "$1.core0" "$2" "$(busy_pct $((a0 - b0)) $((u0 - t0)))"
+    record "$1.core1" "$2" "$(busy_pct $((a1 - b1)) $((u1 - t1)))"
+}
+busy_pct() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", (t > 0) ? 100 * b / t : 0 }'; }
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -491,10 +569,12 @@ wrk_run() {
         script="$work/proxied.lua"
     fi
     out="$work/wrk-$workload-$target-$rep.txt"
-    local ticks
+    local ticks cores
     ticks="$(cpu_ticks "$(pid_of "$target")")"
+    cores="$(core_ticks)"
     bounded wrk -t1 -c"$wrk_conns" -d"${secs}s" --latency -s "$script" "$@" "$url" >"$out" 2>&1 ||
         note "$workload $target run $rep: wrk exited with status $?"
+    record_cores "$workload" "$target" "$cores"
     local rps p50 p99 non2xx errors
     rps="$(awk '/^Requests\/sec:/ { print $2 }' "$out")"
     p50="$(awk '$1 == "50%" { print $2 }' "$out")"
@@ -515,10 +595,12 @@ wrk_run() {
 # bulk_run PREFIX TARGET REP VIA BYTES: one tunnel through VIA (the bench client's PROXY
 # argument) moving BYTES each way at once; metrics are named PREFIX.bulk.* ("" for CONNECT).
 bulk_run() {
-    local prefix="$1" target="$2" rep="$3" via="$4" bytes="$5" out line ticks
+    local prefix="$1" target="$2" rep="$3" via="$4" bytes="$5" out line ticks cores
     out="$work/${prefix}bulk-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
+    cores="$(core_ticks)"
     if bounded "$bench" bulk "$via" "$sink" "$bytes" >"$out" 2>&1; then
+        record_cores "${prefix}bulk" "$target" "$cores"
         line="$(sed -n 's/.*mbps=//p' "$out")"
         record "${prefix}bulk.mbps" "$target" "$line"
         # Per MB relayed, counting both directions.
@@ -534,10 +616,13 @@ bulk_run() {
 # metrics are named PREFIX.setups.*.
 setups_run() {
     local prefix="$1" target="$2" rep="$3" via="$4" run_secs="$5" closer="$6" out rate errors ticks
+    local cores
     out="$work/${prefix}setups-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
+    cores="$(core_ticks)"
     if bounded "$bench" setups "$via" "$sink" "$setups_inflight" "$run_secs" "$closer" \
         >"$out" 2>&1; then
+        record_cores "${prefix}setups" "$target" "$cores"
         rate="$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")"
         errors="$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' "$out")"
         [ "${errors:-0}" -eq 0 ] || note "${prefix}setups $target run $rep: $errors failed: $(grep -v '^setups ok' "$out" | head -n1)"
@@ -657,6 +742,7 @@ start_socks() {
 check_proxies() {
     alive "$smol_pid" smolproxy
     alive "$tiny_pid" tinyproxy
+    [ -z "$ats_pid" ] || alive "$ats_pid" "ATS (traffic_server)"
 }
 
 # field NAME FILE: the value of NAME=… on the bench client's summary line.
@@ -665,7 +751,7 @@ field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$2" | head -n1; }
 # intercept_run WORKLOAD TARGET REP: WORKLOAD is keepalive or sessions (bench intercept-*),
 # through the intercepting TARGET, trusting its CA, or straight to the TLS origin (direct).
 intercept_run() {
-    local workload="$1" target="$2" rep="$3" ca n out ticks ok errors rate p50 p99
+    local workload="$1" target="$2" rep="$3" ca n out ticks ok errors rate p50 p99 cores
     case "$target" in
         smolproxy) ca="$work/smol-ca.pem" ;;
         mitmdump) ca="$mitm_ca" ;;
@@ -675,8 +761,10 @@ intercept_run() {
     if [ "$workload" = keepalive ]; then n=$intercept_conns; else n=$sessions_inflight; fi
     out="$work/intercept-$workload-$target-$rep.txt"
     ticks="$(cpu_ticks "$(pid_of "$target")")"
+    cores="$(core_ticks)"
     if bounded "$bench" "intercept-$workload" "$(addr_of "$target")" "$tls_origin" "$ca" "$n" \
         "$intercept_secs" >"$out" 2>&1; then
+        record_cores "i$workload" "$target" "$cores"
         ok="$(field ok "$out")"
         errors="$(field errors "$out")"
         rate="$(field rate "$out")"
@@ -697,11 +785,17 @@ intercept_run() {
 
 # --- run -------------------------------------------------------------------------------------
 
+# ATS is started here rather than with the others above: start_ats may leave a note.
+[ "$ats" = 0 ] || start_ats ats
 load_before="$(cut -d' ' -f1 /proc/loadavg)"
 say "load average before: $load_before"
 bench_start=$SECONDS
 for ((rep = 1; rep <= reps; rep++)); do
-    order="$(order_for "$rep")"
+    if [ -n "$ats_pid" ]; then
+        order="$(rotate "$rep" smolproxy tinyproxy ats direct)"
+    else
+        order="$(order_for "$rep")"
+    fi
     say "repetition $rep of $reps (order: $order)"
     for t in $order; do wrk_run keepalive "$t" "$rep"; done
     check_proxies
@@ -714,8 +808,10 @@ for ((rep = 1; rep <= reps; rep++)); do
 done
 record rss.afterload smolproxy "$(rss_kb "$smol_pid")"
 record rss.afterload tinyproxy "$(rss_kb "$tiny_pid")"
+[ -z "$ats_pid" ] || record rss.afterload ats "$(rss_kb "$ats_pid")"
 stop "$smol_pid"
 stop "$tiny_pid"
+[ -z "$ats_pid" ] || stop "$ats_pid"
 
 say "interception: smolproxy and mitmdump on core 0, the TLS origin on core 1"
 # From here on "smolproxy" is an intercepting instance of its own: the one above would have
@@ -812,6 +908,19 @@ alive "$mem_pid" tinyproxy
 record rss.after tinyproxy "$(rss_kb "$mem_pid")"
 stop "$mem_pid"
 
+if [ "$ats" != 0 ]; then
+    start_ats ats-mem
+    sleep 1
+    record rss.idle ats "$(rss_kb "$ats_pid")"
+    hold_run http ats "$ats_pid" "$ats_addr" "$tunnels_few"
+    if [ "$ats_tunnels" -gt "$tunnels_few" ]; then
+        hold_run http ats "$ats_pid" "$ats_addr" "$ats_tunnels"
+    fi
+    alive "$ats_pid" "ATS (traffic_server)"
+    record rss.after ats "$(rss_kb "$ats_pid")"
+    stop "$ats_pid"
+fi
+
 say "memory over SOCKS5: fresh smolproxy, microsocks and dante, idle, then idle tunnels"
 socks_start=$SECONDS
 for t in smolproxy microsocks dante; do
@@ -890,6 +999,47 @@ ratio() {
 # fixed_row LABEL SMOLPROXY [TINYPROXY]: a line for a value measured once, not compared.
 fixed_row() { printf '| %s | %s | %s | – | – | – | – | – |\n' "$1" "$2" "${3:-–}"; }
 
+# many_row LABEL METRIC FORMAT: a line for the large idle-tunnel point, where ATS holds
+# $ats_tunnels (its cell says how many when that is fewer than smolproxy's $tunnels_many) and
+# tinyproxy is not run. Per-tunnel figures compare across the two counts; totals do not.
+many_row() {
+    local label="$1" metric="$2" fmt="$3" s a cell vs="–"
+    s="$(median "$metric.t$tunnels_many" smolproxy)"
+    if [ "$ats" = 0 ]; then
+        cell="–"
+    elif [ "$ats_tunnels" -le "$tunnels_few" ]; then
+        cell="not run"
+    else
+        a="$(median "$metric.t$ats_tunnels" ats)"
+        cell="$(stat "$metric.t$ats_tunnels" ats "$fmt")"
+        if [ "$ats_tunnels" != "$tunnels_many" ]; then
+            cell+=" at $ats_tunnels tunnels"
+            if [ "$metric" = rss ]; then a=""; fi
+        fi
+        vs="$(ratio "$s" "$a")"
+    fi
+    printf '| %s | %s | not run (MaxClients 1000) | %s | – | – | %s | – |\n' "$label" \
+        "$(stat "$metric.t$tunnels_many" smolproxy "$fmt")" "$cell" "$vs"
+}
+
+# core_row LABEL WORKLOAD TARGET...: a line of the core utilisation table: for each TARGET,
+# the median busy % of core 0 and of core 1 during its WORKLOAD runs, as "core 0 / core 1".
+core_row() {
+    local label="$1" workload="$2" target line c0 c1
+    shift 2
+    line="| $label"
+    for target in "$@"; do
+        c0="$(median "$workload.core0" "$target")"
+        c1="$(median "$workload.core1" "$target")"
+        if [ -z "$c0" ]; then
+            line+=" | –"
+        else
+            line+=" | $(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.0f / %.0f", a, b }')"
+        fi
+    done
+    echo "$line |"
+}
+
 # row_vs LABEL METRIC FORMAT OTHER...: one line of a table: smolproxy, each OTHER, then
 # smolproxy ÷ each OTHER; a target with nothing recorded shows "–".
 row_vs() {
@@ -902,8 +1052,11 @@ row_vs() {
     echo "$line |"
 }
 
-# row LABEL METRIC FORMAT: a line of the HTTP table.
-row() { row_vs "$1" "$2" "$3" tinyproxy mitmdump direct; }
+# row LABEL METRIC FORMAT: a line of the HTTP and CONNECT table.
+row() { row_vs "$1" "$2" "$3" tinyproxy ats direct; }
+
+# intercept_row LABEL METRIC FORMAT: a line of the interception table.
+intercept_row() { row_vs "$1" "$2" "$3" mitmdump direct; }
 
 # socks_row LABEL METRIC FORMAT: a line of the SOCKS5 table.
 socks_row() { row_vs "$1" "$2" "$3" microsocks dante direct; }
@@ -922,7 +1075,11 @@ echo
 echo "## smolproxy benchmark ($(date -u +%Y-%m-%d), smolproxy $commit)"
 echo
 echo "Machine: $(nproc) × $cpu, Linux $(uname -r). Proxy pinned to core 0; wrk, bench client"
-echo "and origin on core 1. tinyproxy $(tinyproxy -v 2>&1 | awk '{ print $2 }'),"
+ats_version="not run"
+[ "$ats" = 0 ] || ats_version="$(traffic_server -V 2>/dev/null |
+    awk '/^Traffic Server / { print $3; exit }')"
+echo "and origin on core 1. tinyproxy $(tinyproxy -v 2>&1 | awk '{ print $2 }')," \
+    "Apache Traffic Server (ATS) ${ats_version:-unknown},"
 micro_version="$(dpkg-query -W -f='${Version}' microsocks 2>/dev/null || echo unknown)"
 dante_version="$(danted -v 2>&1 | sed -n 's/^Dante v\([0-9.]*[0-9]\).*/\1/p' | head -n1)"
 echo "mitmproxy $mitm_version, microsocks $micro_version, dante ${dante_version:-unknown},"
@@ -931,7 +1088,7 @@ echo "$reps runs each, alternating; median (min–max). Ratios are smolproxy ÷ 
 echo "Load average (1 min) before/after: $load_before / $load_after$(awk -v l="$load_before" \
     'BEGIN { if (l > 1.0) printf " — the machine was busy with other work, so throughput is noisy; the CPU-per-unit rows are the steadier comparison" }')."
 echo
-echo "| workload | smolproxy | tinyproxy | mitmdump | direct | smol ÷ tiny | smol ÷ mitm | smol ÷ direct |"
+echo "| workload | smolproxy | tinyproxy | ATS | direct | smol ÷ tiny | smol ÷ ATS | smol ÷ direct |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 row "keep-alive GET 1 KB, req/s (wrk -c$wrk_conns, ${secs}s) ↑" keepalive.rps "%.0f"
 row "keep-alive latency p50, ms ↓" keepalive.p50 "%.2f"
@@ -944,23 +1101,12 @@ row "proxy CPU per keep-alive request, µs ↓" keepalive.cpu "%.1f"
 row "proxy CPU per Connection: close request, µs ↓" close.cpu "%.1f"
 row "proxy CPU per CONNECT setup, µs ↓" setups.cpu "%.1f"
 row "proxy CPU per MB relayed (bulk, both ways), µs ↓" bulk.cpu "%.0f"
-row "intercepted keep-alive GET 1 KB, req/s ($intercept_conns sessions, ${intercept_secs}s) ↑" \
-    ikeepalive.rate "%.0f"
-row "intercepted keep-alive latency p50, ms ↓" ikeepalive.p50 "%.2f"
-row "intercepted keep-alive latency p99, ms ↓" ikeepalive.p99 "%.2f"
-row "new intercepted TLS sessions/s, 1 GET each, $sessions_inflight in flight ↑" \
-    isessions.rate "%.0f"
-row "intercepted session (TCP+CONNECT+TLS+GET) p99, ms ↓" isessions.p99 "%.2f"
-row "proxy CPU per intercepted request (keep-alive), µs ↓" ikeepalive.cpu "%.1f"
-row "proxy CPU per new intercepted TLS session, µs ↓" isessions.cpu "%.1f"
 row "RSS idle, fresh process, KB ↓" rss.idle "%.0f"
 row "RSS with $tunnels_few idle tunnels, KB ↓" rss.t$tunnels_few "%.0f"
 row "KB per idle tunnel ($tunnels_few) ↓" kbper.t$tunnels_few "%.2f"
 if [ "$tunnels_many" -gt "$tunnels_few" ]; then
-    fixed_row "RSS with $tunnels_many idle tunnels, KB ↓" \
-        "$(stat "rss.t$tunnels_many" smolproxy "%.0f")" "not run (MaxClients 1000)"
-    fixed_row "KB per idle tunnel ($tunnels_many) ↓" \
-        "$(stat "kbper.t$tunnels_many" smolproxy "%.2f")"
+    many_row "RSS with $tunnels_many idle tunnels, KB ↓" rss "%.0f"
+    many_row "KB per idle tunnel ($tunnels_many) ↓" kbper "%.2f"
 fi
 row "RSS after the tunnels closed, KB" rss.after "%.0f"
 row "RSS idle after the load runs, KB" rss.afterload "%.0f"
@@ -974,18 +1120,65 @@ echo "tinyproxy runs one thread per connection and was configured with MaxClient
 echo "measured at 1,000 tunnels only. tinyproxy closes the client connection after every"
 echo "response (no client keep-alive); wrk counts each such close as a socket read error and"
 echo "reconnects, so tinyproxy's \"keep-alive\" runs are in fact one connection per request."
-echo "Intercepted rows: the bench client (rustls, ALPN http/1.1, no session resumption) CONNECTs"
-echo "to nginx's TLS port through the proxy and does TLS with the proxy, trusting its CA; the"
-echo "proxy does TLS to nginx (P-256 certificate) and verifies it. \"direct\" is the same client"
-echo "doing TLS with nginx itself. tinyproxy cannot intercept. smolproxy signs its handshakes"
-echo "with ECDSA P-256; mitmdump with its default RSA 2048 key. smolproxy reuses pooled origin"
-echo "connections across client sessions; mitmdump opens one origin connection (and handshake)"
-echo "per client connection, so a new session costs it two handshakes. mitmdump ran with"
-echo "connection_strategy=lazy (it dials the origin at the first request, as smolproxy does)"
-echo "and -q (no flow lines)."
+if [ "$ats" != 0 ]; then
+    echo "ATS is traffic_server alone as a plain forward proxy: no cache, no remap rules, one"
+    echo "network thread (its cache AIO, task and log threads pinned to core 0 with it and counted"
+    echo "in its CPU), origin sessions pooled, Via both ways, no transaction log (settings in"
+    echo "scripts/bench/trafficserver.records.config.in). It stops accepting once 1.1 × its open"
+    echo "connections (client and origin sockets) reach the open-file limit ($fd_limit) minus 192."
+    if [ "$ats_tunnels" -lt "$tunnels_many" ]; then
+        echo "Its large idle-tunnel point is therefore $ats_tunnels tunnels, the largest round hundred"
+        echo "it holds; the RSS there is not compared with smolproxy's at $tunnels_many, the KB per"
+        echo "tunnel is."
+    fi
+else
+    echo "ATS was left out (BENCH_ATS=0)."
+fi
 if [ "$fd_capped" = yes ]; then
     echo "The open-file limit here ($fd_limit, not raisable) caps the large point at $tunnels_many tunnels."
 fi
+if [ ${#pin_proxy[@]} -gt 0 ]; then
+    echo
+    echo "### Core utilisation during the timed runs above, busy %, core 0 / core 1"
+    echo
+    echo "| workload | smolproxy | tinyproxy | ATS | direct |"
+    echo "|---|---:|---:|---:|---:|"
+    core_row "keep-alive GET 1 KB (wrk)" keepalive smolproxy tinyproxy ats direct
+    core_row "Connection: close (wrk)" close smolproxy tinyproxy ats direct
+    core_row "CONNECT bulk" bulk smolproxy tinyproxy ats direct
+    core_row "CONNECT setups" setups smolproxy tinyproxy ats direct
+    echo
+    echo "Core 0 runs the proxy alone; core 1 runs wrk or the bench client and the origin (nginx or"
+    echo "the bench sink). Busy is every tick of /proc/stat but idle and iowait, over each timed"
+    echo "run, median of the runs; anything else on the machine counts too. Where core 1 is near"
+    echo "100% the load side, not the proxy, set the pace: requests/s and MB/s there cannot"
+    echo "separate the proxies, and the proxy CPU per unit of work is the comparison. Where core 0"
+    echo "is near 100% the proxy was the limit."
+fi
+echo
+echo "### Interception"
+echo
+echo "| workload | smolproxy | mitmdump | direct | smol ÷ mitm | smol ÷ direct |"
+echo "|---|---:|---:|---:|---:|---:|"
+intercept_row "intercepted keep-alive GET 1 KB, req/s ($intercept_conns sessions, ${intercept_secs}s) ↑" \
+    ikeepalive.rate "%.0f"
+intercept_row "intercepted keep-alive latency p50, ms ↓" ikeepalive.p50 "%.2f"
+intercept_row "intercepted keep-alive latency p99, ms ↓" ikeepalive.p99 "%.2f"
+intercept_row "new intercepted TLS sessions/s, 1 GET each, $sessions_inflight in flight ↑" \
+    isessions.rate "%.0f"
+intercept_row "intercepted session (TCP+CONNECT+TLS+GET) p99, ms ↓" isessions.p99 "%.2f"
+intercept_row "proxy CPU per intercepted request (keep-alive), µs ↓" ikeepalive.cpu "%.1f"
+intercept_row "proxy CPU per new intercepted TLS session, µs ↓" isessions.cpu "%.1f"
+echo
+echo "The bench client (rustls, ALPN http/1.1, no session resumption) CONNECTs to nginx's TLS"
+echo "port through the proxy and does TLS with the proxy, trusting its CA; the proxy does TLS to"
+echo "nginx (P-256 certificate) and verifies it. \"direct\" is the same client doing TLS with"
+echo "nginx itself. tinyproxy cannot intercept; ATS is not set up to. smolproxy signs its"
+echo "handshakes with ECDSA P-256; mitmdump with its default RSA 2048 key. smolproxy reuses"
+echo "pooled origin connections across client sessions; mitmdump opens one origin connection"
+echo "(and handshake) per client connection, so a new session costs it two handshakes. mitmdump"
+echo "ran with connection_strategy=lazy (it dials the origin at the first request, as smolproxy"
+echo "does) and -q (no flow lines)."
 echo
 echo "### SOCKS5"
 echo
