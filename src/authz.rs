@@ -57,8 +57,31 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// worst and far less in practice, which a router can afford.
 const MAX_DECISIONS: usize = 1024;
 
-/// A question's identity in the cache: client, user, method, URL.
-type Key = (IpAddr, String, String, String);
+/// A question's identity in the cache: client, user, method and URL in one string (see
+/// [`key`]), made without the question itself, which is built only when the service is asked.
+type Key = String;
+
+/// The cache key of a question about `req` from `client` as `user`: one allocation on the
+/// path a cached decision answers. The user's length comes first, so no user name can make
+/// two questions look alike; the method is a token and the URL ends the key.
+fn key(req: &Request, client: IpAddr, user: &str) -> Key {
+    use std::fmt::Write;
+    let t = &req.target;
+    let mut k = String::with_capacity(64 + user.len() + t.host.len() + t.path.len());
+    let _ = write!(k, "{client} {}:{user} {} ", user.len(), req.method);
+    // The question's URL (see `Question::new`).
+    let _ = match t.scheme {
+        Scheme::Connect => write!(k, "https://{t}"),
+        _ => write!(k, "{t}"),
+    };
+    k
+}
+
+/// Whether the question about a request with this held-back `body` carries it (a UTF-8 body,
+/// see `Question::new`): such questions are never cached.
+fn carries_body(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok_and(|b| !b.is_empty())
+}
 
 /// The service client: settings, cached decisions and questions on their way.
 pub struct Authz {
@@ -86,15 +109,19 @@ impl Authz {
         }
     }
 
-    /// The answer to `q`: from the cache, from the identical question on its way, or asked;
-    /// counted in `metrics` either way.
-    pub async fn ask(&self, trust: &Trust, metrics: &Metrics, q: &Question) -> Answer {
-        // A question with a body is asked on its own: bodies differ between requests to one
-        // URL, and a cache of them would hold up to 64 KiB each.
-        if self.settings.cache.is_zero() || !q.body.is_empty() {
-            return self.call(trust, metrics, &q.body()).await;
-        }
-        let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
+    /// The answer to the question `q` makes: from the cache (by `key`, `None` when the
+    /// question is not to be cached), from the identical question on its way, or asked;
+    /// counted in `metrics` either way. The question is built only when it is asked.
+    async fn ask(
+        &self,
+        trust: &Trust,
+        metrics: &Metrics,
+        key: Option<Key>,
+        q: impl FnOnce() -> Question,
+    ) -> Answer {
+        let Some(key) = key else {
+            return self.call(trust, metrics, &q().body()).await;
+        };
         let flight = {
             let mut s = self.lock();
             match s.decided.get(&key) {
@@ -115,7 +142,7 @@ impl Authz {
             key: &key,
             flight: &flight,
         };
-        let body = q.body();
+        let body = q().body();
         let mut asked = false;
         let call = || {
             asked = true;
@@ -306,8 +333,13 @@ pub async fn check(
     entry: &mut Entry,
 ) -> Result<(), Error> {
     let Some(authz) = authz else { return Ok(()) };
-    let q = Question::new(req, body, entry.client.ip(), entry.user.as_deref());
-    match (authz.ask(trust, metrics, &q).await, authz.settings.fail) {
+    let (client, user) = (entry.client.ip(), entry.user.as_deref());
+    // A question with a body is asked on its own: bodies differ between requests to one URL,
+    // and a cache of them would hold up to 64 KiB each.
+    let cached = !authz.settings.cache.is_zero() && !carries_body(body);
+    let key = cached.then(|| key(req, client, user.unwrap_or_default()));
+    let q = || Question::new(req, body, client, user);
+    match (authz.ask(trust, metrics, key, q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
         (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(
@@ -328,16 +360,29 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn keys_name_client_user_method_and_the_question_url() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        for raw in [
+            &b"GET http://A.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n"[..],
+            b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+        ] {
+            let req = crate::head::parse_request(raw).unwrap();
+            let q = Question::new(&req, b"", ip, Some("ann"));
+            let k = key(&req, ip, "ann");
+            assert_eq!(k, format!("10.0.0.5 3:ann {} {}", q.method, q.url));
+        }
+        // A user name with spaces cannot pass for another user and method.
+        let req = crate::head::parse_request(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_ne!(key(&req, ip, "a GET"), key(&req, ip, "a"));
+        assert!(!carries_body(b"") && !carries_body(b"\xff") && carries_body(b"{}"));
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let mut s = State::default();
         let now = Instant::now();
         for i in 0..MAX_DECISIONS + 10 {
-            let key = (
-                "::1".parse().unwrap(),
-                String::new(),
-                "GET".into(),
-                format!("http://a/{i}"),
-            );
+            let key = format!("::1 0: GET http://a/{i}");
             s.file(
                 key,
                 now + Duration::from_secs(i as u64 + 1),
@@ -346,10 +391,10 @@ mod tests {
         }
         assert_eq!(s.decided.len(), MAX_DECISIONS);
         // The ones closest to expiring went first.
-        assert!(!s.decided.keys().any(|k| k.3 == "http://a/0"));
+        assert!(!s.decided.keys().any(|k| k.ends_with(" http://a/0")));
         assert!(s
             .decided
             .keys()
-            .any(|k| k.3 == format!("http://a/{}", MAX_DECISIONS + 9)));
+            .any(|k| k.ends_with(&format!(" http://a/{}", MAX_DECISIONS + 9))));
     }
 }
