@@ -57,23 +57,36 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// worst and far less in practice, which a router can afford.
 const MAX_DECISIONS: usize = 1024;
 
-/// A question's identity in the cache: client, user, method and URL in one string (see
-/// [`key`]), made without the question itself, which is built only when the service is asked.
-type Key = String;
+/// A question's identity in the cache: client, user, method and URL (see [`key`]), made
+/// without the question itself, which is built only when the service is asked.
+type Key = Vec<u8>;
 
-/// The cache key of a question about `req` from `client` as `user`: one allocation on the
-/// path a cached decision answers. The user's length comes first, so no user name can make
-/// two questions look alike; the method is a token and the URL ends the key.
+/// The cache key of a question about `req` from `client` as `user`: one allocation and no
+/// text formatting on the path a cached decision answers. The URL is keyed by its parts
+/// (scheme, host, port, path and query), which make it; each variable-length part but the
+/// last goes with its length, so no two different questions share a key.
 fn key(req: &Request, client: IpAddr, user: &str) -> Key {
-    use std::fmt::Write;
     let t = &req.target;
-    let mut k = String::with_capacity(64 + user.len() + t.host.len() + t.path.len());
-    let _ = write!(k, "{client} {}:{user} {} ", user.len(), req.method);
-    // The question's URL (see `Question::new`).
-    let _ = match t.scheme {
-        Scheme::Connect => write!(k, "https://{t}"),
-        _ => write!(k, "{t}"),
-    };
+    let parts = [user, req.method.as_str(), t.scheme.name(), t.host.as_str()];
+    let mut k =
+        Vec::with_capacity(40 + parts.iter().map(|p| p.len()).sum::<usize>() + t.path.len());
+    // The family first: it says how many octets follow.
+    match client {
+        IpAddr::V4(ip) => {
+            k.push(4);
+            k.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            k.push(6);
+            k.extend_from_slice(&ip.octets());
+        }
+    }
+    for part in parts {
+        k.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        k.extend_from_slice(part.as_bytes());
+    }
+    k.extend_from_slice(&t.port.to_le_bytes());
+    k.extend_from_slice(t.path.as_bytes());
     k
 }
 
@@ -360,20 +373,43 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn keys_name_client_user_method_and_the_question_url() {
+    fn keys_tell_questions_apart() {
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
-        for raw in [
-            &b"GET http://A.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n"[..],
-            b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
-        ] {
-            let req = crate::head::parse_request(raw).unwrap();
-            let q = Question::new(&req, b"", ip, Some("ann"));
-            let k = key(&req, ip, "ann");
-            assert_eq!(k, format!("10.0.0.5 3:ann {} {}", q.method, q.url));
+        let k = |raw: &str, ip: IpAddr, user: &str| {
+            let req = crate::head::parse_request(raw.as_bytes()).unwrap();
+            let q = Question::new(&req, b"", ip, Some(user));
+            (key(&req, ip, user), (q.method, q.url, q.user, q.client))
+        };
+        let cases = [
+            k("GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k(
+                "GET http://a:80/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                ip,
+                "ann",
+            ),
+            k("GET http://a/x?y=2 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k(
+                "GET http://a:81/x?y=1 HTTP/1.1\r\nHost: a:81\r\n\r\n",
+                ip,
+                "ann",
+            ),
+            k("GET https://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k("PUT http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k("GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, ""),
+            k(
+                "GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                "::1".parse().unwrap(),
+                "ann",
+            ),
+            k("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", ip, "ann"),
+            k("CONNECT a:444 HTTP/1.1\r\nHost: a:444\r\n\r\n", ip, "ann"),
+        ];
+        // Keys are equal exactly when the questions (less headers and body) are.
+        for (ka, qa) in &cases {
+            for (kb, qb) in &cases {
+                assert_eq!(ka == kb, qa == qb, "{qa:?} / {qb:?}");
+            }
         }
-        // A user name with spaces cannot pass for another user and method.
-        let req = crate::head::parse_request(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        assert_ne!(key(&req, ip, "a GET"), key(&req, ip, "a"));
         assert!(!carries_body(b"") && !carries_body(b"\xff") && carries_body(b"{}"));
     }
 
@@ -382,7 +418,7 @@ mod tests {
         let mut s = State::default();
         let now = Instant::now();
         for i in 0..MAX_DECISIONS + 10 {
-            let key = format!("::1 0: GET http://a/{i}");
+            let key = format!("GET http://a/{i}").into_bytes();
             s.file(
                 key,
                 now + Duration::from_secs(i as u64 + 1),
@@ -391,10 +427,8 @@ mod tests {
         }
         assert_eq!(s.decided.len(), MAX_DECISIONS);
         // The ones closest to expiring went first.
-        assert!(!s.decided.keys().any(|k| k.ends_with(" http://a/0")));
-        assert!(s
-            .decided
-            .keys()
-            .any(|k| k.ends_with(&format!(" http://a/{}", MAX_DECISIONS + 9))));
+        assert!(!s.decided.keys().any(|k| k.ends_with(b" http://a/0")));
+        let last = format!(" http://a/{}", MAX_DECISIONS + 9);
+        assert!(s.decided.keys().any(|k| k.ends_with(last.as_bytes())));
     }
 }
