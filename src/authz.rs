@@ -57,8 +57,44 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// worst and far less in practice, which a router can afford.
 const MAX_DECISIONS: usize = 1024;
 
-/// A question's identity in the cache: client, user, method, URL.
-type Key = (IpAddr, String, String, String);
+/// A question's identity in the cache: client, user, method and URL (see [`key`]), made
+/// without the question itself, which is built only when the service is asked.
+type Key = Vec<u8>;
+
+/// The cache key of a question about `req` from `client` as `user`: one allocation and no
+/// text formatting on the path a cached decision answers. The URL is keyed by its parts
+/// (scheme, host, port, path and query), which make it; each variable-length part but the
+/// last goes with its length, so no two different questions share a key.
+fn key(req: &Request, client: IpAddr, user: &str) -> Key {
+    let t = &req.target;
+    let parts = [user, req.method.as_str(), t.scheme.name(), t.host.as_str()];
+    let mut k =
+        Vec::with_capacity(40 + parts.iter().map(|p| p.len()).sum::<usize>() + t.path.len());
+    // The family first: it says how many octets follow.
+    match client {
+        IpAddr::V4(ip) => {
+            k.push(4);
+            k.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            k.push(6);
+            k.extend_from_slice(&ip.octets());
+        }
+    }
+    for part in parts {
+        k.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        k.extend_from_slice(part.as_bytes());
+    }
+    k.extend_from_slice(&t.port.to_le_bytes());
+    k.extend_from_slice(t.path.as_bytes());
+    k
+}
+
+/// Whether the question about a request with this held-back `body` carries it (a UTF-8 body,
+/// see `Question::new`): such questions are never cached.
+fn carries_body(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok_and(|b| !b.is_empty())
+}
 
 /// The service client: settings, cached decisions and questions on their way.
 pub struct Authz {
@@ -86,15 +122,19 @@ impl Authz {
         }
     }
 
-    /// The answer to `q`: from the cache, from the identical question on its way, or asked;
-    /// counted in `metrics` either way.
-    pub async fn ask(&self, trust: &Trust, metrics: &Metrics, q: &Question) -> Answer {
-        // A question with a body is asked on its own: bodies differ between requests to one
-        // URL, and a cache of them would hold up to 64 KiB each.
-        if self.settings.cache.is_zero() || !q.body.is_empty() {
-            return self.call(trust, metrics, &q.body()).await;
-        }
-        let key: Key = (q.client, q.user.clone(), q.method.clone(), q.url.clone());
+    /// The answer to the question `q` makes: from the cache (by `key`, `None` when the
+    /// question is not to be cached), from the identical question on its way, or asked;
+    /// counted in `metrics` either way. The question is built only when it is asked.
+    async fn ask(
+        &self,
+        trust: &Trust,
+        metrics: &Metrics,
+        key: Option<Key>,
+        q: impl FnOnce() -> Question,
+    ) -> Answer {
+        let Some(key) = key else {
+            return self.call(trust, metrics, &q().body()).await;
+        };
         let flight = {
             let mut s = self.lock();
             match s.decided.get(&key) {
@@ -115,7 +155,7 @@ impl Authz {
             key: &key,
             flight: &flight,
         };
-        let body = q.body();
+        let body = q().body();
         let mut asked = false;
         let call = || {
             asked = true;
@@ -306,8 +346,13 @@ pub async fn check(
     entry: &mut Entry,
 ) -> Result<(), Error> {
     let Some(authz) = authz else { return Ok(()) };
-    let q = Question::new(req, body, entry.client.ip(), entry.user.as_deref());
-    match (authz.ask(trust, metrics, &q).await, authz.settings.fail) {
+    let (client, user) = (entry.client.ip(), entry.user.as_deref());
+    // A question with a body is asked on its own: bodies differ between requests to one URL,
+    // and a cache of them would hold up to 64 KiB each.
+    let cached = !authz.settings.cache.is_zero() && !carries_body(body);
+    let key = cached.then(|| key(req, client, user.unwrap_or_default()));
+    let q = || Question::new(req, body, client, user);
+    match (authz.ask(trust, metrics, key, q).await, authz.settings.fail) {
         (Answer::Allowed, _) => Ok(()),
         (Answer::Denied(why), _) => Err(Error::Forbidden(format!("denied by --authz-url ({why})"))),
         (Answer::Failed(why), Fail::Closed) => Err(Error::Unavailable(format!(
@@ -328,16 +373,52 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn keys_tell_questions_apart() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let k = |raw: &str, ip: IpAddr, user: &str| {
+            let req = crate::head::parse_request(raw.as_bytes()).unwrap();
+            let q = Question::new(&req, b"", ip, Some(user));
+            (key(&req, ip, user), (q.method, q.url, q.user, q.client))
+        };
+        let cases = [
+            k("GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k(
+                "GET http://a:80/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                ip,
+                "ann",
+            ),
+            k("GET http://a/x?y=2 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k(
+                "GET http://a:81/x?y=1 HTTP/1.1\r\nHost: a:81\r\n\r\n",
+                ip,
+                "ann",
+            ),
+            k("GET https://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k("PUT http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, "ann"),
+            k("GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", ip, ""),
+            k(
+                "GET http://a/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                "::1".parse().unwrap(),
+                "ann",
+            ),
+            k("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", ip, "ann"),
+            k("CONNECT a:444 HTTP/1.1\r\nHost: a:444\r\n\r\n", ip, "ann"),
+        ];
+        // Keys are equal exactly when the questions (less headers and body) are.
+        for (ka, qa) in &cases {
+            for (kb, qb) in &cases {
+                assert_eq!(ka == kb, qa == qb, "{qa:?} / {qb:?}");
+            }
+        }
+        assert!(!carries_body(b"") && !carries_body(b"\xff") && carries_body(b"{}"));
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let mut s = State::default();
         let now = Instant::now();
         for i in 0..MAX_DECISIONS + 10 {
-            let key = (
-                "::1".parse().unwrap(),
-                String::new(),
-                "GET".into(),
-                format!("http://a/{i}"),
-            );
+            let key = format!("GET http://a/{i}").into_bytes();
             s.file(
                 key,
                 now + Duration::from_secs(i as u64 + 1),
@@ -346,10 +427,8 @@ mod tests {
         }
         assert_eq!(s.decided.len(), MAX_DECISIONS);
         // The ones closest to expiring went first.
-        assert!(!s.decided.keys().any(|k| k.3 == "http://a/0"));
-        assert!(s
-            .decided
-            .keys()
-            .any(|k| k.3 == format!("http://a/{}", MAX_DECISIONS + 9)));
+        assert!(!s.decided.keys().any(|k| k.ends_with(b" http://a/0")));
+        let last = format!(" http://a/{}", MAX_DECISIONS + 9);
+        assert!(s.decided.keys().any(|k| k.ends_with(last.as_bytes())));
     }
 }

@@ -26,10 +26,9 @@ use crate::head::{parse_request_in, Request};
 use crate::log::Entry;
 use crate::proxy::{Live, Proxy};
 use crate::reader::{HeadError, Reader};
-use crate::relay::{run_tunnel, Done, Tunnel};
+use crate::relay::{run_tunnel, Done, Early, Tunnel};
 use crate::stream::{Stream, Tcp};
 use crate::target::{Scheme, Target};
-use crate::tunnel;
 use crate::{authz, route, socks, upstream};
 
 /// An intercepted tunnel whose requests are being served (SPEC §10).
@@ -45,8 +44,11 @@ struct Inside {
 
 /// What a request left open when the connection stops reading requests.
 enum Opened {
-    /// A CONNECT tunnel to relay: the stream to the destination and the client's early bytes.
-    Tunnel(Stream, Vec<u8>),
+    /// A CONNECT tunnel to relay: the stream to the destination and the bytes either side
+    /// sent early.
+    Tunnel(Stream, Option<Box<Early>>),
+    /// A request upgraded by a 101 (WebSocket): relayed like a tunnel, logged as a request.
+    Upgraded(Stream, Option<Box<Early>>),
     /// A CONNECT tunnel to intercept, with the client's early bytes.
     #[cfg_attr(not(feature = "tls-server"), allow(dead_code))] // made only with tls-server
     Intercept(Vec<u8>),
@@ -145,13 +147,13 @@ async fn socks(
     }
     let relay = socks::serve(&p, &client.io, &client.tcp, &mut reader, peer).await?;
     // Bytes the client sent right after its request belong to the tunnel.
-    let early = reader.buffered().to_vec();
-    reader.consume(early.len());
+    let early = Early::new(reader.buffered().to_vec(), relay.early);
     drop(reader);
     let done = Box::new(Done {
         entry: relay.entry,
         started: relay.started,
         record: relay.record.map(Box::new),
+        upgraded: false,
     });
     Some(Box::pin(run_tunnel(
         p,
@@ -276,9 +278,10 @@ async fn requests(
                 entry,
                 started,
                 record: p.capture.is_some().then(|| Box::new((req, trace))),
+                upgraded: matches!(opened, Opened::Upgraded(..)),
             });
             return Some(match opened {
-                Opened::Tunnel(origin, early) => {
+                Opened::Tunnel(origin, early) | Opened::Upgraded(origin, early) => {
                     Box::pin(run_tunnel(p, client.io, origin, early, done))
                 }
                 Opened::Intercept(early) => {
@@ -393,7 +396,7 @@ async fn handle(
     }
     let mut reused_failed = false;
     loop {
-        let hop = match Box::pin(upstream::open(p, route.hops(), req, reused_failed)).await {
+        let hop = match Box::pin(upstream::open(p, &route, req, reused_failed)).await {
             Ok(h) => h,
             Err(err) => return reply(p, client, &err, req, entry).await,
         };
@@ -404,18 +407,13 @@ async fn handle(
                 entry.up += out.up;
                 entry.down = out.down;
                 if let Some(origin) = out.upgraded {
-                    let early = reader.buffered().to_vec();
-                    reader.consume(early.len());
-                    let (up, down) = Box::pin(tunnel::relay(
-                        client.io.clone(),
-                        &early,
-                        origin.io.clone(),
-                        origin.buffered(),
-                        p.cfg.idle_timeout,
-                    ))
-                    .await;
-                    entry.up += up;
-                    entry.down += down;
+                    // Relayed on its own like a CONNECT tunnel, after the bytes either side
+                    // sent past its head; the reading state of both is freed.
+                    let up = reader.buffered().to_vec();
+                    reader.consume(up.len());
+                    reader.release();
+                    let early = Early::new(up, origin.buffered().to_vec());
+                    *opened = Some(Opened::Upgraded(origin.io, early));
                     return false;
                 }
                 if out.unread_body {
@@ -530,8 +528,8 @@ async fn connect(
     let origin = if intercepts(p, t) {
         None
     } else {
-        match Box::pin(upstream::tunnel(p, hops, &t.host, t.port)).await {
-            Ok(stream) => Some(stream),
+        match Box::pin(upstream::tunnel_open(p, hops, &t.host, t.port)).await {
+            Ok(opened) => Some(opened),
             Err(err) => {
                 reply(p, client, &err, req, entry).await;
                 return None;
@@ -549,12 +547,12 @@ async fn connect(
     entry.status = 200;
     entry.down = ok.len() as u64;
     // Bytes the client sent right after the CONNECT head belong to the tunnel.
-    let early = reader.buffered().to_vec();
-    reader.consume(early.len());
+    let up = reader.buffered().to_vec();
+    reader.consume(up.len());
     reader.release();
     Some(match origin {
-        Some(origin) => Opened::Tunnel(origin, early),
-        None => Opened::Intercept(early),
+        Some((origin, down)) => Opened::Tunnel(origin, Early::new(up, down)),
+        None => Opened::Intercept(up),
     })
 }
 
@@ -608,7 +606,12 @@ async fn run_intercepted(
                         live: client.live,
                     };
                     let peer = done.entry.client;
-                    serve_session(p.clone(), client.clone(), peer, &inside).await;
+                    // A request upgraded inside the session (WebSocket) is relayed here.
+                    if let Some(tunnel) =
+                        serve_session(p.clone(), client.clone(), peer, &inside).await
+                    {
+                        tunnel.await;
+                    }
                     // close_notify, so the client knows the session ended whole.
                     let _ = futures_lite::AsyncWriteExt::close(&mut client.io.clone())
                         .or(async {
@@ -637,7 +640,7 @@ async fn run_intercepted(
             };
             eprintln!("intercept: {name}: {what}; relayed as an opaque tunnel");
             let route = route::decide(&p.cfg.routing, Scheme::Connect, &target.host, target.port);
-            match Box::pin(upstream::tunnel(
+            match Box::pin(upstream::tunnel_open(
                 &p,
                 route.hops(),
                 &target.host,
@@ -645,10 +648,11 @@ async fn run_intercepted(
             ))
             .await
             {
-                Ok(origin) => {
+                Ok((origin, down)) => {
                     if let Some(record) = &mut done.record {
                         record.1.ready = record.1.stamp();
                     }
+                    let early = Early::new(early, down);
                     return run_tunnel(p, client.io, origin, early, done).await;
                 }
                 Err(err) => {

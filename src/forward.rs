@@ -84,7 +84,7 @@ pub struct Hop<'a> {
     pub extra: &'a str,
     /// Where the connection is parked in the idle pool after a reusable exchange; from
     /// `name_at` on, also how to name the next hop in error messages.
-    pub key: String,
+    pub key: std::borrow::Cow<'a, str>,
     pub name_at: usize,
 }
 

@@ -1,7 +1,8 @@
 //! An open tunnel's life after the connection that opened it: relayed on its own (so an idle
 //! tunnel holds only what relaying needs, not the connection's reading state), then one
 //! access-log line and, when capturing, one record. Every tunnel ends here: HTTP CONNECT,
-//! SOCKS CONNECT, and an intercepted CONNECT that turned out not to be TLS.
+//! SOCKS CONNECT, an intercepted CONNECT that turned out not to be TLS, and a request upgraded
+//! by a `101 Switching Protocols` (WebSocket).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,27 @@ pub struct Done {
     pub started: Instant,
     /// The CONNECT request and its timings, when a capture record will be written.
     pub record: Option<Box<(Request, Trace)>>,
+    /// An upgraded request (101) rather than a tunnel: logged and recorded as the request it
+    /// was, and not counted among the tunnels in the metrics.
+    pub upgraded: bool,
+}
+
+/// Bytes already read from either side when a tunnel starts: the client's after its request
+/// (toward the origin), the origin's or last hop's after its answer (toward the client).
+/// Delivered first, in order, then freed. Most tunnels have none: see [`Early::new`].
+pub struct Early {
+    /// From the client, for the origin.
+    up: Vec<u8>,
+    /// From the origin, for the client.
+    down: Vec<u8>,
+}
+
+impl Early {
+    /// The early bytes, boxed, or `None` when there are none: a relaying tunnel then carries
+    /// one pointer for them, not two vectors for its whole life.
+    pub fn new(up: Vec<u8>, down: Vec<u8>) -> Option<Box<Early>> {
+        (!up.is_empty() || !down.is_empty()).then(|| Box::new(Early { up, down }))
+    }
 }
 
 /// Relays an open tunnel until it ends, then logs and records it.
@@ -32,13 +54,27 @@ pub async fn run_tunnel(
     p: Arc<Proxy>,
     client: Stream,
     origin: Stream,
-    early: Vec<u8>,
+    early: Option<Box<Early>>,
     mut done: Box<Done>,
 ) {
-    p.metrics.tunnel_opened();
-    let (up, down) = tunnel::relay(client, &early, origin, &[], p.cfg.idle_timeout).await;
-    p.metrics.tunnel_closed();
-    drop(early);
+    let counted = !done.upgraded;
+    if counted {
+        p.metrics.tunnel_opened();
+    }
+    let delivered = match early {
+        Some(e) => tunnel::deliver(&client, &e.up, &origin, &e.down).await,
+        None => Some((0, 0)),
+    };
+    let (up, down) = match delivered {
+        Some((up, down)) => {
+            let (more_up, more_down) = tunnel::relay(client, origin, p.cfg.idle_timeout).await;
+            (up + more_up, down + more_down)
+        }
+        None => (0, 0),
+    };
+    if counted {
+        p.metrics.tunnel_closed();
+    }
     // Only pointers are kept across the capture's wait: a local copy of the entry or the
     // request would make every idle tunnel's future larger.
     done.entry.up += up;
@@ -46,7 +82,9 @@ pub async fn run_tunnel(
     done.entry.duration = done.started.elapsed();
     p.report(&done.entry);
     if let (Some(capture), Some(record)) = (&p.capture, &mut done.record) {
-        record.1.tunnel = Some((up, down));
+        if counted {
+            record.1.tunnel = Some((up, down));
+        }
         Box::pin(capture.write(&done.entry, &record.0, &record.1)).await;
     }
 }

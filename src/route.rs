@@ -64,16 +64,20 @@ pub struct EnvProxy {
     pub upstream: Upstream,
     /// `system:VAR=URL`, the route's name in the access log, made once here.
     label: String,
+    /// `upstream URL`, the route's idle-pool key and name in errors, made once here.
+    pool_key: String,
 }
 
 impl EnvProxy {
     /// The proxy `upstream` from the variable `var`.
     pub fn new(var: &'static str, upstream: Upstream) -> EnvProxy {
         let label = format!("system:{var}={upstream}");
+        let pool_key = format!("upstream {upstream}");
         EnvProxy {
             var,
             upstream,
             label,
+            pool_key,
         }
     }
 }
@@ -168,6 +172,9 @@ pub struct Routing {
     pub warnings: Vec<String>,
     /// `upstream:URL,URL`, the custom chain's name in the access log, made once at start.
     upstream_label: String,
+    /// `upstream URL -> URL`, the custom chain's idle-pool key and name in errors, made once
+    /// at start.
+    upstream_pool_key: String,
 }
 
 impl Routing {
@@ -217,6 +224,7 @@ impl Routing {
             );
         }
         let upstream_label = format!("upstream:{}", chain(&upstream, ","));
+        let upstream_pool_key = format!("upstream {}", chain(&upstream, " -> "));
         Ok(Routing {
             upstream,
             upstream_for,
@@ -224,6 +232,7 @@ impl Routing {
             system,
             warnings,
             upstream_label,
+            upstream_pool_key,
         })
     }
 }
@@ -289,6 +298,8 @@ pub struct Decision<'a> {
     https: bool,
     /// The route's name for the access log, made once at start (see [`Decision::label`]).
     label: &'a str,
+    /// The chain's idle-pool key, made once at start (see [`Decision::pool_key`]).
+    pool_key: &'a str,
 }
 
 impl<'a> Decision<'a> {
@@ -305,6 +316,13 @@ impl<'a> Decision<'a> {
     /// `upstream:http://h:1,socks5://h:2` or `system:https_proxy=http://h:3`.
     pub fn label(&self) -> &'a str {
         self.label
+    }
+
+    /// `upstream URL -> URL`: the key that connections through this route's chain are pooled
+    /// by (connections through different chains never mix), and its name in error messages;
+    /// empty for direct.
+    pub fn pool_key(&self) -> &'a str {
+        self.pool_key
     }
 
     /// The `--bypass` or `no_proxy` entry that sent it direct, with where it came from.
@@ -366,6 +384,7 @@ pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Deci
         why,
         https,
         label: "direct",
+        pool_key: "",
     };
     let wanted = if https {
         r.upstream_for.https
@@ -384,6 +403,7 @@ pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Deci
                 why: Why::Custom,
                 https,
                 label: &r.upstream_label,
+                pool_key: &r.upstream_pool_key,
             },
         };
     };
@@ -405,6 +425,7 @@ pub fn decide<'a>(r: &'a Routing, scheme: Scheme, host: &str, port: u16) -> Deci
         why: Why::NotCustom(skip, used),
         https,
         label: &env.label,
+        pool_key: &env.pool_key,
     }
 }
 

@@ -37,6 +37,8 @@ use message::{reply, Command, Request as Ask};
 pub struct Relay {
     /// The stream to the destination.
     pub origin: Stream,
+    /// Bytes the last hop sent right after its answer, for the client first.
+    pub early: Vec<u8>,
     /// The log entry so far.
     pub entry: Entry,
     /// The CONNECT the request stands for, and its trace, when capturing.
@@ -332,13 +334,19 @@ async fn connect(
     } else {
         "socks4"
     });
-    let origin = Box::pin(upstream::tunnel(p, route.hops(), &req.target.host, port))
-        .await
-        .map_err(|e| Refusal::from_error(&e))?;
+    let (origin, early) = Box::pin(upstream::tunnel_open(
+        p,
+        route.hops(),
+        &req.target.host,
+        port,
+    ))
+    .await
+    .map_err(|e| Refusal::from_error(&e))?;
     trace.ready = trace.stamp();
     entry.status = 200;
     Ok(Some(Relay {
         origin,
+        early,
         entry: {
             let client = entry.client;
             std::mem::replace(entry, Entry::new(client))

@@ -53,28 +53,32 @@ impl Activity {
     }
 }
 
-/// Relays between `client` and `origin` until both sides are closed, one fails, or the
-/// tunnel is idle. `early_up`/`early_down` are bytes already read from either side. Returns
-/// the bytes moved (toward the origin, toward the client), the early ones included.
-pub async fn relay(
-    client: Stream,
-    early_up: &[u8],
-    origin: Stream,
-    early_down: &[u8],
-    idle: Duration,
-) -> (u64, u64) {
-    if origin.clone().write_all(early_up).await.is_err()
-        || client.clone().write_all(early_down).await.is_err()
+/// Delivers bytes already read from either side before a relay starts: `up` to the origin,
+/// then `down` to the client. Returns their counts (toward the origin, toward the client), or
+/// `None` when a write failed and the tunnel is over.
+pub async fn deliver(
+    client: &Stream,
+    up: &[u8],
+    origin: &Stream,
+    down: &[u8],
+) -> Option<(u64, u64)> {
+    if origin.clone().write_all(up).await.is_err() || client.clone().write_all(down).await.is_err()
     {
-        return (0, 0);
+        return None;
     }
-    let (up, down) = match (client, origin) {
+    Some((up.len() as u64, down.len() as u64))
+}
+
+/// Relays between `client` and `origin` until both sides are closed, one fails, or the
+/// tunnel is idle. Bytes already read from either side go first ([`deliver`]). Returns the
+/// bytes moved (toward the origin, toward the client).
+pub async fn relay(client: Stream, origin: Stream, idle: Duration) -> (u64, u64) {
+    match (client, origin) {
         (Stream::Tcp(client), Stream::Tcp(origin)) => TcpRelay::new(client, origin, idle).await,
         // Boxed: its two generic pumps are several times the size of a TCP relay, and an
         // async fn's state is as big as its biggest branch.
         (client, origin) => Box::pin(relay_any(client, origin, idle)).await,
-    };
-    (up + early_up.len() as u64, down + early_down.len() as u64)
+    }
 }
 
 /// The relay for streams that are not plain TCP (TLS, or a hop reached through another proxy):

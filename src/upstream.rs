@@ -12,6 +12,7 @@
 //! A refusal anywhere is a 502 naming the hop. Which route to take is decided in
 //! [`crate::route`], not here.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -26,20 +27,21 @@ use crate::head::{parse_response, Request};
 use crate::metrics::Fault;
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
-use crate::route::{chain, Kind, Upstream};
+use crate::route::{chain, Decision, Kind, Upstream};
 use crate::socks5::{self, Addr};
 use crate::stream::{Prefixed, Stream, Tcp};
 use crate::target::{authority, Scheme};
 use crate::tls;
 
 /// Opens the connection an HTTP request goes over: from the idle pool unless `fresh`, else
-/// by walking `hops` (empty: direct), with TLS to the origin for `https://` targets.
+/// by walking the route's hops (none: direct), with TLS to the origin for `https://` targets.
 pub async fn open<'a>(
     p: &Proxy,
-    hops: &'a [Upstream],
+    route: &Decision<'a>,
     req: &Request,
     fresh: bool,
 ) -> Result<Hop<'a>, Error> {
+    let hops = route.hops();
     let t = &req.target;
     let plain = matches!(t.scheme, Scheme::Http | Scheme::Ws);
     let absolute = hops.last().filter(|last| plain && last.is_http());
@@ -51,16 +53,19 @@ pub async fn open<'a>(
                 .await
                 .map_err(|e| counted(p, false, e))?;
             // The pool key names the whole chain: connections through different chains never
-            // mix.
-            let key = format!("upstream {}", chain(hops, " -> "));
-            (key, 0, last.proxy_authorization())
+            // mix. Made once at start.
+            (
+                Cow::Borrowed(route.pool_key()),
+                0,
+                last.proxy_authorization(),
+            )
         }
         None => {
             // The route of a destination never changes while the proxy runs, so a key by
             // destination is a key by route too. Its host:port part names the hop.
             let scheme = t.scheme.name();
             let key = format!("{scheme}://{}", t.host_port());
-            (key, scheme.len() + 3, "")
+            (Cow::Owned(key), scheme.len() + 3, "")
         }
     };
     let name = &key[name_at..];
@@ -119,12 +124,25 @@ fn socket_of(stream: &Stream) -> Option<Tcp> {
 /// A byte stream to `host:port`: dialled directly when `hops` is empty, else through them.
 /// A failure is counted in the metrics.
 pub async fn tunnel(p: &Proxy, hops: &[Upstream], host: &str, port: u16) -> Result<Stream, Error> {
+    let (stream, early) = tunnel_open(p, hops, host, port).await?;
+    Ok(prefixed(stream, early))
+}
+
+/// [`tunnel`] for a relay: the stream, and apart from it the bytes the last hop sent right
+/// after its answer, which belong to the tunnel ahead of anything read from the stream. Kept
+/// apart so that a plain socket stays one, and the relay can splice(2) it.
+pub async fn tunnel_open(
+    p: &Proxy,
+    hops: &[Upstream],
+    host: &str,
+    port: u16,
+) -> Result<(Stream, Vec<u8>), Error> {
     let Some(last) = hops.last() else {
         // Only addresses the egress policy accepts are dialled (SPEC §4: no DNS rebinding).
         let live = p.live();
         let admit = |ip| live.policy.check_address(host, port, ip);
         return match dial::connect_checked(host, port, p.cfg.connect_timeout, &admit).await {
-            Ok(tcp) => Ok(Stream::Tcp(tcp)),
+            Ok(tcp) => Ok((Stream::Tcp(tcp), Vec::new())),
             Err(DialError::Refused(rule)) => Err(Error::Forbidden(rule)),
             Err(DialError::Io(e)) => Err(counted(
                 p,
@@ -223,10 +241,19 @@ async fn reach(p: &Proxy, hops: &[Upstream]) -> Result<Stream, Error> {
     let mut stream = secure(p, first, Stream::Tcp(tcp)).await?;
     for pair in hops.windows(2) {
         let (via, next) = (&pair[0], &pair[1]);
-        stream = handshake(p, via, stream, &next.host, next.port).await?;
-        stream = secure(p, next, stream).await?;
+        let (through, early) = handshake(p, via, stream, &next.host, next.port).await?;
+        stream = secure(p, next, prefixed(through, early)).await?;
     }
     Ok(stream)
+}
+
+/// `stream` with `early` bytes (already read from it) put back in front.
+fn prefixed(stream: Stream, early: Vec<u8>) -> Stream {
+    if early.is_empty() {
+        stream
+    } else {
+        Stream::shared(Prefixed::new(early, stream))
+    }
 }
 
 /// TLS to an `https://` hop (SNI from its URL host); other hops are left as they are.
@@ -239,28 +266,30 @@ async fn secure(p: &Proxy, hop: &Upstream, stream: Stream) -> Result<Stream, Err
         .map_err(|e| Error::upstream(format!("TLS with upstream {hop}"), &e))
 }
 
-/// Asks `via` for a tunnel to `host:port` over `stream`, which already reaches `via`.
+/// Asks `via` for a tunnel to `host:port` over `stream`, which already reaches `via`: the
+/// tunnel, and any bytes `via` sent after its answer (the tunnel's first).
 async fn handshake(
     p: &Proxy,
     via: &Upstream,
     stream: Stream,
     host: &str,
     port: u16,
-) -> Result<Stream, Error> {
+) -> Result<(Stream, Vec<u8>), Error> {
     match via.kind {
         Kind::Http | Kind::Https => http_connect(p, via, stream, &authority(host, port)).await,
-        Kind::Socks5 | Kind::Socks5h => socks(via, stream, host, port).await,
+        Kind::Socks5 | Kind::Socks5h => Ok((socks(via, stream, host, port).await?, Vec::new())),
     }
 }
 
 /// HTTP CONNECT (RFC 9110 §9.3.6): any 2xx opens the tunnel; anything else is a 502 that
-/// names the hop and what it answered.
+/// names the hop and what it answered. Returns the tunnel and the bytes that came after the
+/// 2xx head.
 async fn http_connect(
     p: &Proxy,
     via: &Upstream,
     mut stream: Stream,
     target: &str,
-) -> Result<Stream, Error> {
+) -> Result<(Stream, Vec<u8>), Error> {
     let head = format!(
         "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{}\r\n",
         via.proxy_authorization()
@@ -304,11 +333,7 @@ async fn http_connect(
     r.consume(n);
     // Bytes the far end sent right after the 200 belong to the tunnel.
     let early = r.buffered().to_vec();
-    Ok(if early.is_empty() {
-        r.io
-    } else {
-        Stream::shared(Prefixed::new(early, r.io))
-    })
+    Ok((r.io, early))
 }
 
 /// SOCKS5 CONNECT; `socks5://` resolves the name here, `socks5h://` lets the proxy do it.

@@ -1680,6 +1680,45 @@ fn websocket_upgrade_switches_to_a_tunnel() {
     }
 }
 
+/// Bytes the client pipelines right after its upgrade request and bytes the origin sends right
+/// after its 101 head, each in the same write as the head, arrive first and in order; the
+/// access log line is the request's, with every byte counted.
+#[test]
+fn bytes_right_behind_either_upgrade_head_arrive_first() {
+    let origin = Origin::start(websocket_handler);
+    let proxy = Proxy::start(&[]);
+    let url = origin.url("/pipelined");
+    let raw = build_request(
+        "GET",
+        &url,
+        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        b"",
+    );
+    let mut c = Conn::connect(proxy.addr);
+    c.set_timeout(FIVE_S);
+    c.write(&[&raw[..], b"early-from-client"].concat());
+    let head = c.read_head().expect("101").expect("101");
+    assert_eq!(head.status(), 101, "{}", head.text());
+    // The origin's greeting (behind its 101), then its echo of the client's early bytes.
+    assert_eq!(
+        c.read_exact(34).expect("greeting and echo"),
+        b"hello-from-originearly-from-client"
+    );
+    c.write(b"later");
+    assert_eq!(c.read_exact(5).expect("echo"), b"later");
+    c.shutdown_write();
+    assert_eq!(c.read_to_end().expect("close"), b"BYE");
+    let line = proxy.wait_for_log(FIVE_S, &url).expect("an access line");
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let i = t.iter().position(|x| *x == url).expect("target field");
+    let up = (raw.len() + "early-from-client".len() + "later".len()).to_string();
+    assert_eq!(
+        (t[i - 1], t[i + 1], t[i + 2]),
+        ("GET", "101", up.as_str()),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_declined_upgrade_is_an_ordinary_response() {
     let origin = Origin::start(|head, conn| {

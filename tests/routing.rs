@@ -29,6 +29,8 @@ enum Tunnel {
     Answer,
     /// Says 200 and relays to the real target.
     Relay,
+    /// Says 200 with these bytes right behind it, in the same write, then relays.
+    RelayEarly(&'static [u8]),
     /// Refuses with this status line.
     Refuse(&'static str),
 }
@@ -55,14 +57,16 @@ fn fake_proxy(name: &'static str, tunnel: Tunnel) -> Origin {
                     );
                 }
             }
-            Tunnel::Relay => relay(conn, head.target()),
+            Tunnel::Relay => relay(conn, head.target(), b""),
+            Tunnel::RelayEarly(early) => relay(conn, head.target(), early),
         }
         false
     })
 }
 
-/// The CONNECT half of a forwarding proxy: dial `target`, say 200, copy both ways.
-fn relay(conn: &mut Conn, target: &str) {
+/// The CONNECT half of a forwarding proxy: dial `target`, say 200 (with `early` bytes behind
+/// it in the same write), copy both ways.
+fn relay(conn: &mut Conn, target: &str, early: &[u8]) {
     let Ok(mut up) = TcpStream::connect(target) else {
         conn.respond(
             "502 Bad Gateway",
@@ -71,7 +75,7 @@ fn relay(conn: &mut Conn, target: &str) {
         );
         return;
     };
-    conn.write(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    conn.write(&[&b"HTTP/1.1 200 Connection established\r\n\r\n"[..], early].concat());
     let _ = up.write_all(conn.buffered());
     let (mut up_r, mut up_w) = (up.try_clone().unwrap(), up);
     let (mut client_r, mut client_w) = (
@@ -588,6 +592,22 @@ fn upstream_refusals_are_502_naming_the_hop() {
         "{}",
         res.text()
     );
+}
+
+/// Bytes an upstream sends right after its 200 to CONNECT, in the same write, reach the client
+/// first, then the tunnel carries on (on the splice path: see the commit that added this).
+#[test]
+fn bytes_right_after_an_upstream_200_arrive_first() {
+    let echo = Origin::tcp_echo();
+    let hop = fake_proxy("E", Tunnel::RelayEarly(b"early-from-upstream"));
+    let upstream = hop.url("");
+    let proxy = Proxy::start(&["--upstream", &upstream, "--connect-ports", "any"]);
+    let mut c = open_tunnel(proxy.addr, &echo.authority())
+        .unwrap_or_else(|res| panic!("CONNECT refused: {}", res.text()));
+    assert_eq!(c.read_exact(19).unwrap(), b"early-from-upstream");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    c.write(&big);
+    assert_eq!(c.read_exact(big.len()).unwrap(), big);
 }
 
 #[test]
