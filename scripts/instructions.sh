@@ -29,6 +29,7 @@
 #   INSTR_SMOLPROXY=path    measure this binary instead of building target/release/smolproxy
 #   INSTR_N1 [500], INSTR_N2 [2000]     the two amounts of work
 #   INSTR_PROXIES ["smolproxy tinyproxy"], INSTR_WORKLOADS ["keepalive close setup"]
+#   INSTR_CPU [0]           the core everything runs on
 #   INSTR_STRACE=1          also count syscalls per unit (strace -f -c, same N1/N2 method)
 #   INSTR_KEEP=dir          keep the callgrind/strace output files in dir
 set -euo pipefail
@@ -43,6 +44,9 @@ n2="${INSTR_N2:-2000}"
 proxies="${INSTR_PROXIES:-smolproxy tinyproxy}"
 workloads="${INSTR_WORKLOADS:-keepalive close setup}"
 strace_too="${INSTR_STRACE:-0}"
+# Everything on one core: the proxy, its peers and the client then take turns in much the same
+# order every run, so how often a read finds nothing yet (and the proxy waits) repeats too.
+pin=(taskset -c "${INSTR_CPU:-0}")
 # Longest wait for a server to come up, in tenths of a second (valgrind starts slowly).
 ready_tenths=600
 
@@ -135,11 +139,11 @@ http {
     }
 }
 EOF
-start nginx nginx -p "$work" -c "$work/nginx.conf"
+start nginx "${pin[@]}" nginx -p "$work" -c "$work/nginx.conf"
 wait_port nginx "$origin_port"
 origin="127.0.0.1:$origin_port"
 
-start sink "$bench" sink
+start sink "${pin[@]}" "$bench" sink
 for ((i = 0; i < ready_tenths; i++)); do
     sink="$(sed -n 's/^listening on //p' "$work/sink.err" | head -n1)"
     [ -z "$sink" ] || break
@@ -175,9 +179,9 @@ EOF
 # client PROXYADDR WORKLOAD COUNT: the exact amount of work, through the proxy.
 client() {
     case "$2" in
-        keepalive) "$bench" requests "$1" "$origin" "$3" keepalive ;;
-        close) "$bench" requests "$1" "$origin" "$3" close ;;
-        setup) "$bench" setups-count "$1" "$sink" "$3" ;;
+        keepalive) "${pin[@]}" "$bench" requests "$1" "$origin" "$3" keepalive ;;
+        close) "${pin[@]}" "$bench" requests "$1" "$origin" "$3" close ;;
+        setup) "${pin[@]}" "$bench" setups-count "$1" "$sink" "$3" ;;
     esac
 }
 
@@ -193,11 +197,11 @@ measure() {
     read -r -a cmd <<<"$(proxy_cmd "$proxy" "$port")"
     case "$tool" in
         callgrind)
-            start "$tool-$proxy" valgrind --tool=callgrind --trace-children=yes \
+            start "$tool-$proxy" "${pin[@]}" valgrind --tool=callgrind --trace-children=yes \
                 --callgrind-out-file="$out/callgrind.out.%p" "${cmd[@]}"
             ;;
         strace)
-            start "$tool-$proxy" strace -f -c -o "$out/strace" "${cmd[@]}"
+            start "$tool-$proxy" "${pin[@]}" strace -f -c -o "$out/strace" "${cmd[@]}"
             ;;
     esac
     pid=$last_pid
