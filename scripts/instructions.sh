@@ -30,7 +30,8 @@
 #   INSTR_N1 [500], INSTR_N2 [2000]     the two amounts of work
 #   INSTR_PROXIES ["smolproxy tinyproxy"], INSTR_WORKLOADS ["keepalive close setup"]
 #   INSTR_CPU [0]           the core everything runs on
-#   INSTR_STRACE=1          also count syscalls per unit (strace -f -c, same N1/N2 method)
+#   INSTR_STRACE=1          also count syscalls per unit (strace -f -c, same N1/N2 method);
+#                           `only` for syscalls alone
 #   INSTR_KEEP=dir          keep the callgrind/strace output files in dir
 set -euo pipefail
 shopt -s inherit_errexit
@@ -238,8 +239,11 @@ per_unit() {
 }
 
 declare -A result
-tools=(callgrind)
-[ "$strace_too" = 0 ] || tools+=(strace)
+case "$strace_too" in
+    0) tools=(callgrind) ;;
+    only) tools=(strace) ;;
+    *) tools=(callgrind strace) ;;
+esac
 for tool in "${tools[@]}"; do
     for w in $workloads; do
         for p in $proxies; do
