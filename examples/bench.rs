@@ -15,6 +15,13 @@
 //! bench setups PROXY|direct TARGET INFLIGHT SECS [client|sink]
 //!                                              open a tunnel, one small round trip, close;
 //!                                              the client closes first, or the sink does
+//! bench setups-count PROXY TARGET COUNT        exactly COUNT setups as above, one at a time,
+//!                                              the client closing first (scripts/instructions.sh)
+//! bench requests PROXY ORIGIN COUNT keepalive|close
+//!                                              exactly COUNT absolute-form `GET /1k`, one at a
+//!                                              time: on one connection (a new one whenever
+//!                                              the proxy closes), or one per request with
+//!                                              `Connection: close`
 //! bench hold PROXY TARGET COUNT SECS           open COUNT idle tunnels, print `ready`, keep SECS
 //! bench intercept-keepalive PROXY|direct ORIGIN CA CONNS SECS
 //!                                              CONNS tunnels, each: CONNECT, TLS trusting CA,
@@ -105,6 +112,15 @@ fn main() -> ExitCode {
             seconds(secs),
             sink_closes(closer),
         ),
+        ["setups-count", proxy, target, count] => {
+            setups_count(via(proxy), addr(target), number(count, "count"))
+        }
+        ["requests", proxy, origin, count, mode] => requests(
+            addr(proxy),
+            addr(origin),
+            number(count, "count"),
+            keepalive(mode),
+        ),
         ["hold", proxy, target, count, secs] => hold(
             via(proxy),
             addr(target),
@@ -150,6 +166,15 @@ fn sink_closes(s: &str) -> io::Result<bool> {
         "sink" => Ok(true),
         "client" => Ok(false),
         _ => Err(bad(format!("expected client or sink, got '{s}'"))),
+    }
+}
+
+/// `keepalive` (requests share a connection) or `close` (one connection per request).
+fn keepalive(s: &str) -> io::Result<bool> {
+    match s {
+        "keepalive" => Ok(true),
+        "close" => Ok(false),
+        _ => Err(bad(format!("expected keepalive or close, got '{s}'"))),
     }
 }
 
@@ -562,6 +587,114 @@ fn setups(
         .collect();
     Tally::join(threads)?.report("setups", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Exactly `count` CONNECT setups, one after another (open, 16-byte round trip, the client
+/// closes), so that two counts differ by exactly the work between them; the first failure ends
+/// the run.
+fn setups_count(
+    proxy: io::Result<Via>,
+    target: io::Result<SocketAddr>,
+    count: io::Result<u64>,
+) -> io::Result<()> {
+    let (proxy, target, count) = (proxy?, target?, count?);
+    let ping = [0x42u8; PING_BYTES];
+    for _ in 0..count {
+        let mut s = open(proxy, target)?;
+        command(&mut s, b'P', PING_BYTES as u64, &ping)?;
+        let mut back = [0u8; PING_BYTES];
+        s.read_exact(&mut back)?;
+        if back != ping {
+            return Err(bad("echo differs".into()));
+        }
+    }
+    println!("setups ok={count}");
+    Ok(())
+}
+
+/// Exactly `count` absolute-form `GET http://ORIGIN/1k` through an HTTP proxy, one at a time,
+/// each response read to the end of its `Content-Length` body. With keep-alive they share a
+/// connection, and a new one is opened whenever the proxy closes (tinyproxy does after every
+/// response); otherwise each asks `Connection: close` on a connection of its own.
+fn requests(
+    proxy: io::Result<SocketAddr>,
+    origin: io::Result<SocketAddr>,
+    count: io::Result<u64>,
+    keepalive: io::Result<bool>,
+) -> io::Result<()> {
+    let (proxy, origin, count, keepalive) = (proxy?, origin?, count?, keepalive?);
+    let close = if keepalive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request = format!("GET http://{origin}/1k HTTP/1.1\r\nHost: {origin}\r\n{close}\r\n");
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = Vec::with_capacity(4096);
+    for _ in 0..count {
+        // A kept connection the proxy closed without saying so is retried once on a new one.
+        let reused = conn.is_some();
+        let mut s = match conn.take() {
+            Some(s) => s,
+            None => open(Via::Direct, proxy)?,
+        };
+        let open_after = match s
+            .write_all(request.as_bytes())
+            .and(response(&mut s, &mut buf))
+        {
+            Err(_) if reused && buf.is_empty() => {
+                s = open(Via::Direct, proxy)?;
+                s.write_all(request.as_bytes())?;
+                response(&mut s, &mut buf)?
+            }
+            r => r?,
+        };
+        if open_after && keepalive {
+            conn = Some(s);
+        }
+    }
+    println!("requests ok={count}");
+    Ok(())
+}
+
+/// Reads one `200` response with a `Content-Length` body; true if the connection stays open.
+fn response(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(bad("response head too large".into()));
+        }
+        let k = s.read(&mut chunk)?;
+        if k == 0 {
+            return Err(bad("closed before the response head".into()));
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
+        return Err(bad(format!(
+            "not a 200: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| bad("no Content-Length".into()))?;
+    let mut have = buf.len() - end;
+    while have < length {
+        let k = s.read(&mut chunk)?;
+        if k == 0 {
+            return Err(bad("closed in the body".into()));
+        }
+        have += k;
+    }
+    Ok(!head.contains("connection: close") && !head.starts_with("http/1.0"))
 }
 
 fn hold(

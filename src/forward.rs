@@ -22,6 +22,7 @@ use crate::head::{parse_response, Framing, Request, Response};
 use crate::proxy::Proxy;
 use crate::reader::{HeadError, Reader};
 use crate::stream::{Stream, Tcp};
+use crate::target::decimal;
 
 /// Fields never forwarded in either direction (RFC 9110 §7.6.1), besides those that
 /// Connection names.
@@ -422,11 +423,7 @@ fn request_head(p: &Proxy, req: &Request, hop: &Hop<'_>) -> Vec<u8> {
         }
     }
     if let Some(name) = &p.cfg.via {
-        push_field(
-            &mut out,
-            "Via",
-            format!("1.{} {name}", req.minor).as_bytes(),
-        );
+        push_via(&mut out, req.minor, name);
     }
     out.extend_from_slice(hop.extra.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -445,7 +442,9 @@ fn response_head(
     // 1xx, 101 included: no Date, no Connection of ours but the upgrade's.
     let interim = res.code < 200;
     let mut out = Vec::with_capacity(res.head.raw().len() + 128);
-    out.extend_from_slice(format!("HTTP/1.1 {} ", res.code).as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    decimal(res.code.into(), |d| out.push(d));
+    out.push(b' ');
     out.extend_from_slice(res.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let switching = res.code == 101;
@@ -471,11 +470,7 @@ fn response_head(
         }
     }
     if let Some(name) = &p.cfg.via {
-        push_field(
-            &mut out,
-            "Via",
-            format!("1.{} {name}", res.minor).as_bytes(),
-        );
+        push_via(&mut out, res.minor, name);
     }
     if !has_date && !interim {
         // RFC 9110 §6.6.1: a recipient with a clock adds Date when forwarding without one.
@@ -503,6 +498,16 @@ fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
     let is = |other: &str| name.eq_ignore_ascii_case(other);
     HOP_BY_HOP.iter().any(|h| is(h))
         || (connection.iter().any(|c| is(c)) && !is("content-length") && !is("transfer-encoding"))
+}
+
+/// Appends our `Via: 1.MINOR NAME` field (RFC 9110 §7.6.3), MINOR being the version of the
+/// message received.
+fn push_via(out: &mut Vec<u8>, minor: u8, name: &str) {
+    out.extend_from_slice(b"Via: 1.");
+    decimal(minor.into(), |d| out.push(d));
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {

@@ -69,14 +69,18 @@ impl Head {
 
     /// The comma-separated elements of every `name` field, trimmed and lowercased.
     pub fn tokens(&self, name: &str) -> Vec<String> {
+        // Trimmed as bytes (space and tab are ASCII, so this is what trimming the text would
+        // give) and empty tokens skipped before any string is made: this runs for every message.
+        let blank = |b: &u8| *b == b' ' || *b == b'\t';
         self.all(name)
             .flat_map(|v| v.split(|&b| b == b','))
             .map(|t| {
-                String::from_utf8_lossy(t)
-                    .trim_matches([' ', '\t'])
-                    .to_ascii_lowercase()
+                let start = t.iter().position(|b| !blank(b)).unwrap_or(t.len());
+                let end = t.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+                &t[start..end]
             })
             .filter(|t| !t.is_empty())
+            .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
             .collect()
     }
 

@@ -152,13 +152,19 @@ impl Server {
                 }
             })
             .detach();
-            let mut signals = signals;
-            while let Some(Ok(Signal::Hup)) = signals.next().await {
-                // Files are read on the blocking pool, not on the executor's threads; one
-                // reload at a time, since the next signal is taken only after this one.
-                let p = proxy.clone();
-                smol::unblock(move || crate::reload::reload(&p)).await;
-            }
+            // A task of its own: block_on polls its own future at every wake-up of this thread,
+            // and a signal stream polled there would try a read (EAGAIN) each time.
+            let reloader = proxy.clone();
+            ex.spawn(async move {
+                let mut signals = signals;
+                while let Some(Ok(Signal::Hup)) = signals.next().await {
+                    // Files are read on the blocking pool, not on the executor's threads; one
+                    // reload at a time, since the next signal is taken only after this one.
+                    let p = reloader.clone();
+                    smol::unblock(move || crate::reload::reload(&p)).await;
+                }
+            })
+            .await;
             proxy.stop(stop_tx);
             let deadline = Instant::now() + GRACE;
             while proxy.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -202,7 +208,7 @@ async fn accept(
 ) {
     let mut warned = false;
     loop {
-        let next = async { Some(listener.accept().await) }
+        let next = async { Some(accept_one(&listener).await) }
             .or(async {
                 p.stopped().await;
                 None
@@ -265,6 +271,26 @@ async fn accept(
         })
         .detach();
     }
+}
+
+/// Accepts one connection as `Async::accept` does, but with the socket made non-blocking by
+/// accept4(2) itself: that saves the ioctl(FIONBIO) `Async::new` would make per connection.
+async fn accept_one(
+    listener: &Async<TcpListener>,
+) -> std::io::Result<(Async<TcpStream>, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    let (fd, addr) = listener
+        .read_with(|l| {
+            Ok(acceptfrom_with(
+                l,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            )?)
+        })
+        .await?;
+    let peer = addr
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| std::io::Error::other("accepted a connection with no IP address"))?;
+    Ok((Async::new_nonblocking(TcpStream::from(fd))?, peer))
 }
 
 /// Reads the PROXY protocol header a `--proxy-protocol-from` peer must send first, within

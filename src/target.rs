@@ -210,23 +210,58 @@ fn is_reg_name(host: &str) -> bool {
     host.len() <= 255
         && host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         && !host.starts_with('.')
-        && !host.contains("..")
+        && !host.as_bytes().windows(2).any(|w| w == b"..")
 }
 
 /// `host:port` with brackets for an IPv6 literal, the port always present.
 pub fn authority(host: &str, port: u16) -> String {
+    // Built by hand: it runs for every request, and `format!` costs several times as much.
+    let mut out = String::with_capacity(host.len() + 8);
     if host.contains(':') {
-        format!("[{host}]:{port}")
+        out.push('[');
+        out.push_str(host);
+        out.push(']');
     } else {
-        format!("{host}:{port}")
+        out.push_str(host);
     }
+    out.push(':');
+    decimal(port.into(), |d| out.push(char::from(d)));
+    out
+}
+
+/// Hands the ASCII digits of `n` in decimal, most significant first, to `push`: what
+/// `n.to_string()` gives, without the formatting machinery, for the numbers written into every
+/// request and response (ports, status codes, versions).
+pub fn decimal(n: u64, mut push: impl FnMut(u8)) {
+    let mut digits = [0u8; 20];
+    let (mut n, mut at) = (n, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().for_each(|&d| push(d));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_digits_and_authorities() {
+        for n in [0, 7, 10, 99, 100, 443, 65535, u64::MAX] {
+            let mut got = String::new();
+            decimal(n, |d| got.push(char::from(d)));
+            assert_eq!(got, n.to_string());
+        }
+        assert_eq!(authority("example.com", 8080), "example.com:8080");
+        assert_eq!(authority("::1", 443), "[::1]:443");
+    }
 
     macro_rules! absolute {
         ($($uri:expr => $expect:expr;)*) => {$(
