@@ -248,7 +248,10 @@ async fn accept(
                 .any(|n| n.contains(peer.ip()))
             {
                 false => peer,
-                true => match proxied(&stream, peer, p2.cfg.header_timeout).await {
+                // Boxed, and freed once the header is read: a future's state is as big as its
+                // biggest await, and this one would otherwise more than double the task that
+                // every idle tunnel keeps (measured: a 672-byte task per tunnel).
+                true => match Box::pin(proxied(&stream, peer, p2.cfg.header_timeout)).await {
                     Ok(Some(client)) => client,
                     Ok(None) => return,
                     Err(why) => return bad_header(&p2, peer, why),
