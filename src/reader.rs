@@ -24,7 +24,7 @@ const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Read buffers of connections that went idle or closed, kept for the next one (up to 1 MiB):
 /// a connection then costs neither an allocation nor zeroing 16 KiB per request.
-static READ_BUFFERS: Spares = Spares::new(BUFFER_SIZE, 64);
+pub static READ_BUFFERS: Spares = Spares::new(BUFFER_SIZE, 64);
 
 /// Why a head could not be read.
 #[derive(Debug)]
