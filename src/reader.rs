@@ -116,7 +116,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             let got = Pin::new(&mut *io).poll_read(cx, &mut lease.buf[*end..]);
             // Nothing to read yet: an empty buffer waits in the pool, not in this connection.
             if got.is_pending() && start == end {
-                *buf = None;
+                (*buf, *start, *end) = (None, 0, 0);
             }
             got
         });
