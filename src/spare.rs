@@ -3,7 +3,9 @@
 //!
 //! Buffers are only held while they are in use: an idle connection or tunnel gives its buffer
 //! back. Reuse also keeps the heap from filling with holes that long-lived tunnel state gets
-//! scattered into (measured: per-idle-tunnel memory depends on it).
+//! scattered into (measured: per-idle-tunnel memory depends on it). A pool shrinks when idle:
+//! [`Spares::trim`], called by the server's janitor, frees the spares that sat unused since
+//! the last call, so a burst's buffers do not stay for the life of the process.
 
 use std::sync::Mutex;
 
@@ -13,7 +15,16 @@ pub struct Spares {
     size: usize,
     /// Most buffers kept.
     max: usize,
-    list: Mutex<Vec<Vec<u8>>>,
+    /// The spare buffers, behind the pool's lock.
+    kept: Mutex<Kept>,
+}
+
+/// A pool's spare buffers.
+struct Kept {
+    /// Spares, the most recently given back last (taken first).
+    list: Vec<Vec<u8>>,
+    /// Fewest spares in `list` since the last trim: those below it were not needed.
+    low: usize,
 }
 
 impl Spares {
@@ -22,16 +33,35 @@ impl Spares {
         Spares {
             size,
             max,
-            list: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept {
+                list: Vec::new(),
+                low: 0,
+            }),
         }
     }
 
     /// A buffer of the pool's size, spare or new; it goes back to the pool when dropped.
     pub fn take(&'static self) -> Lease {
-        let spare = self.list.lock().ok().and_then(|mut list| list.pop());
+        let spare = self.kept.lock().ok().and_then(|mut kept| {
+            let buf = kept.list.pop();
+            kept.low = kept.low.min(kept.list.len());
+            buf
+        });
         Lease {
             buf: spare.unwrap_or_else(|| vec![0; self.size]),
             home: self,
+        }
+    }
+
+    /// Frees the spares that no one took since the last call: the oldest ones, as many as the
+    /// pool never went below. Called periodically, so a pool that a burst filled returns to
+    /// what the steady load uses, and to nothing when the proxy is idle.
+    pub fn trim(&self) {
+        if let Ok(mut kept) = self.kept.lock() {
+            let unused = kept.low;
+            kept.list.drain(..unused);
+            kept.list.shrink_to_fit();
+            kept.low = kept.list.len();
         }
     }
 }
@@ -48,9 +78,9 @@ impl Drop for Lease {
         if self.buf.len() != self.home.size {
             return;
         }
-        if let Ok(mut list) = self.home.list.lock() {
-            if list.len() < self.home.max {
-                list.push(std::mem::take(&mut self.buf));
+        if let Ok(mut kept) = self.home.kept.lock() {
+            if kept.list.len() < self.home.max {
+                kept.list.push(std::mem::take(&mut self.buf));
             }
         }
     }
@@ -68,7 +98,11 @@ mod tests {
         a.buf[0] = 7;
         let marked = a.buf.as_ptr();
         drop((a, b, c));
-        assert_eq!(POOL.list.lock().unwrap().len(), 2, "at most `max` kept");
+        assert_eq!(
+            POOL.kept.lock().unwrap().list.len(),
+            2,
+            "at most `max` kept"
+        );
         let again = [POOL.take(), POOL.take()];
         assert!(
             again.iter().any(|l| l.buf.as_ptr() == marked),
@@ -77,12 +111,33 @@ mod tests {
         drop(again);
         let mut grown = POOL.take();
         grown.buf.resize(16, 0);
-        let before = POOL.list.lock().unwrap().len();
+        let before = POOL.kept.lock().unwrap().list.len();
         drop(grown);
         assert_eq!(
-            POOL.list.lock().unwrap().len(),
+            POOL.kept.lock().unwrap().list.len(),
             before,
             "a grown buffer is freed"
         );
+    }
+
+    #[test]
+    fn trim_frees_only_the_spares_left_unused_since_the_last_trim() {
+        static POOL: Spares = Spares::new(8, 4);
+        let len = || POOL.kept.lock().unwrap().list.len();
+        drop([POOL.take(), POOL.take(), POOL.take(), POOL.take()]);
+        assert_eq!(len(), 4);
+        POOL.trim();
+        assert_eq!(
+            len(),
+            4,
+            "the spares were taken since the start: all were needed"
+        );
+        // One taken at a time: three of the four were never needed in this period.
+        drop(POOL.take());
+        POOL.trim();
+        assert_eq!(len(), 1);
+        POOL.trim();
+        assert_eq!(len(), 0, "an idle pool ends empty");
+        assert_eq!(POOL.take().buf.len(), 8, "and still hands out buffers");
     }
 }

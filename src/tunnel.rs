@@ -22,7 +22,7 @@ use crate::stream::{Stream, Tcp};
 /// Copy buffers for busy directions. 64 KiB lets one read drain a full socket buffer burst,
 /// which measured close to the direct-connection ceiling on loopback; 32 spares (2 MiB) cover
 /// the busy tunnels of a small machine without an allocation or zeroing per burst.
-static COPY_BUFFERS: Spares = Spares::new(64 * 1024, 32);
+pub static COPY_BUFFERS: Spares = Spares::new(64 * 1024, 32);
 
 /// Bytes moved through the generic relay's two directions, which run as two futures.
 #[derive(Default)]
