@@ -368,7 +368,9 @@ fn open(via: Via, target: SocketAddr) -> io::Result<TcpStream> {
 
 /// Asks an HTTP proxy for a tunnel to `target` and reads its answer, which must be a 2xx.
 fn connect(s: &mut TcpStream, target: SocketAddr) -> io::Result<()> {
-    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    // One write, as curl and browsers send it: `write!` on an unbuffered socket would send the
+    // head in several segments, and make every proxy read a partial head.
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())?;
     // The sink says nothing before our command, so every byte read here is the proxy's.
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 512];
