@@ -22,8 +22,9 @@
 # (--quiet, one executor thread).
 #
 # Timing under valgrind differs from a native run (the proxy runs ~50x slower), so how often a
-# read finds no data yet can differ a little from a native run; the counts are still
-# reproducible to well under 1% from run to run.
+# read finds no data yet can differ a little from a native run. Pinned to one core, the counts
+# repeat to about 1-3% from run to run (unpinned they moved 5-10%): the README carries the
+# median of three runs.
 #
 # Knobs (environment):
 #   INSTR_SMOLPROXY=path    measure this binary instead of building target/release/smolproxy
