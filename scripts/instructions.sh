@@ -76,45 +76,8 @@ bench="$target/release/examples/bench"
 
 work="$(mktemp -d /tmp/smolproxy-instr.XXXXXX)"
 chmod 755 "$work"
-started=()
-cleanup() {
-    local pid
-    for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start NAME CMD...: runs CMD in the background, output in $work/NAME.{out,err}; sets $last_pid.
-start() {
-    local name="$1"
-    shift
-    : >"$work/$name.out"
-    : >"$work/$name.err"
-    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
-    last_pid=$!
-    started+=("$last_pid")
-}
-
-# stop PID: ends one process this script started (SIGTERM) and waits for it.
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-# wait_port NAME PORT: waits until 127.0.0.1:PORT accepts.
-wait_port() {
-    local i
-    for ((i = 0; i < ready_tenths; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    cat "$work/$1.err" "$work/$1.out" >&2 || true
-    die "$1 did not start on port $2"
-}
+# shellcheck source=scripts/bench/procs.sh
+. "$root/scripts/bench/procs.sh"
 
 # --- peers -------------------------------------------------------------------------------
 
@@ -270,7 +233,7 @@ for tool in "${tools[@]}"; do
     what="instructions (callgrind Ir)"
     [ "$tool" = callgrind ] || what="syscalls (strace -f -c)"
     echo
-    printf '| %s per unit | %s | smol ÷ tiny |\n' "$what" "$(echo "$proxies" | sed 's/ / | /g')"
+    printf '| %s per unit | %s | smol ÷ tiny |\n' "$what" "${proxies// / | }"
     printf '|---|%s---:|\n' "$(for _ in $proxies; do printf -- '---:|'; done)"
     for w in $workloads; do
         row="| $(label "$w") |"

@@ -33,23 +33,10 @@ if [ "$(nproc)" -ge 2 ]; then pin_proxy=(taskset -c 0) pin_load=(taskset -c 1); 
 
 work="$(mktemp -d /tmp/smolproxy-mem.XXXXXX)"
 chmod 755 "$work"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-# start NAME CMD...: CMD in the background, output in $work/NAME.{out,err}; sets $last.
-start() {
-    local name="$1"
-    shift
-    : >"$work/$name.out"
-    : >"$work/$name.err"
-    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
-    last=$!
-    pids+=("$last")
-}
+ready_tenths=300
+die() { printf 'memory: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/bench/procs.sh
+. "$root/scripts/bench/procs.sh"
 # wait_line NAME FILE PATTERN: waits up to 30 s for PATTERN in $work/NAME.FILE, prints it.
 wait_line() {
     for _ in $(seq 300); do
@@ -146,7 +133,7 @@ sink="$(wait_line sink err 'listening on' | sed 's/^listening on //')"
 start_proxy() {
     start "$1" "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any --quiet \
         --max-connections 20000
-    proxy=$last
+    proxy=$last_pid
     addr="$(wait_line "$1" err 'listening on' | sed 's/^listening on //')"
 }
 start_proxy proxy
@@ -180,7 +167,7 @@ base="$(awk '/^VmRSS:/ { print $2 }' "/proc/$proxy/status")"
 for n in 1000 $many; do
     [ "$n" -gt 0 ] || continue
     start "hold$n" "${pin_load[@]}" "$bench" hold "$addr" "$sink" "$n" 120
-    holder=$last
+    holder=$last_pid
     held="$(wait_line "hold$n" out '^ready' | sed 's/^ready held=\([0-9]*\).*/\1/')"
     sleep 1
     kb="$(awk '/^VmRSS:/ { print $2 }' "/proc/$proxy/status")"

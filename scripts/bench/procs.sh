@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# The processes a measuring script starts (scripts/bench.sh, scripts/instructions.sh,
+# scripts/memory.sh): sourced after the script has set $work (its scratch directory),
+# $ready_tenths (the longest wait for a server, in tenths of a second) and die(). Every process
+# started here is ended, and $work removed, when the script exits or is interrupted.
+# shellcheck disable=SC2154 # $work and $ready_tenths are the sourcing script's
+: "${work:?}" "${ready_tenths:?}"
+
+started=()
+cleanup() {
+    local pid
+    for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${started[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CMD...: runs CMD in the background with its output in $work/NAME.{out,err};
+# sets $last_pid.
+start() {
+    local name="$1"
+    shift
+    # Made here, not by the child's redirection, so readers never race its creation.
+    : >"$work/$name.out"
+    : >"$work/$name.err"
+    "$@" >>"$work/$name.out" 2>>"$work/$name.err" &
+    last_pid=$!
+    started+=("$last_pid")
+}
+
+# stop PID: ends one process this script started (SIGTERM) and waits for it.
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# wait_port NAME PORT: waits until 127.0.0.1:PORT accepts.
+wait_port() {
+    local i
+    for ((i = 0; i < ready_tenths; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$work/$1.err" "$work/$1.out" >&2 || true
+    die "$1 did not start on port $2"
+}
