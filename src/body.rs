@@ -8,6 +8,7 @@
 use std::io;
 use std::time::Duration;
 
+use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::head::{Framing, MAX_HEAD};
@@ -319,7 +320,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         self.dst
             .write_all(data)
             .or(async {
-                crate::alarm::sleep(timeout).await;
+                Timer::after(timeout).await;
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await

@@ -150,7 +150,7 @@ impl Server {
             let janitor = proxy.clone();
             ex.spawn(async move {
                 loop {
-                    crate::alarm::sleep(crate::pool::MAX_IDLE / 2).await;
+                    Timer::after(crate::pool::MAX_IDLE / 2).await;
                     janitor.pool.sweep();
                     crate::reader::READ_BUFFERS.trim();
                     crate::tunnel::COPY_BUFFERS.trim();
@@ -348,7 +348,7 @@ async fn proxied(
     };
     let result = read
         .or(async {
-            crate::alarm::sleep(limit).await;
+            Timer::after(limit).await;
             Err("no header within --header-timeout")
         })
         .await;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use async_io::Timer;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::alarm::Alarm;
@@ -126,7 +127,7 @@ struct TcpRelay {
     down: Flow,
     idle: Duration,
     /// Fires at the idle deadline as it was when last armed; re-armed if data moved since.
-    alarm: Alarm,
+    timer: Timer,
     /// When a byte last moved in either direction.
     last: Instant,
 }
@@ -140,7 +141,7 @@ impl TcpRelay {
             up: Flow::default(),
             down: Flow::default(),
             idle,
-            alarm: Alarm::default(),
+            timer: Timer::at(now + idle),
             last: now,
         }
     }
@@ -164,10 +165,14 @@ impl std::future::Future for TcpRelay {
         if before != (this.up.moved, this.down.moved, this.up.done, this.down.done) {
             this.last = Instant::now();
         }
-        match this.alarm.poll_at(cx, this.last + this.idle) {
-            Poll::Ready(()) => Poll::Ready(counts),
-            Poll::Pending => Poll::Pending,
+        while Pin::new(&mut this.timer).poll(cx).is_ready() {
+            let due = this.last + this.idle;
+            if Instant::now() >= due {
+                return Poll::Ready(counts);
+            }
+            this.timer.set_at(due);
         }
+        Poll::Pending
     }
 }
 
@@ -355,6 +360,6 @@ where
 }
 
 async fn write_deadline(idle: Duration) -> io::Result<()> {
-    crate::alarm::sleep(idle).await;
+    Timer::after(idle).await;
     Err(io::ErrorKind::TimedOut.into())
 }
