@@ -8,7 +8,6 @@
 use std::io;
 use std::time::Duration;
 
-use async_io::Timer;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::head::{Framing, MAX_HEAD};
@@ -320,7 +319,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         self.dst
             .write_all(data)
             .or(async {
-                Timer::after(timeout).await;
+                crate::alarm::sleep(timeout).await;
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await

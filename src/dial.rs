@@ -105,7 +105,7 @@ pub async fn connect_checked(
         race(&addrs).await.map_err(DialError::Io)
     }
     .or(async {
-        Timer::after(timeout).await;
+        crate::alarm::sleep(timeout).await;
         Err(DialError::Io(io::ErrorKind::TimedOut.into()))
     })
     .await

@@ -536,7 +536,7 @@ pub async fn write_with_timeout<W: futures_lite::AsyncWrite + Unpin>(
         w.flush().await
     }
     .or(async {
-        async_io::Timer::after(timeout).await;
+        crate::alarm::sleep(timeout).await;
         Err(io::ErrorKind::TimedOut.into())
     })
     .await

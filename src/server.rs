@@ -144,13 +144,15 @@ impl Server {
             for (l, tls) in listeners {
                 ex.spawn(accept(proxy.clone(), l, tls, ex.clone())).detach();
             }
+            // The proxy's timeouts fire only while this runs (see alarm.rs).
+            ex.spawn(crate::alarm::watch()).detach();
             // Every MAX_IDLE/2: idle origin connections past MAX_IDLE are closed, and spare
             // buffers unused since the last round are freed (a burst's buffers go back to the
             // allocator within two rounds of the load ending).
             let janitor = proxy.clone();
             ex.spawn(async move {
                 loop {
-                    Timer::after(crate::pool::MAX_IDLE / 2).await;
+                    crate::alarm::sleep(crate::pool::MAX_IDLE / 2).await;
                     janitor.pool.sweep();
                     crate::reader::READ_BUFFERS.trim();
                     crate::tunnel::COPY_BUFFERS.trim();
@@ -348,7 +350,7 @@ async fn proxied(
     };
     let result = read
         .or(async {
-            Timer::after(limit).await;
+            crate::alarm::sleep(limit).await;
             Err("no header within --header-timeout")
         })
         .await;

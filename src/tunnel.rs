@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::alarm::Alarm;
@@ -127,7 +126,7 @@ struct TcpRelay {
     down: Flow,
     idle: Duration,
     /// Fires at the idle deadline as it was when last armed; re-armed if data moved since.
-    timer: Timer,
+    alarm: Alarm,
     /// When a byte last moved in either direction.
     last: Instant,
 }
@@ -141,7 +140,7 @@ impl TcpRelay {
             up: Flow::default(),
             down: Flow::default(),
             idle,
-            timer: Timer::at(now + idle),
+            alarm: Alarm::default(),
             last: now,
         }
     }
@@ -165,14 +164,10 @@ impl std::future::Future for TcpRelay {
         if before != (this.up.moved, this.down.moved, this.up.done, this.down.done) {
             this.last = Instant::now();
         }
-        while Pin::new(&mut this.timer).poll(cx).is_ready() {
-            let due = this.last + this.idle;
-            if Instant::now() >= due {
-                return Poll::Ready(counts);
-            }
-            this.timer.set_at(due);
+        match this.alarm.poll_at(cx, this.last + this.idle) {
+            Poll::Ready(()) => Poll::Ready(counts),
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 }
 
@@ -360,6 +355,6 @@ where
 }
 
 async fn write_deadline(idle: Duration) -> io::Result<()> {
-    Timer::after(idle).await;
+    crate::alarm::sleep(idle).await;
     Err(io::ErrorKind::TimedOut.into())
 }
