@@ -272,9 +272,6 @@ alive() { kill -0 "$1" 2>/dev/null || die "$2 exited during the benchmark (see a
 # --- peers -----------------------------------------------------------------------------------
 
 say "starting origin (nginx-light, 1 KB file, plain and TLS) and the tunnel sink on core 1"
-mkdir -p "$work/www" "$work/nginx-tmp"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
-chmod -R a+rX "$work/www"
 origin_port="$(freeport)"
 tls_origin_port="$(freeport)"
 
@@ -296,34 +293,15 @@ printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSig
 openssl_quiet x509 -req -in "$work/origin.csr" -CA "$work/origin-ca.pem" \
     -CAkey "$work/origin-ca-key.pem" -set_serial "0x$(openssl rand -hex 8)" -days 2 \
     -extfile "$work/origin.ext" -out "$work/origin.pem"
-cat >"$work/nginx.conf" <<EOF
-# One process (no master): pinned and measured as one, and no user switch is needed.
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 60s;
-    client_body_temp_path $work/nginx-tmp;
-    server {
-        listen 127.0.0.1:$origin_port backlog=4096;
-        root $work/www;
-        location / { }
-    }
-    # The origin of the intercepted runs: the same file over TLS, keep-alive as above.
-    server {
+# One process (no master): pinned and measured as one, and no user switch is needed. The origin
+# of the intercepted runs is the same file over TLS, keep-alive as above.
+nginx_origin "$origin_port" 16384 "    server {
         listen 127.0.0.1:$tls_origin_port ssl backlog=4096;
         ssl_certificate $work/origin.pem;
         ssl_certificate_key $work/origin-key.pem;
         root $work/www;
         location / { }
-    }
-}
-EOF
+    }"
 start nginx "${pin_load[@]}" nginx -p "$work" -c "$work/nginx.conf"
 nginx_pid=$last_pid
 wait_port nginx "$origin_port"

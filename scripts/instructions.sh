@@ -81,29 +81,8 @@ chmod 755 "$work"
 
 # --- peers -------------------------------------------------------------------------------
 
-mkdir -p "$work/www" "$work/nginx-tmp"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
-chmod -R a+rX "$work/www"
 origin_port="$("$bench" freeport)"
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    keepalive_timeout 60s;
-    client_body_temp_path $work/nginx-tmp;
-    server {
-        listen 127.0.0.1:$origin_port backlog=4096;
-        root $work/www;
-        location / { }
-    }
-}
-EOF
+nginx_origin "$origin_port" 4096
 start nginx "${pin[@]}" nginx -p "$work" -c "$work/nginx.conf"
 wait_port nginx "$origin_port"
 origin="127.0.0.1:$origin_port"

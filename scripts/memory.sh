@@ -109,23 +109,8 @@ PY
     fi
 }
 
-mkdir -p "$work/www" "$work/tmp"
-head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
 port="$("$bench" freeport)"
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path $work/tmp;
-    server { listen 127.0.0.1:$port; root $work/www; location / { } }
-}
-CONF
+nginx_origin "$port" 4096
 start nginx "${pin_load[@]}" nginx -p "$work" -c "$work/nginx.conf"
 start sink "${pin_load[@]}" "$bench" sink
 sink="$(wait_line sink err 'listening on' | sed 's/^listening on //')"

@@ -47,3 +47,32 @@ wait_port() {
     cat "$work/$1.err" "$work/$1.out" >&2 || true
     die "$1 did not start on port $2"
 }
+
+# nginx_origin PORT CONNECTIONS [EXTRA]: writes $work/nginx.conf for the measuring origin, one
+# unprivileged nginx process (no master: pinned and measured as one) serving $work/www on
+# 127.0.0.1:PORT with long keep-alive, and EXTRA (more server blocks) inside `http`.
+nginx_origin() {
+    mkdir -p "$work/www" "$work/nginx-tmp"
+    [ -e "$work/www/1k" ] || head -c 1024 /dev/zero | tr '\0' 'x' >"$work/www/1k"
+    chmod -R a+rX "$work/www"
+    cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections $2; }
+http {
+    access_log off;
+    keepalive_requests 100000;
+    keepalive_timeout 60s;
+    client_body_temp_path $work/nginx-tmp;
+    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        root $work/www;
+        location / { }
+    }
+${3:-}
+}
+CONF
+}
