@@ -147,7 +147,7 @@ async fn socks(
     }
     let relay = socks::serve(&p, &client.io, &client.tcp, &mut reader, peer).await?;
     // Bytes the client sent right after its request belong to the tunnel.
-    let early = Early::new(reader.buffered().to_vec(), relay.early);
+    let early = Early::new(reader.take_buffered(), relay.early);
     drop(reader);
     let done = Box::new(Done {
         entry: relay.entry,
@@ -409,10 +409,7 @@ async fn handle(
                 if let Some(origin) = out.upgraded {
                     // Relayed on its own like a CONNECT tunnel, after the bytes either side
                     // sent past its head; the reading state of both is freed.
-                    let up = reader.buffered().to_vec();
-                    reader.consume(up.len());
-                    reader.release();
-                    let early = Early::new(up, origin.buffered().to_vec());
+                    let early = Early::new(reader.take_buffered(), origin.buffered().to_vec());
                     *opened = Some(Opened::Upgraded(origin.io, early));
                     return false;
                 }
@@ -547,9 +544,7 @@ async fn connect(
     entry.status = 200;
     entry.down = ok.len() as u64;
     // Bytes the client sent right after the CONNECT head belong to the tunnel.
-    let up = reader.buffered().to_vec();
-    reader.consume(up.len());
-    reader.release();
+    let up = reader.take_buffered();
     Some(match origin {
         Some((origin, down)) => Opened::Tunnel(origin, Early::new(up, down)),
         None => Opened::Intercept(up),

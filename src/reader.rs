@@ -76,6 +76,14 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         }
     }
 
+    /// The buffered bytes, taken out: the buffer goes back to the pool (bytes read past a head
+    /// that now belong to a tunnel).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buffered().to_vec();
+        self.consume(rest.len());
+        rest
+    }
+
     /// Marks `n` buffered bytes as used; an emptied buffer goes back to the pool.
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);

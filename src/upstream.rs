@@ -332,7 +332,7 @@ async fn http_connect(
     }
     r.consume(n);
     // Bytes the far end sent right after the 200 belong to the tunnel.
-    let early = r.buffered().to_vec();
+    let early = r.take_buffered();
     Ok((r.io, early))
 }
 
