@@ -186,9 +186,15 @@ impl Future for Sleep {
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::sync::Mutex;
+
+    /// The table is the process's: two tests that each run a watcher at once would share it,
+    /// and one could end with its timer while the other still counts on it.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     #[test]
     fn fires_at_the_moved_deadline() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let due = Cell::new(start + Duration::from_millis(20));
         let mut alarm = Alarm::default();
@@ -212,6 +218,7 @@ mod tests {
 
     #[test]
     fn earlier_deadline_wakes_the_watcher() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         async_io::block_on(futures_lite::future::or(
             futures_lite::future::or(

@@ -212,8 +212,6 @@ async fn requests(
             }
         }
         first = false;
-        // A kept-alive connection takes what a SIGHUP reloaded from its next request on.
-        p.refresh(&mut client.live);
         let started = Instant::now();
         let header_timeout = p.cfg.header_timeout;
         let head = reader
@@ -223,6 +221,9 @@ async fn requests(
                 Err(HeadError::Io(std::io::ErrorKind::TimedOut.into()))
             })
             .await;
+        // A kept-alive connection takes what a SIGHUP reloaded from its next request on: the
+        // snapshot is checked once the request's head is in, not when the wait for it began.
+        p.refresh(&mut client.live);
         let mut entry = Entry::new(peer);
         let len = match head {
             Ok(n) => n,

@@ -289,14 +289,19 @@ async fn accept_one(
     listener: &Async<TcpListener>,
 ) -> std::io::Result<(Async<TcpStream>, SocketAddr)> {
     use rustix::net::{acceptfrom_with, SocketFlags};
-    let (fd, addr) = listener
-        .read_with(|l| {
-            Ok(acceptfrom_with(
-                l,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            )?)
-        })
-        .await?;
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    // Every poll tries accept(2) first, so a wait follows an accept that found nothing: with
+    // the edge-triggered reactor (vendor/README.md) such a wait costs no system call.
+    let (fd, addr) = future::poll_fn(|cx| loop {
+        match acceptfrom_with(listener.get_ref(), flags) {
+            Err(rustix::io::Errno::AGAIN) => {
+                std::task::ready!(listener.poll_readable_io(cx))?
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            got => return std::task::Poll::Ready(got.map_err(std::io::Error::from)),
+        }
+    })
+    .await?;
     let peer = addr
         .and_then(|a| SocketAddr::try_from(a).ok())
         .ok_or_else(|| std::io::Error::other("accepted a connection with no IP address"))?;

@@ -211,7 +211,7 @@ impl Flow {
                             self.moved += n as u64;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            ready!(dst.0.poll_writable(cx))?
+                            ready!(dst.0.poll_writable_io(cx))?
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Poll::Ready(Err(e)),
@@ -229,7 +229,7 @@ impl Flow {
                             self.held -= n;
                             self.moved += n as u64;
                         }
-                        Err(Errno::AGAIN) => ready!(dst.0.poll_writable(cx))?,
+                        Err(Errno::AGAIN) => ready!(dst.0.poll_writable_io(cx))?,
                         Err(Errno::INTR) => {}
                         Err(e) => return Poll::Ready(Err(e.into())),
                     }
@@ -240,8 +240,9 @@ impl Flow {
                 return Poll::Pending;
             }
             // Read more. After a short read the socket was very likely drained: wait for it to
-            // become readable again rather than spend a system call on EAGAIN (readiness is
-            // checked when the wait is registered, so nothing that arrived meanwhile is missed).
+            // become readable again rather than spend a system call on EAGAIN. This wait does
+            // not follow an EAGAIN, so it is the kind that has epoll look again (an end of
+            // stream that came with the last bytes is reported: vendor/README.md).
             if self.drained {
                 self.drained = false;
                 self.buf = None;
@@ -254,7 +255,7 @@ impl Flow {
                         n
                     }
                     Err(Errno::AGAIN) => {
-                        ready!(src.0.poll_readable(cx))?;
+                        ready!(src.0.poll_readable_io(cx))?;
                         continue;
                     }
                     Err(Errno::INTR) => continue,
@@ -276,7 +277,7 @@ impl Flow {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Nothing to move: an idle direction holds no buffer.
                         self.buf = None;
-                        ready!(src.0.poll_readable(cx))?;
+                        ready!(src.0.poll_readable_io(cx))?;
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
