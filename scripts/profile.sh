@@ -164,6 +164,9 @@ for proxy in $proxies; do
             awk '$3 == "[k]" && $4 ~ /^(__x64_sys_|__sys_|ksys_|do_epoll_)/ && n < 5 {
                      sub("%", "", $1); name = $4
                      sub("^(__x64_sys_|__sys_|ksys_|do_)", "", name); sub("[.].*$", "", name)
+                     # One name per system call: epoll_pwait runs do_epoll_wait, accept runs
+                     # __sys_accept4.
+                     sub("^epoll_pwait2?$", "epoll_wait", name); sub("^accept4$", "accept", name)
                      if (!(name in seen)) { seen[name] = 1
                          printf "%s%s %.1f", (n++ ? ", " : ""), name, $1 } }')"
         awk -v w="$workload" -v p="$proxy" -v t=$((t1 - t0)) -v hz="$clk_tck" -v n="$units" \
