@@ -187,8 +187,6 @@ struct Flow {
     moved: u64,
     /// The source's end of stream was passed on.
     done: bool,
-    /// The last read returned less than a full buffer.
-    drained: bool,
 }
 
 impl Flow {
@@ -239,15 +237,9 @@ impl Flow {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Read more. After a short read the socket was very likely drained: wait for it to
-            // become readable again rather than spend a system call on EAGAIN. This wait does
-            // not follow an EAGAIN, so it is the kind that has epoll look again (an end of
-            // stream that came with the last bytes is reported: vendor/README.md).
-            if self.drained {
-                self.drained = false;
-                self.buf = None;
-                ready!(src.0.poll_readable(cx))?;
-            }
+            // Read more, until a read finds nothing: with the edge-triggered reactor
+            // (vendor/README.md) only a wait after that costs no system call, so a wait after a
+            // short read would cost an epoll_ctl, as much as the read it saves.
             let n = if let Some(pipe) = &self.pipe {
                 match splice(src.0.get_ref(), None, &pipe.tx, None, pipe.capacity, flags) {
                     Ok(n) => {
@@ -266,7 +258,6 @@ impl Flow {
                 match src.0.get_ref().read(&mut buf.buf) {
                     Ok(n) => {
                         (self.start, self.end) = (0, n);
-                        self.drained = n > 0 && n < buf.buf.len();
                         if n == buf.buf.len() {
                             // A bulk flow: switch to splice if the system gives us a pipe (it
                             // may not: out of descriptors), else keep copying.

@@ -57,8 +57,10 @@ const WRITE: usize = 1;
 /// last event handed to a waiter (`seen`), and an event that came while nobody waited may have
 /// come after that I/O, so such a wait returns at once and the caller tries again (at worst
 /// one attempt that finds nothing). Any other wait re-arms the registration with
-/// `EPOLL_CTL_MOD`, so that epoll reports a state the descriptor is already in, as the one-shot
-/// re-arm did.
+/// `EPOLL_CTL_MOD` (once per event of its direction: `armed`), so that epoll reports a state
+/// the descriptor is already in, as the one-shot re-arm did. A registered waker alone promises
+/// nothing: a caller that tried its I/O may have registered while the event that woke it was
+/// still on its way.
 pub(crate) const EDGE: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// The reactor.
@@ -335,6 +337,7 @@ impl ReactorLock<'_> {
                         for &(dir, emitted) in &[(WRITE, ev.writable), (READ, ev.readable)] {
                             if emitted {
                                 state[dir].tick = tick;
+                                state[dir].armed = false;
                                 if EDGE && !state[dir].is_empty() {
                                     state[dir].seen = tick;
                                 }
@@ -410,6 +413,10 @@ struct Direction {
     /// With `EDGE`: the tick of the last event handed to a waiter (see `EDGE`).
     seen: usize,
 
+    /// With `EDGE`: a wait other than after I/O that found nothing has re-armed the
+    /// registration since the last event (see `EDGE`).
+    armed: bool,
+
     /// Ticks remembered by `Async::poll_readable()` or `Async::poll_writable()`.
     ticks: Option<(usize, usize)>,
 
@@ -471,8 +478,9 @@ impl Source {
 
         if EDGE {
             let d = &mut state[dir];
-            // Woken: the reactor took the waker registered here. A caller that tried its I/O
-            // since has used the wake-up.
+            // Woken: the reactor took the waker registered here. A caller that tries its I/O
+            // first has used the wake-up by the time it is back here (or will, if the wake-up
+            // is still on its way: it polls again).
             if d.ticks.is_some() && d.waker.is_none() {
                 d.ticks = None;
                 if !io_first {
@@ -480,12 +488,29 @@ impl Source {
                 }
             }
             // After I/O that found nothing: an event nobody was given may have come after it.
-            // (Any other wait re-arms below, and epoll reports the state the descriptor is in.)
             if io_first && d.tick != d.seen {
                 d.seen = d.tick;
                 d.ticks = None;
                 return Poll::Ready(Ok(()));
             }
+            match d.waker.take() {
+                Some(w) if w.will_wake(cx.waker()) => d.waker = Some(w),
+                other => {
+                    // Wake the previous waker because it's going to get replaced.
+                    if let Some(w) = other {
+                        panic::catch_unwind(|| w.wake()).ok();
+                    }
+                    d.waker = Some(cx.waker().clone());
+                }
+            }
+            d.ticks.get_or_insert((0, 0));
+            // Any other wait has epoll look at the descriptor's state now, once per event:
+            // a short read, say, may have left an end of stream that no edge will report.
+            if !io_first && !d.armed {
+                d.armed = true;
+                self.registration.rearm(&Reactor::get().poller, self.key)?;
+            }
+            return Poll::Pending;
         }
 
         // Check if the reactor has delivered an event.
@@ -512,14 +537,8 @@ impl Source {
         state[dir].waker = Some(cx.waker().clone());
         state[dir].ticks = Some((Reactor::get().ticker(), state[dir].tick));
 
-        // Edge-triggered, a wait that does not follow I/O that found nothing has epoll look at
-        // the descriptor's state now: a short read, say, may have left an end of stream unseen.
-        if was_empty && EDGE && !io_first {
-            self.registration.rearm(&Reactor::get().poller, self.key)?;
-        }
-
         // Update interest in this I/O handle.
-        if was_empty && !EDGE {
+        if was_empty {
             // Create the event that we are interested in.
             let event = {
                 let mut event = Event::none(self.key);
@@ -683,8 +702,15 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
                     return Poll::Ready(Ok(()));
                 }
             }
-            // No look at events nobody was given: this wait re-arms below, and epoll reports
-            // the state the descriptor is in (an old event would make the wait end early).
+            let i = *index.get_or_insert_with(|| d.wakers.insert(None));
+            d.wakers[i] = Some(cx.waker().clone());
+            // Epoll looks at the descriptor's state now, once per event (see `poll_ready`).
+            if !d.armed {
+                d.armed = true;
+                let source = &handle.borrow().source;
+                source.registration.rearm(&Reactor::get().poller, source.key)?;
+            }
+            return Poll::Pending;
         }
 
         // Check if the reactor has delivered an event.
@@ -710,14 +736,8 @@ impl<H: Borrow<crate::Async<T>> + Clone, T> Future for Ready<H, T> {
         };
         state[*dir].wakers[i] = Some(cx.waker().clone());
 
-        // Edge-triggered: this wait may not follow I/O that found nothing (see `poll_ready`).
-        if was_empty && EDGE {
-            let source = &handle.borrow().source;
-            source.registration.rearm(&Reactor::get().poller, source.key)?;
-        }
-
         // Update interest in this I/O handle.
-        if was_empty && !EDGE {
+        if was_empty {
             // Create the event that we are interested in.
             let event = {
                 let mut event = Event::none(handle.borrow().source.key);
