@@ -294,9 +294,7 @@ async fn accept_one(
     // the edge-triggered reactor (vendor/README.md) such a wait costs no system call.
     let (fd, addr) = future::poll_fn(|cx| loop {
         match acceptfrom_with(listener.get_ref(), flags) {
-            Err(rustix::io::Errno::AGAIN) => {
-                std::task::ready!(listener.poll_readable_io(cx))?
-            }
+            Err(rustix::io::Errno::AGAIN) => std::task::ready!(listener.poll_readable_io(cx))?,
             Err(rustix::io::Errno::INTR) => {}
             got => return std::task::Poll::Ready(got.map_err(std::io::Error::from)),
         }
