@@ -318,22 +318,10 @@ start smolproxy "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-po
 smol_pid=$last_pid
 smol_addr="$(listening_addr smolproxy)"
 
-# tinyproxy as its users run it: foreground, no log noise, CONNECT allowed to the sink.
-# write_tinyproxy_conf PORT FILE
-write_tinyproxy_conf() {
-    cat >"$2" <<EOF
-Port $1
-Listen 127.0.0.1
-Timeout 600
-MaxClients 1000
-LogLevel Critical
-LogFile "$work/tinyproxy-$1.log"
-PidFile "$work/tinyproxy-$1.pid"
-ConnectPort ${sink##*:}
-EOF
-}
+# tinyproxy as its users run it: foreground, no log noise, CONNECT allowed to the sink
+# (tinyproxy_conf, scripts/bench/procs.sh).
 tiny_port="$(freeport)"
-write_tinyproxy_conf "$tiny_port" "$work/tinyproxy.conf"
+tinyproxy_conf "$work/tinyproxy.conf" "$tiny_port"
 start tinyproxy "${pin_proxy[@]}" tinyproxy -d -c "$work/tinyproxy.conf"
 tiny_pid=$last_pid
 wait_port tinyproxy "$tiny_port"
@@ -832,7 +820,7 @@ record rss.after smolproxy "$(rss_kb "$mem_pid")"
 stop "$mem_pid"
 
 mem_port="$(freeport)"
-write_tinyproxy_conf "$mem_port" "$work/tinyproxy-mem.conf"
+tinyproxy_conf "$work/tinyproxy-mem.conf" "$mem_port"
 start tinyproxy-mem "${pin_proxy[@]}" tinyproxy -d -c "$work/tinyproxy-mem.conf"
 mem_pid=$last_pid
 wait_port tinyproxy-mem "$mem_port"

@@ -87,13 +87,7 @@ start nginx "${pin[@]}" nginx -p "$work" -c "$work/nginx.conf"
 wait_port nginx "$origin_port"
 origin="127.0.0.1:$origin_port"
 
-start sink "${pin[@]}" "$bench" sink
-for ((i = 0; i < ready_tenths; i++)); do
-    sink="$(sed -n 's/^listening on //p' "$work/sink.err" | head -n1)"
-    [ -z "$sink" ] || break
-    sleep 0.1
-done
-[ -n "$sink" ] || die "the bench sink did not start"
+start_sink "${pin[@]}" "$bench" sink
 
 # --- runs --------------------------------------------------------------------------------
 
@@ -105,16 +99,7 @@ proxy_cmd() {
             ;;
         tinyproxy)
             # As scripts/bench.sh runs it: foreground, no log noise, CONNECT allowed to the sink.
-            cat >"$work/tinyproxy-$2.conf" <<EOF
-Port $2
-Listen 127.0.0.1
-Timeout 600
-MaxClients 1000
-LogLevel Critical
-LogFile "$work/tinyproxy-$2.log"
-PidFile "$work/tinyproxy-$2.pid"
-ConnectPort ${sink##*:}
-EOF
+            tinyproxy_conf "$work/tinyproxy-$2.conf" "$2"
             echo "tinyproxy -d -c $work/tinyproxy-$2.conf"
             ;;
     esac

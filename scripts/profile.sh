@@ -76,14 +76,7 @@ start nginx "${pin_load[@]}" nginx -p "$work" -c "$work/nginx.conf"
 wait_port nginx "$origin_port"
 origin="127.0.0.1:$origin_port"
 
-start sink "${pin_load[@]}" "$bench" sink
-sink=""
-for ((i = 0; i < ready_tenths; i++)); do
-    sink="$(sed -n 's/^listening on //p' "$work/sink.err" | head -n1)"
-    [ -z "$sink" ] || break
-    sleep 0.1
-done
-[ -n "$sink" ] || die "the bench sink did not start"
+start_sink "${pin_load[@]}" "$bench" sink
 
 printf 'wrk.path = "http://%s/1k"\nwrk.headers["Host"] = "%s"\n' "$origin" "$origin" \
     >"$work/keepalive.lua"
@@ -100,16 +93,7 @@ start_proxy() {
                 --connect-ports any --quiet --max-connections 20000
             ;;
         tinyproxy)
-            cat >"$work/tinyproxy.conf" <<EOF
-Port $port
-Listen 127.0.0.1
-Timeout 600
-MaxClients 1000
-LogLevel Critical
-LogFile "$work/tinyproxy.log"
-PidFile "$work/tinyproxy.pid"
-ConnectPort ${sink##*:}
-EOF
+            tinyproxy_conf "$work/tinyproxy.conf" "$port"
             start "$1" "${pin_proxy[@]}" tinyproxy -d -c "$work/tinyproxy.conf"
             ;;
         ats)

@@ -76,3 +76,33 @@ ${3:-}
 }
 CONF
 }
+
+# start_sink CMD...: starts the bench sink (CMD: the pin, "$bench", sink) and sets $sink to the
+# address it prints once listening.
+start_sink() {
+    local i
+    start sink "$@"
+    sink=""
+    for ((i = 0; i < ready_tenths; i++)); do
+        sink="$(sed -n 's/^listening on //p' "$work/sink.err" | head -n1)"
+        [ -z "$sink" ] || return 0
+        sleep 0.1
+    done
+    die "the bench sink did not start"
+}
+
+# tinyproxy_conf FILE PORT: writes a tinyproxy configuration as scripts/bench.sh runs it: port
+# PORT on loopback, foreground-friendly, no log noise, CONNECT allowed to the bench sink
+# ($sink); its log and pid files beside FILE.
+tinyproxy_conf() {
+    cat >"$1" <<CONF
+Port $2
+Listen 127.0.0.1
+Timeout 600
+MaxClients 1000
+LogLevel Critical
+LogFile "${1%.conf}.log"
+PidFile "${1%.conf}.pid"
+ConnectPort ${sink##*:}
+CONF
+}
