@@ -295,10 +295,12 @@ fn chromium_through_the_tls_listener() {
             .wait_for_log(IO_TIMEOUT, &entry)
             .unwrap_or_else(|| panic!("no {entry:?} in {:#?}", proxy.stderr_lines()));
     }
+    // A handshake the browser walks away from (a spare connection it opened, dropped as it
+    // exits) is its choice; a refused certificate would be an alert, which is not.
     let failures: Vec<String> = proxy
         .stderr_lines()
         .into_iter()
-        .filter(|l| l.starts_with("TLS listener:"))
+        .filter(|l| l.starts_with("TLS listener:") && !l.ends_with("connection closed early"))
         .collect();
     assert!(failures.is_empty(), "failed handshakes: {failures:#?}");
     let _ = std::fs::remove_dir_all(&dir);
