@@ -1712,9 +1712,11 @@ fn bytes_right_behind_either_upgrade_head_arrive_first() {
     let t: Vec<&str> = line.split_whitespace().collect();
     let i = t.iter().position(|x| *x == url).expect("target field");
     let up = (raw.len() + "early-from-client".len() + "later".len()).to_string();
+    // Down: the 101 head as forwarded, the greeting and echo, the second echo, BYE.
+    let down = (head.raw.len() + 34 + 5 + 3).to_string();
     assert_eq!(
-        (t[i - 1], t[i + 1], t[i + 2]),
-        ("GET", "101", up.as_str()),
+        (t[i - 1], t[i + 1], t[i + 2], t[i + 3]),
+        ("GET", "101", up.as_str(), down.as_str()),
         "{line}"
     );
 }
