@@ -642,7 +642,7 @@ fn requests(
         };
         let open_after = match s
             .write_all(request.as_bytes())
-            .and(response(&mut s, &mut buf))
+            .and_then(|()| response(&mut s, &mut buf))
         {
             Err(_) if reused && buf.is_empty() => {
                 s = open(Via::Direct, proxy)?;

@@ -215,21 +215,6 @@ chmod 755 "$work"
 # shellcheck source=scripts/bench/procs.sh
 . "$root/scripts/bench/procs.sh"
 
-# listening_addr NAME: waits for "listening on ADDR" in $work/NAME.err and prints ADDR.
-listening_addr() {
-    local i line
-    for ((i = 0; i < ready_tenths; i++)); do
-        line="$(sed -n 's/^listening on //p' "$work/$1.err" | head -n1)"
-        if [ -n "$line" ]; then
-            echo "$line"
-            return 0
-        fi
-        sleep 0.1
-    done
-    cat "$work/$1.err" >&2
-    die "$1 did not start"
-}
-
 freeport() { "$bench" freeport; }
 
 # rss_kb PID: resident memory of a process and its direct children, in KB.
@@ -309,8 +294,7 @@ wait_port nginx "$tls_origin_port"
 origin="127.0.0.1:$origin_port"
 tls_origin="127.0.0.1:$tls_origin_port"
 
-start sink "${pin_load[@]}" "$bench" sink
-sink="$(listening_addr sink)"
+start_sink "${pin_load[@]}" "$bench" sink
 
 say "starting smolproxy and tinyproxy on core 0"
 start smolproxy "${pin_proxy[@]}" "$smolproxy" --listen 127.0.0.1:0 --connect-ports any --quiet \

@@ -77,18 +77,26 @@ ${3:-}
 CONF
 }
 
+# listening_addr NAME: waits for "listening on ADDR" in $work/NAME.err and prints ADDR.
+listening_addr() {
+    local i line
+    for ((i = 0; i < ready_tenths; i++)); do
+        line="$(sed -n 's/^listening on //p' "$work/$1.err" | head -n1)"
+        if [ -n "$line" ]; then
+            echo "$line"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$work/$1.err" >&2
+    die "$1 did not start"
+}
+
 # start_sink CMD...: starts the bench sink (CMD: the pin, "$bench", sink) and sets $sink to the
 # address it prints once listening.
 start_sink() {
-    local i
     start sink "$@"
-    sink=""
-    for ((i = 0; i < ready_tenths; i++)); do
-        sink="$(sed -n 's/^listening on //p' "$work/sink.err" | head -n1)"
-        [ -z "$sink" ] || return 0
-        sleep 0.1
-    done
-    die "the bench sink did not start"
+    sink="$(listening_addr sink)"
 }
 
 # tinyproxy_conf FILE PORT: writes a tinyproxy configuration as scripts/bench.sh runs it: port
